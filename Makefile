@@ -1,0 +1,41 @@
+# patience — build, test, install. See README.md.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+CARGO ?= cargo
+INSTALL ?= install
+
+BINS = patience patienced
+MAN1 = $(wildcard man/*.1)
+MAN5 = $(wildcard man/*.5)
+MAN8 = $(wildcard man/*.8)
+
+.PHONY: all build test bench install uninstall clean
+
+all: build
+
+build:
+	$(CARGO) build --release --locked
+
+test:
+	$(CARGO) test --locked -- --test-threads=4
+
+bench: build
+	sh tests/bench/run.sh
+
+install:
+	$(INSTALL) -d $(DESTDIR)$(BINDIR)
+	for b in $(BINS); do $(INSTALL) -m 755 target/release/$$b $(DESTDIR)$(BINDIR)/$$b; done
+	$(INSTALL) -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	for m in $(MAN1); do $(INSTALL) -m 644 $$m $(DESTDIR)$(MANDIR)/man1/; done
+	for m in $(MAN5); do $(INSTALL) -m 644 $$m $(DESTDIR)$(MANDIR)/man5/; done
+	for m in $(MAN8); do $(INSTALL) -m 644 $$m $(DESTDIR)$(MANDIR)/man8/; done
+
+uninstall:
+	for b in $(BINS); do rm -f $(DESTDIR)$(BINDIR)/$$b; done
+	for m in $(MAN1); do rm -f $(DESTDIR)$(MANDIR)/man1/$$(basename $$m); done
+	for m in $(MAN5); do rm -f $(DESTDIR)$(MANDIR)/man5/$$(basename $$m); done
+	for m in $(MAN8); do rm -f $(DESTDIR)$(MANDIR)/man8/$$(basename $$m); done
+
+clean:
+	$(CARGO) clean

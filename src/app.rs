@@ -1,0 +1,51 @@
+//! patience from start to exit status: parse, resolve, run, report. The
+//! binary's `main` only prepares the process and calls `main` here.
+
+use std::io::Write;
+
+use crate::child::Inherited;
+use crate::cli::{self, Action};
+use crate::config;
+use crate::error::{Error, EXIT_INTERNAL};
+use crate::executor;
+use crate::report::{self, Reporter};
+
+/// Runs patience with `args` (without argv[0]) and returns the exit status.
+pub fn main(args: Vec<std::ffi::OsString>, inherited: Inherited) -> i32 {
+    match run(args, inherited) {
+        Ok(status) => status,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr().lock(), "patience: {e}");
+            EXIT_INTERNAL
+        }
+    }
+}
+
+fn run(args: Vec<std::ffi::OsString>, inherited: Inherited) -> Result<i32, Error> {
+    let inv = cli::parse(args)?;
+    match inv.action {
+        Action::Help => return Ok(print(&cli::help())),
+        Action::Version => return Ok(print(&format!("patience {}\n", env!("CARGO_PKG_VERSION")))),
+        Action::DryRun | Action::Run => {}
+    }
+    let resolved = config::resolve(&inv)?;
+    if inv.action == Action::DryRun {
+        return Ok(print(&report::dry_run(&resolved)));
+    }
+    let settings = &resolved.settings;
+    let mut reporter = Reporter::new(settings);
+    let outcome = executor::run(settings, &inherited, &mut reporter)?;
+    reporter.finished(&outcome, settings.summary);
+    if let Some(path) = &settings.summary_json {
+        report::write_json(&outcome, settings, path);
+    }
+    Ok(report::exit_status(&outcome))
+}
+
+/// Prints `text` on stdout. A closed stdout (`patience --help | head -1`)
+/// is not an error worth a message, and never a panic.
+fn print(text: &str) -> i32 {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    0
+}

@@ -1,0 +1,6 @@
+//! The `patienced` binary (to come: see the daemon issue).
+
+fn main() {
+    eprintln!("usage: patienced [--socket PATH] [--listen ADDR:PORT]");
+    std::process::exit(2);
+}

@@ -1,0 +1,252 @@
+//! One attempt's process: spawning it in its own process group, waiting for
+//! it, and taking its whole tree down at a timeout or a forwarded signal.
+//!
+//! Who does what, so that no signal can ever reach a recycled pid:
+//! - a waiter thread blocks in `waitid(WNOWAIT)`: it learns of the exit but
+//!   leaves the zombie in place, which keeps the pid and the process group
+//!   number reserved;
+//! - the calling (main) thread is the watchdog: it waits on one channel for
+//!   the exit, a delivered signal or its next timer (first signal at the
+//!   timeout, SIGKILL after the grace), sends every signal itself, and only
+//!   then reaps. Signalling and reaping happen on one thread, in that order.
+//!
+//! The main thread is also the one that forks, so `PR_SET_PDEATHSIG` (which
+//! follows the forking *thread*) lasts as long as patience does.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use crate::sys::{self, ExitKind, SigMask};
+
+/// What reaches the attempt loop while it waits.
+#[derive(Debug)]
+pub enum Event {
+    /// patience received this signal.
+    Signal(i32),
+    /// The attempt's process exited (not yet reaped).
+    Exited(i32, io::Result<ExitKind>),
+}
+
+/// What patience inherited from its caller and must hand on to each child:
+/// which of the signals it changes for itself were ignored, and the mask.
+#[derive(Clone, Copy)]
+pub struct Inherited {
+    pipe_ignored: bool,
+    ttin_ignored: bool,
+    ttou_ignored: bool,
+    mask: SigMask,
+}
+
+impl Inherited {
+    /// Records the inherited dispositions, then sets patience's own: SIGPIPE
+    /// ignored (a closed stdout is an EPIPE to handle, not a death), and
+    /// SIGTTIN/SIGTTOU ignored (writing a diagnostic from a background job
+    /// must not stop patience). Call first thing in `main`.
+    pub fn capture_and_prepare() -> Inherited {
+        let inherited = Inherited {
+            pipe_ignored: sys::is_ignored(libc::SIGPIPE),
+            ttin_ignored: sys::is_ignored(libc::SIGTTIN),
+            ttou_ignored: sys::is_ignored(libc::SIGTTOU),
+            mask: SigMask::current(),
+        };
+        for sig in [libc::SIGPIPE, libc::SIGTTIN, libc::SIGTTOU] {
+            sys::ignore(sig);
+        }
+        inherited
+    }
+
+    /// True when the caller had `sig` blocked.
+    pub fn blocked(&self, sig: i32) -> bool {
+        self.mask.contains(sig)
+    }
+}
+
+/// How to start and stop one attempt.
+pub struct Spec<'a> {
+    pub command: &'a [OsString],
+    pub env: Vec<(&'static str, String)>,
+    /// Own process group (the default) or patience's (`--foreground`).
+    pub own_group: bool,
+    /// When to send the first signal (`--timeout` or `--deadline`), if ever.
+    pub stop_at: Option<Instant>,
+    pub signal: i32,
+    pub kill_after: Duration,
+}
+
+/// Why an attempt could not start.
+#[derive(Debug)]
+pub enum SpawnError {
+    /// The command does not exist (exit status 127).
+    NotFound(io::Error),
+    /// The command exists but cannot be executed (exit status 126).
+    NotExecutable(io::Error),
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    pub exit: ExitKind,
+    /// The stop timer fired (the attempt counts as timed out whatever it
+    /// exited with afterwards, as with `timeout`).
+    pub timed_out: bool,
+    /// SIGKILL had to be sent after the grace period.
+    pub killed: bool,
+    /// A signal patience received while the attempt ran and forwarded.
+    pub interrupted: Option<i32>,
+    pub duration: Duration,
+}
+
+/// Runs one attempt to its end. `events` carries delivered signals (from
+/// `signals::listen`); `tx` is its sender, handed to the waiter thread.
+pub fn run(
+    spec: &Spec,
+    inherited: &Inherited,
+    events: &Receiver<Event>,
+    tx: &Sender<Event>,
+) -> Result<Ended, SpawnError> {
+    let mut cmd = Command::new(&spec.command[0]);
+    cmd.args(&spec.command[1..]);
+    for (k, v) in &spec.env {
+        cmd.env(k, v);
+    }
+    if spec.own_group {
+        cmd.process_group(0);
+    }
+    sys::prepare_child(
+        &mut cmd,
+        sys::ChildSetup {
+            restore: [
+                (libc::SIGPIPE, inherited.pipe_ignored),
+                (libc::SIGTTIN, inherited.ttin_ignored),
+                (libc::SIGTTOU, inherited.ttou_ignored),
+            ],
+            mask: inherited.mask,
+            die_with_parent: true,
+            parent: sys::getpid(),
+        },
+    );
+    let started = Instant::now();
+    let child = cmd.spawn().map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => SpawnError::NotFound(e),
+        _ => SpawnError::NotExecutable(e),
+    })?;
+    let pid = child.id() as i32;
+    // std's Child would reap on wait(); this module reaps by pid instead,
+    // after the group is cleaned up. Dropping Child neither kills nor waits.
+    drop(child);
+
+    let waiter_tx = tx.clone();
+    let waiter = std::thread::Builder::new()
+        .name("waiter".into())
+        .spawn(move || {
+            let _ = waiter_tx.send(Event::Exited(pid, sys::wait_exit(pid)));
+        })
+        .expect("spawning the waiter thread");
+
+    let target = Target {
+        pid,
+        group: spec.own_group,
+    };
+    let mut timed_out = false;
+    let mut killed = false;
+    let mut interrupted = None;
+    // The next timer: (when, signal to send then).
+    let mut timer: Option<(Instant, i32)> = spec.stop_at.map(|t| (t, spec.signal));
+    let exit = loop {
+        let event = match timer {
+            None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some((at, _)) => events.recv_timeout(at.saturating_duration_since(Instant::now())),
+        };
+        match event {
+            Ok(Event::Exited(p, status)) if p == pid => match status {
+                Ok(kind) => break kind,
+                // waitid failing on our own child is a bug; report it as a
+                // KILL so the run fails visibly rather than hangs.
+                Err(_) => break ExitKind::Signal(libc::SIGKILL),
+            },
+            Ok(Event::Exited(..)) => {}
+            Ok(Event::Signal(sig)) => {
+                target.signal(sig);
+                if interrupted.is_none() {
+                    interrupted = Some(sig);
+                    // Escalate after the grace, as for a timeout, unless a
+                    // timeout's escalation is already under way.
+                    if !timed_out {
+                        timer = Some((grace_end(spec.kill_after), libc::SIGKILL));
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let (_, sig) = timer.take().expect("a timer was set");
+                target.signal(sig);
+                if sig == libc::SIGKILL {
+                    killed = true;
+                } else {
+                    timed_out = true;
+                    timer = Some((grace_end(spec.kill_after), libc::SIGKILL));
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => unreachable!("the loop holds a sender"),
+        }
+    };
+    let duration = started.elapsed();
+    // The leader is a zombie: its group number cannot be reused yet. Whatever
+    // it left behind in its group goes now (systemd's KillMode=mixed): after
+    // a timeout or a forwarded signal with SIGKILL, after a normal exit with
+    // the polite signal, so retries never pile up on a previous attempt.
+    if target.group {
+        if timed_out || interrupted.is_some() {
+            let _ = sys::kill_group(pid, libc::SIGKILL);
+        } else {
+            let _ = sys::kill_group(pid, spec.signal);
+            let _ = sys::kill_group(pid, libc::SIGCONT);
+        }
+    }
+    sys::reap(pid);
+    let _ = waiter.join();
+    Ok(Ended {
+        exit,
+        timed_out,
+        killed,
+        interrupted,
+        duration,
+    })
+}
+
+/// When the grace after a first signal ends. A grace too large to add to
+/// `now` means "never escalate", which `Instant` cannot express, so it is
+/// pushed out by the largest duration patience accepts.
+fn grace_end(kill_after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(kill_after)
+        .or_else(|| now.checked_add(crate::duration::MAX))
+        .unwrap_or(now)
+}
+
+/// The process (or group) patience signals for this attempt.
+struct Target {
+    pid: i32,
+    group: bool,
+}
+
+impl Target {
+    /// Sends `sig`, then SIGCONT so a stopped process can act on it (as GNU
+    /// timeout does). Only called while the leader is unreaped.
+    fn signal(&self, sig: i32) {
+        let send = |s| {
+            if self.group {
+                sys::kill_group(self.pid, s)
+            } else {
+                sys::kill(self.pid, s)
+            }
+        };
+        let _ = send(sig);
+        if sig != libc::SIGKILL && sig != libc::SIGCONT {
+            let _ = send(libc::SIGCONT);
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The command line: a lexopt loop that turns argv into an `Invocation`
+//! (what to do, the options given as name/value pairs, and the command),
+//! plus the `--help` text. Validation of values happens in
+//! `settings::apply`, shared with the config files.
+//!
+//! Options end at the first operand, as with `timeout`, `nice` and `env`:
+//! `patience -a 5 cmd -a 1` gives `-a 1` to `cmd`.
+
+use std::ffi::OsString;
+
+use lexopt::prelude::*;
+
+use crate::error::Error;
+use crate::settings::{self, OPTIONS};
+
+/// What patience was asked to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    Run,
+    /// Print the resolved settings and schedule; run nothing.
+    DryRun,
+    Help,
+    Version,
+}
+
+/// The command line, parsed but not yet validated into settings.
+#[derive(Debug)]
+pub struct Invocation {
+    pub action: Action,
+    /// Settings options in the order given: (long name, value or None for a
+    /// switch). Later ones win, as usual.
+    pub assignments: Vec<(&'static str, Option<String>)>,
+    pub command: Vec<OsString>,
+}
+
+/// Parses patience's arguments (without argv[0]).
+pub fn parse<I>(args: I) -> Result<Invocation, Error>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut action = Action::Run;
+    let mut assignments = Vec::new();
+    let mut command = Vec::new();
+    while let Some(arg) = parser.next()? {
+        let opt = match arg {
+            Short('h') | Long("help") => {
+                action = Action::Help;
+                continue;
+            }
+            Short('V') | Long("version") => {
+                action = Action::Version;
+                continue;
+            }
+            Long("dry-run") => {
+                if action == Action::Run {
+                    action = Action::DryRun;
+                }
+                continue;
+            }
+            Value(first) => {
+                command.push(first);
+                command.extend(parser.raw_args()?);
+                break;
+            }
+            Short(c) => OPTIONS.iter().find(|o| o.short == Some(c)),
+            Long(name) => settings::find(name),
+        };
+        let Some(opt) = opt else {
+            return Err(arg.unexpected().into());
+        };
+        let value = match opt.value {
+            None => None,
+            Some(_) => {
+                let raw = parser.value()?;
+                let text = raw.into_string().map_err(|raw| {
+                    Error::Usage(format!("--{}: the value {raw:?} is not valid UTF-8", opt.long))
+                })?;
+                Some(text)
+            }
+        };
+        assignments.push((opt.long, value));
+    }
+    if action == Action::Help || action == Action::Version {
+        return Ok(Invocation {
+            action,
+            assignments,
+            command,
+        });
+    }
+    match command.first() {
+        None => return Err(Error::Usage("no command given".into())),
+        Some(c) if c.is_empty() => return Err(Error::Usage("the command is an empty string".into())),
+        Some(_) => {}
+    }
+    Ok(Invocation {
+        action,
+        assignments,
+        command,
+    })
+}
+
+/// The `--help` text, built from the same table the parser uses so the two
+/// cannot drift apart.
+pub fn help() -> String {
+    let mut out = String::from(
+        "Usage: patience [OPTIONS] [--] COMMAND [ARG...]\n\
+         Run COMMAND, and run it again when it fails.\n\nOptions:\n",
+    );
+    let mut line = |short: Option<char>, long: &str, value: Option<&str>, help: &str| {
+        let short = short.map(|c| format!("-{c}, ")).unwrap_or_default();
+        let value = value.map(|v| format!(" {v}")).unwrap_or_default();
+        let left = format!("  {short}--{long}{value}");
+        out.push_str(&format!("{left:<30} {help}\n"));
+    };
+    for o in OPTIONS {
+        line(o.short, o.long, o.value, o.help);
+    }
+    line(
+        None,
+        "dry-run",
+        None,
+        "print the resolved settings and delays; run nothing",
+    );
+    line(Some('h'), "help", None, "print this help");
+    line(Some('V'), "version", None, "print the version");
+    out.push_str(
+        "\nDurations: 250ms, 1.5s, 1m30s, 2h, 1d; a bare number is seconds.\n\
+         \nExit status: 0 success; the last attempt's code when the run failed;\n\
+         124 timed out; 125 patience's own error; 126 not executable; 127 not found;\n\
+         128+N killed by signal N; 75 refused before running.\n\
+         \nSee patience(1) for the full manual.\n",
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(args: &[&str]) -> Invocation {
+        parse(args.iter().copied()).unwrap()
+    }
+
+    #[test]
+    fn options_stop_at_the_command() {
+        let inv = parse_ok(&["-a", "5", "cmd", "-a", "1", "--timeout", "3"]);
+        assert_eq!(inv.assignments, [("attempts", Some("5".to_string()))]);
+        assert_eq!(inv.command, ["cmd", "-a", "1", "--timeout", "3"]);
+    }
+
+    #[test]
+    fn double_dash_and_joined_forms() {
+        let inv = parse_ok(&["--timeout=2s", "-k1", "-vq", "--", "-weird"]);
+        assert_eq!(
+            inv.assignments,
+            [
+                ("timeout", Some("2s".to_string())),
+                ("kill-after", Some("1".to_string())),
+                ("verbose", None),
+                ("quiet", None)
+            ]
+        );
+        assert_eq!(inv.command, ["-weird"]);
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let err = |args: &[&str]| parse(args.iter().copied()).unwrap_err().to_string();
+        assert!(err(&["--nope", "x"]).contains("--nope"));
+        assert!(err(&["--timeout"]).contains("--timeout"));
+        assert!(err(&[]).contains("no command"));
+        assert!(err(&[""]).contains("empty"));
+    }
+
+    #[test]
+    fn help_and_version_need_no_command() {
+        assert_eq!(parse_ok(&["--help"]).action, Action::Help);
+        assert_eq!(parse_ok(&["-V"]).action, Action::Version);
+    }
+
+    #[test]
+    fn help_lists_every_option() {
+        let h = help();
+        for o in OPTIONS {
+            assert!(h.contains(&format!("--{}", o.long)), "{}", o.long);
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Durations as users write them (`250ms`, `1.5s`, `1m30s`, `2h`, `1d`, a bare
+//! number of seconds) and as patience prints them back.
+//!
+//! Parsing refuses anything it cannot represent exactly enough: negative
+//! values, NaN, infinities, overflow, unknown units, empty strings. A huge but
+//! well-formed value is an error too, rather than a silent saturation, so a
+//! typo never turns into "wait forever".
+
+use std::time::Duration;
+
+/// The largest duration patience accepts anywhere: 100 years. Far beyond any
+/// real timeout, and small enough that `Instant + d` can never overflow.
+pub const MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Parses a duration such as `1m30s`. The error says what is wrong with the
+/// value; the caller adds which option or key it came from.
+pub fn parse(text: &str) -> Result<Duration, String> {
+    let s = text.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, after) = rest.split_at(num_len);
+        if num.is_empty() || num.starts_with('.') && num.len() == 1 {
+            return Err(format!(
+                "invalid duration '{text}' (expected e.g. 250ms, 1.5s, 1m30s, 2h, 1d)"
+            ));
+        }
+        if num.matches('.').count() > 1 {
+            return Err(format!("invalid duration '{text}' (malformed number '{num}')"));
+        }
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_len);
+        let scale = match unit {
+            "" if parts == 0 && next.is_empty() => 1.0,
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            _ => {
+                return Err(format!(
+                    "invalid duration '{text}' (unknown unit '{unit}'; use ns, us, ms, s, m, h or d)"
+                ))
+            }
+        };
+        let value: f64 = num
+            .parse()
+            .map_err(|_| format!("invalid duration '{text}' (malformed number '{num}')"))?;
+        total += value * scale;
+        parts += 1;
+        rest = next;
+    }
+    if !total.is_finite() || total > MAX.as_secs_f64() {
+        return Err(format!("duration '{text}' is too large (the limit is 100 years)"));
+    }
+    // A positive value below one nanosecond still means "as soon as possible",
+    // never "no limit": round it up rather than down to zero (GNU bug 77535).
+    let d = Duration::try_from_secs_f64(total).map_err(|_| format!("invalid duration '{text}'"))?;
+    if d.is_zero() && total > 0.0 {
+        return Ok(Duration::from_nanos(1));
+    }
+    Ok(d)
+}
+
+/// Formats a duration for messages: `250ms`, `1.5s`, `2m30s`, `1h5m`.
+pub fn format(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        if d.as_nanos() > 0 && ms == 0 {
+            return format!("{}us", d.as_micros());
+        }
+        return format!("{ms}ms");
+    }
+    let secs = d.as_secs_f64();
+    if secs < 60.0 {
+        let tenths = (secs * 10.0).round() / 10.0;
+        if tenths.fract() == 0.0 {
+            return format!("{}s", tenths as u64);
+        }
+        return format!("{tenths:.1}s");
+    }
+    let total = d.as_secs();
+    let (days, hours, mins, s) = (total / 86400, total / 3600 % 24, total / 60 % 60, total % 60);
+    let mut out = String::new();
+    for (v, u) in [(days, "d"), (hours, "h"), (mins, "m"), (s, "s")] {
+        if v > 0 {
+            out.push_str(&format!("{v}{u}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_documented_forms() {
+        assert_eq!(parse("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse("1d").unwrap(), Duration::from_secs(86400));
+        assert_eq!(parse("3").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse("0.5").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse("10us").unwrap(), Duration::from_micros(10));
+    }
+
+    #[test]
+    fn tiny_values_never_become_zero() {
+        assert_eq!(parse("1ns").unwrap(), Duration::from_nanos(1));
+        assert_eq!(parse("0.0000000001s").unwrap(), Duration::from_nanos(1));
+    }
+
+    #[test]
+    fn refuses_nonsense_and_overflow() {
+        for bad in [
+            "",
+            " ",
+            "-1",
+            "-0",
+            "-5s",
+            "NaN",
+            "nan",
+            "inf",
+            "1x",
+            "1.5.5s",
+            "10€",
+            "1e999s",
+            "18446744073709551616s",
+            "9223372036854775808d",
+            "s",
+            "1s2",
+            "ms",
+            ".",
+            "1 s",
+            "1e3",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn formats_for_humans() {
+        assert_eq!(format(Duration::from_millis(250)), "250ms");
+        assert_eq!(format(Duration::from_secs(1)), "1s");
+        assert_eq!(format(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(format(Duration::from_secs(150)), "2m30s");
+        assert_eq!(format(Duration::from_secs(3900)), "1h5m");
+        assert_eq!(format(Duration::ZERO), "0ms");
+    }
+}

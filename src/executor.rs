@@ -1,0 +1,278 @@
+//! The attempt loop: runs attempts, waits the backoff delays, honours the
+//! attempt limit, the restart policy and the deadline, and stops when a
+//! signal arrives. It produces an `Outcome`; it prints nothing itself but
+//! tells the `Reporter` what happens as it happens.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::backoff::{Rng, Schedule};
+use crate::child::{self, Ended, Event, Inherited, SpawnError};
+use crate::conditions::{self, Verdict};
+use crate::error::Error;
+use crate::report::Reporter;
+use crate::settings::{Restart, Settings};
+use crate::sys::ExitKind;
+
+/// How many attempt records an outcome keeps: a supervisor restarting for
+/// months must not grow without bound. Counters cover the rest.
+pub const KEEP_ATTEMPTS: usize = 1000;
+
+/// One finished attempt.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    pub number: u64,
+    pub started_at: SystemTime,
+    pub duration: Duration,
+    /// How it ended; `None` when it could not start.
+    pub exit: Option<ExitKind>,
+    pub timed_out: bool,
+    /// SIGKILL was needed after the grace period.
+    pub killed: bool,
+    pub verdict: Verdict,
+    /// The delay waited after it, if another attempt followed.
+    pub delay_after: Option<Duration>,
+    /// 126 or 127 when the command could not be started.
+    pub spawn_status: Option<i32>,
+}
+
+/// How the run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    Succeeded,
+    /// Failed, with the reason the attempts stopped.
+    Failed(String),
+    /// patience received this signal and stopped.
+    Interrupted(i32),
+}
+
+/// The result of a whole run.
+#[derive(Debug)]
+pub struct Outcome {
+    pub name: String,
+    pub ending: Ending,
+    pub started_at: SystemTime,
+    pub duration: Duration,
+    /// Attempts made, succeeded and failed, over the whole run.
+    pub total: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// The most recent attempts (at most `KEEP_ATTEMPTS`), oldest first.
+    pub attempts: VecDeque<Attempt>,
+}
+
+impl Outcome {
+    pub fn last(&self) -> Option<&Attempt> {
+        self.attempts.back()
+    }
+}
+
+/// Runs the command as the settings say and returns how it went.
+pub fn run(settings: &Settings, inherited: &Inherited, reporter: &mut Reporter) -> Result<Outcome, Error> {
+    let (tx, rx) = mpsc::channel();
+    let signal_tx = tx.clone();
+    crate::signals::listen(move |sig| signal_tx.send(Event::Signal(sig)).is_ok())
+        .map_err(|e| Error::Internal(format!("cannot install signal handlers: {e}")))?;
+    Loop {
+        settings,
+        inherited,
+        reporter,
+        rx,
+        tx,
+    }
+    .run()
+}
+
+struct Loop<'a> {
+    settings: &'a Settings,
+    inherited: &'a Inherited,
+    reporter: &'a mut Reporter,
+    rx: Receiver<Event>,
+    tx: Sender<Event>,
+}
+
+impl Loop<'_> {
+    fn run(mut self) -> Result<Outcome, Error> {
+        let s = self.settings;
+        let start = Instant::now();
+        let mut outcome = Outcome {
+            name: s.run_name(),
+            ending: Ending::Succeeded,
+            started_at: SystemTime::now(),
+            duration: Duration::ZERO,
+            total: 0,
+            succeeded: 0,
+            failed: 0,
+            attempts: VecDeque::new(),
+        };
+        // A deadline too far to represent is no deadline.
+        let deadline = s.deadline.and_then(|d| start.checked_add(d));
+        let mut schedule = Schedule::new(s.backoff.clone(), Rng::from_entropy());
+        let mut number: u64 = 0;
+        let ending = loop {
+            // A signal that arrived during set-up or a delay ends the run
+            // before another attempt starts.
+            if let Some(sig) = self.pending_signal() {
+                break Ending::Interrupted(sig);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break Ending::Failed("deadline reached".into());
+            }
+            number += 1;
+            self.reporter.starting(number, s);
+            let (attempt, interrupted) = self.attempt(number, deadline);
+            outcome.total += 1;
+            if attempt.verdict.is_success() {
+                outcome.succeeded += 1;
+            } else {
+                outcome.failed += 1;
+            }
+            let last_allowed = s.attempts != 0 && number >= s.attempts;
+            let verdict = attempt.verdict.clone();
+            let ran_for = attempt.duration;
+            push(&mut outcome.attempts, attempt);
+            if let Some(sig) = interrupted {
+                break Ending::Interrupted(sig);
+            }
+            let again = match (&verdict, s.restart) {
+                (Verdict::Final(_), _) => Err(Ending::Failed("not retried".into())),
+                (Verdict::Success, Restart::OnFailure) => Err(Ending::Succeeded),
+                (Verdict::Retry(_), Restart::OnSuccess) => {
+                    Err(Ending::Failed("failed under --restart on-success".into()))
+                }
+                _ if last_allowed => Err(if verdict.is_success() {
+                    Ending::Succeeded
+                } else {
+                    Ending::Failed("max attempts reached".into())
+                }),
+                _ => Ok(()),
+            };
+            if let Err(ending) = again {
+                break ending;
+            }
+            if s.reset_after.is_some_and(|r| ran_for >= r) {
+                schedule.reset();
+            }
+            let delay = schedule.next_delay();
+            if let Some(d) = deadline {
+                // A delay that would reach the deadline could only be
+                // followed by no attempt at all: stop now instead of waiting.
+                if Instant::now().checked_add(delay).is_none_or(|end| end >= d) {
+                    break Ending::Failed("deadline reached".into());
+                }
+            }
+            if let Some(last) = outcome.attempts.back_mut() {
+                last.delay_after = Some(delay);
+            }
+            self.reporter
+                .attempt_ended(outcome.attempts.back().expect("just pushed"), s, Some(delay));
+            if let Some(sig) = self.sleep(delay) {
+                break Ending::Interrupted(sig);
+            }
+        };
+        outcome.ending = ending;
+        outcome.duration = start.elapsed();
+        Ok(outcome)
+    }
+
+    /// Runs attempt `number`; also returns the signal that interrupted it.
+    fn attempt(&mut self, number: u64, deadline: Option<Instant>) -> (Attempt, Option<i32>) {
+        let s = self.settings;
+        let started_at = SystemTime::now();
+        let now = Instant::now();
+        let timeout_at = s.timeout.and_then(|t| now.checked_add(t));
+        let stop_at = match (timeout_at, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let spec = child::Spec {
+            command: &s.command,
+            env: vec![
+                ("PATIENCE_ATTEMPT", number.to_string()),
+                ("PATIENCE_MAX_ATTEMPTS", s.attempts.to_string()),
+            ],
+            own_group: !s.foreground,
+            stop_at,
+            signal: s.signal,
+            kill_after: s.kill_after,
+        };
+        match child::run(&spec, self.inherited, &self.rx, &self.tx) {
+            Ok(ended) => {
+                let verdict = conditions::classify(&ended);
+                let interrupted = ended.interrupted;
+                (from_ended(number, started_at, &ended, verdict), interrupted)
+            }
+            Err(e) => {
+                let (status, what, err) = match e {
+                    SpawnError::NotFound(e) => (127, "command not found", e),
+                    SpawnError::NotExecutable(e) => (126, "command not executable", e),
+                };
+                self.reporter.cannot_run(&s.command[0], &err);
+                let attempt = Attempt {
+                    number,
+                    started_at,
+                    duration: now.elapsed(),
+                    exit: None,
+                    timed_out: false,
+                    killed: false,
+                    verdict: Verdict::Final(what.into()),
+                    delay_after: None,
+                    spawn_status: Some(status),
+                };
+                (attempt, None)
+            }
+        }
+    }
+
+    /// A signal received and not yet acted on, if any.
+    fn pending_signal(&self) -> Option<i32> {
+        while let Ok(event) = self.rx.try_recv() {
+            if let Event::Signal(sig) = event {
+                return Some(sig);
+            }
+        }
+        None
+    }
+
+    /// Waits `delay`, or less if a signal arrives: returns that signal.
+    fn sleep(&self, delay: Duration) -> Option<i32> {
+        let end = Instant::now().checked_add(delay);
+        loop {
+            let left = match end {
+                Some(end) => end.saturating_duration_since(Instant::now()),
+                None => crate::duration::MAX,
+            };
+            if left.is_zero() {
+                return None;
+            }
+            match self.rx.recv_timeout(left) {
+                Ok(Event::Signal(sig)) => return Some(sig),
+                Ok(Event::Exited(..)) => {}
+                Err(RecvTimeoutError::Timeout) => return None,
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+}
+
+fn from_ended(number: u64, started_at: SystemTime, ended: &Ended, verdict: Verdict) -> Attempt {
+    Attempt {
+        number,
+        started_at,
+        duration: ended.duration,
+        exit: Some(ended.exit),
+        timed_out: ended.timed_out,
+        killed: ended.killed,
+        verdict,
+        delay_after: None,
+        spawn_status: None,
+    }
+}
+
+fn push(attempts: &mut VecDeque<Attempt>, attempt: Attempt) {
+    if attempts.len() == KEEP_ATTEMPTS {
+        attempts.pop_front();
+    }
+    attempts.push_back(attempt);
+}

@@ -1,0 +1,22 @@
+//! patience runs a command and, when it fails, runs it again.
+//!
+//! The data flows one way:
+//! argv ([`cli`]) → settings ([`config`], [`settings`]) → the attempt loop
+//! ([`executor`], one [`child`] per attempt) → an [`executor::Outcome`] →
+//! messages, JSON and the exit status ([`report`]).
+//!
+//! [`sys`] holds every `unsafe` block and libc call behind a safe API.
+
+pub mod app;
+pub mod backoff;
+pub mod child;
+pub mod cli;
+pub mod conditions;
+pub mod config;
+pub mod duration;
+pub mod error;
+pub mod executor;
+pub mod report;
+pub mod settings;
+pub mod signals;
+pub mod sys;

@@ -1,0 +1,354 @@
+//! What patience says about a run, and the exit status it ends with: the
+//! `[patience]` lines on stderr as the run goes, the final line, the
+//! `--summary` statistics and the `--summary-json` report.
+//!
+//! Silence is golden (cron mails any output): a run whose first attempt
+//! succeeds prints nothing unless asked. Writes to stderr ignore errors, so
+//! a closed or broken stderr never stops or kills patience.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::config::Resolved;
+use crate::duration::format as fmt_dur;
+use crate::executor::{Attempt, Ending, Outcome};
+use crate::settings::{Color, Settings, Verbosity};
+use crate::signals;
+use crate::sys::{self, ExitKind};
+
+/// Exit status when the run was refused before running (EX_TEMPFAIL).
+pub const EXIT_REFUSED: i32 = 75;
+/// Exit status when the last attempt timed out, as `timeout`.
+pub const EXIT_TIMEOUT: i32 = 124;
+
+/// Writes one `[patience]` line to stderr, ignoring errors (EPIPE, EBADF).
+pub fn say(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "[patience] {line}");
+}
+
+/// The exit status of a finished run: decided here and nowhere else.
+pub fn exit_status(outcome: &Outcome) -> i32 {
+    match &outcome.ending {
+        Ending::Succeeded => 0,
+        Ending::Interrupted(sig) => 128 + sig,
+        Ending::Failed(_) => match outcome.last() {
+            None => 1,
+            Some(last) => attempt_status(last),
+        },
+    }
+}
+
+/// The status one attempt would give the run if it were the last.
+fn attempt_status(a: &Attempt) -> i32 {
+    if let Some(status) = a.spawn_status {
+        return status;
+    }
+    if a.timed_out {
+        return EXIT_TIMEOUT;
+    }
+    match a.exit {
+        Some(ExitKind::Signal(sig)) => 128 + sig,
+        // A failed attempt that exited with a success code failed on a
+        // pattern: 1, so that a script never reads 0 as success.
+        Some(ExitKind::Code(code)) if !a.verdict.is_success() && code == 0 => 1,
+        Some(ExitKind::Code(code)) => code,
+        None => 1,
+    }
+}
+
+/// How an attempt ended, in words: `exit code 7`, `timeout after 10s`.
+fn how(a: &Attempt, timeout: Option<Duration>) -> String {
+    if a.timed_out {
+        return match timeout {
+            Some(t) if a.duration + Duration::from_millis(50) >= t => format!("timeout after {}", fmt_dur(t)),
+            _ => "stopped at the deadline".to_string(),
+        };
+    }
+    match (a.spawn_status, a.exit) {
+        (Some(127), _) => "command not found".into(),
+        (Some(_), _) => "command not executable".into(),
+        (None, Some(ExitKind::Code(c))) => {
+            let rule = a.verdict.rule();
+            if rule.starts_with("exit code") || rule == "success exit code" {
+                format!("exit code {c}")
+            } else {
+                format!("exit code {c}, {rule}")
+            }
+        }
+        (None, Some(ExitKind::Signal(s))) => format!("killed by {}", signals::name(s)),
+        (None, None) => "did not run".into(),
+    }
+}
+
+/// Prints the run's messages as it goes, according to the settings.
+pub struct Reporter {
+    verbosity: Verbosity,
+    color: bool,
+    timeout: Option<Duration>,
+}
+
+impl Reporter {
+    pub fn new(settings: &Settings) -> Reporter {
+        let color = match settings.color {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && sys::isatty(2),
+        };
+        Reporter {
+            verbosity: settings.verbosity,
+            color,
+            timeout: settings.timeout,
+        }
+    }
+
+    fn of(n: u64, s: &Settings) -> String {
+        if s.attempts == 0 {
+            format!("attempt {n}")
+        } else {
+            format!("attempt {n}/{}", s.attempts)
+        }
+    }
+
+    /// An attempt is about to start (shown with `--verbose`).
+    pub fn starting(&mut self, n: u64, s: &Settings) {
+        if self.verbosity == Verbosity::Verbose {
+            let cmd: Vec<_> = s.command.iter().map(|a| a.to_string_lossy()).collect();
+            say(&format!("{} starting: {}", Self::of(n, s), cmd.join(" ")));
+        }
+    }
+
+    /// The command could not be started at all.
+    pub fn cannot_run(&mut self, command: &OsString, err: &std::io::Error) {
+        if self.verbosity > Verbosity::Quiet {
+            say(&format!("cannot run '{}': {}", command.to_string_lossy(), err));
+        }
+    }
+
+    /// An attempt ended and another follows after `delay`.
+    pub fn attempt_ended(&mut self, a: &Attempt, s: &Settings, delay: Option<Duration>) {
+        if self.verbosity == Verbosity::Quiet {
+            return;
+        }
+        let verb = if a.verdict.is_success() {
+            "succeeded"
+        } else {
+            "failed"
+        };
+        let next = match delay {
+            Some(d) if a.verdict.is_success() => format!("; running again in {}", fmt_dur(d)),
+            Some(d) => format!("; retrying in {}", fmt_dur(d)),
+            None => String::new(),
+        };
+        let what = if a.verdict.is_success() && !a.timed_out {
+            String::new()
+        } else {
+            format!(" ({})", how(a, self.timeout))
+        };
+        say(&format!("{} {verb}{what}{next}", Self::of(a.number, s)));
+    }
+
+    /// The final line, and the statistics with `--summary`.
+    pub fn finished(&mut self, o: &Outcome, summary: bool) {
+        let plural = |n: u64| if n == 1 { "attempt" } else { "attempts" };
+        let took = fmt_secs(o.duration);
+        let (mark, line) = match &o.ending {
+            Ending::Succeeded => {
+                let quiet_ok = o.total <= 1 && self.verbosity != Verbosity::Verbose && !summary;
+                if quiet_ok || self.verbosity == Verbosity::Quiet {
+                    return;
+                }
+                (
+                    "✅",
+                    format!("succeeded after {} {} ({took})", o.total, plural(o.total)),
+                )
+            }
+            Ending::Failed(reason) => {
+                let how = o.last().map(|a| how(a, self.timeout)).unwrap_or_default();
+                (
+                    "❌",
+                    format!(
+                        "failed after {} {} ({how}, {took}): {reason}",
+                        o.total,
+                        plural(o.total)
+                    ),
+                )
+            }
+            Ending::Interrupted(sig) => (
+                "❌",
+                format!(
+                    "stopped by {} after {} {} ({took})",
+                    signals::name(*sig),
+                    o.total,
+                    plural(o.total)
+                ),
+            ),
+        };
+        if self.color {
+            let paint = if mark == "✅" { "\x1b[32m" } else { "\x1b[31m" };
+            say(&format!("{mark} {paint}{line}\x1b[0m"));
+        } else {
+            say(&line);
+        }
+        if summary {
+            say(&format!(
+                "summary: attempts {}, succeeded {}, failed {}, total {took}, result {}",
+                o.total,
+                o.succeeded,
+                o.failed,
+                reason(&o.ending)
+            ));
+        }
+    }
+}
+
+fn reason(e: &Ending) -> String {
+    match e {
+        Ending::Succeeded => "succeeded".into(),
+        Ending::Failed(r) => r.clone(),
+        Ending::Interrupted(s) => format!("stopped by {}", signals::name(*s)),
+    }
+}
+
+/// Seconds with one decimal: `4.2s`.
+fn fmt_secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+fn unix_secs(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The status word for reports and metrics.
+pub fn status_word(e: &Ending) -> &'static str {
+    match e {
+        Ending::Succeeded => "succeeded",
+        Ending::Failed(_) => "failed",
+        Ending::Interrupted(_) => "aborted",
+    }
+}
+
+/// The `--summary-json` report.
+pub fn json(o: &Outcome, s: &Settings) -> serde_json::Value {
+    let attempts: Vec<_> = o
+        .attempts
+        .iter()
+        .map(|a| {
+            let (code, signal) = match a.exit {
+                Some(ExitKind::Code(c)) => (Some(c), None),
+                Some(ExitKind::Signal(sig)) => (None, Some(signals::name(sig))),
+                None => (a.spawn_status, None),
+            };
+            serde_json::json!({
+                "number": a.number,
+                "start": unix_secs(a.started_at),
+                "duration_s": a.duration.as_secs_f64(),
+                "exit_code": code,
+                "signal": signal,
+                "timed_out": a.timed_out,
+                "killed": a.killed,
+                "outcome": match &a.verdict {
+                    crate::conditions::Verdict::Success => "success",
+                    crate::conditions::Verdict::Retry(_) => "failure",
+                    crate::conditions::Verdict::Final(_) => "final-failure",
+                },
+                "rule": a.verdict.rule(),
+                "delay_after_s": a.delay_after.map(|d| d.as_secs_f64()),
+            })
+        })
+        .collect();
+    let command: Vec<_> = s.command.iter().map(|a| a.to_string_lossy()).collect();
+    serde_json::json!({
+        "name": o.name,
+        "command": command,
+        "status": status_word(&o.ending),
+        "reason": reason(&o.ending),
+        "exit_status": exit_status(o),
+        "start": unix_secs(o.started_at),
+        "duration_s": o.duration.as_secs_f64(),
+        "attempts_total": o.total,
+        "succeeded": o.succeeded,
+        "failed": o.failed,
+        "attempts": attempts,
+    })
+}
+
+/// Writes the JSON report to `path` (`-` = stderr). A failure to write is
+/// reported but does not change the run's exit status.
+pub fn write_json(o: &Outcome, s: &Settings, path: &std::path::Path) {
+    let text = format!("{:#}\n", json(o, s));
+    let result = if path.as_os_str() == "-" {
+        std::io::stderr().lock().write_all(text.as_bytes())
+    } else {
+        std::fs::write(path, text)
+    };
+    if let Err(e) = result {
+        say(&format!("cannot write --summary-json {}: {e}", path.display()));
+    }
+}
+
+/// The `--dry-run` text: every setting with where it came from, then the
+/// delays that would follow the first attempts.
+pub fn dry_run(r: &Resolved) -> String {
+    let s = &r.settings;
+    let b = &s.backoff;
+    let opt_dur = |d: Option<Duration>| d.map(fmt_dur).unwrap_or_else(|| "none".into());
+    let cmd: Vec<_> = s
+        .command
+        .iter()
+        .map(|a| format!("{:?}", a.to_string_lossy()))
+        .collect();
+    let rows: Vec<(&str, String)> = vec![
+        (
+            "attempts",
+            if s.attempts == 0 {
+                "unlimited".into()
+            } else {
+                s.attempts.to_string()
+            },
+        ),
+        ("timeout", opt_dur(s.timeout)),
+        ("signal", signals::name(s.signal)),
+        ("kill-after", fmt_dur(s.kill_after)),
+        ("deadline", opt_dur(s.deadline)),
+        ("delay", fmt_dur(b.base)),
+        ("backoff", b.strategy.to_string()),
+        ("multiplier", b.multiplier.to_string()),
+        ("max-delay", fmt_dur(b.max_delay)),
+        ("jitter", b.jitter.to_string()),
+        ("reset-after", opt_dur(s.reset_after)),
+        ("restart", format!("{:?}", s.restart)),
+        ("foreground", s.foreground.to_string()),
+        ("name", s.run_name()),
+    ];
+    let mut out = format!("command: {}\n", cmd.join(" "));
+    for (key, value) in rows {
+        let source = match key {
+            "attempts" if r.sources.contains_key("forever") => r.source("forever"),
+            _ => r.source(key),
+        };
+        out.push_str(&format!("{key:<12} {value:<24} ({source})\n"));
+    }
+    let shown = if s.attempts == 0 {
+        10
+    } else {
+        (s.attempts - 1).min(10)
+    };
+    out.push_str("schedule:\n");
+    if shown == 0 {
+        out.push_str("  a single attempt: no delay\n");
+    }
+    for n in 1..=shown {
+        let (lo, hi) = b.range(n);
+        let when = if lo == hi {
+            fmt_dur(lo)
+        } else {
+            format!("{} to {}", fmt_dur(lo), fmt_dur(hi))
+        };
+        out.push_str(&format!("  after attempt {n}: {when}\n"));
+    }
+    out
+}

@@ -1,0 +1,398 @@
+//! The resolved settings of one patience run, the table of options that set
+//! them, and `apply`, the one place where a named value (from the command
+//! line, a config file or the environment) is validated into a setting.
+//!
+//! Every source speaks the same language: an option's long name and its text
+//! value. So the command line, `[defaults]` and `[profile.X]` tables share one
+//! validator and one set of error messages, and the attempt loop only ever
+//! sees this plain struct.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::backoff::{self, Backoff};
+use crate::duration;
+
+/// One option patience understands.
+#[derive(Debug)]
+pub struct Opt {
+    pub long: &'static str,
+    pub short: Option<char>,
+    /// Takes a value (`--timeout 5s`) rather than being a switch.
+    pub value: Option<&'static str>,
+    /// May be given more than once, each adding to a list.
+    pub repeat: bool,
+    pub help: &'static str,
+}
+
+const fn opt(
+    long: &'static str,
+    short: Option<char>,
+    value: Option<&'static str>,
+    help: &'static str,
+) -> Opt {
+    Opt {
+        long,
+        short,
+        value,
+        repeat: false,
+        help,
+    }
+}
+
+/// Every option that sets a `Settings` field, in `--help` order. The command
+/// line also has options that are not settings (`--help`, `--config`, …);
+/// those live in `cli`.
+pub const OPTIONS: &[Opt] = &[
+    opt(
+        "attempts",
+        Some('a'),
+        Some("N"),
+        "maximum attempts, 0 = unlimited [3]",
+    ),
+    opt("forever", None, None, "same as --attempts 0"),
+    opt(
+        "timeout",
+        Some('t'),
+        Some("DUR"),
+        "time limit per attempt, 0 = none [none]",
+    ),
+    opt("signal", Some('s'), Some("SIG"), "signal sent at timeout [TERM]"),
+    opt(
+        "kill-after",
+        Some('k'),
+        Some("DUR"),
+        "grace before SIGKILL after the first signal [5s]",
+    ),
+    opt(
+        "deadline",
+        None,
+        Some("DUR"),
+        "limit for the whole run, delays included [none]",
+    ),
+    opt(
+        "delay",
+        Some('d'),
+        Some("DUR"),
+        "base delay between attempts [1s]",
+    ),
+    opt(
+        "backoff",
+        Some('b'),
+        Some("NAME"),
+        "fixed, linear, exponential, fibonacci, jitter, decorrelated-jitter [exponential]",
+    ),
+    opt("multiplier", None, Some("F"), "exponential growth factor [2]"),
+    opt("max-delay", None, Some("DUR"), "cap on any delay [60s]"),
+    opt(
+        "jitter",
+        None,
+        Some("FRACTION"),
+        "random spread of +-FRACTION on any delay [0]",
+    ),
+    opt(
+        "reset-after",
+        None,
+        Some("DUR"),
+        "an attempt that ran this long restarts the backoff [none]",
+    ),
+    opt(
+        "restart",
+        None,
+        Some("POLICY"),
+        "on-failure, always, on-success [on-failure]",
+    ),
+    opt(
+        "foreground",
+        None,
+        None,
+        "keep the command in patience's process group (terminal access)",
+    ),
+    opt(
+        "name",
+        None,
+        Some("NAME"),
+        "the run's name in reports and metrics",
+    ),
+    opt("quiet", Some('q'), None, "print only the final failure line"),
+    opt("verbose", Some('v'), None, "also print attempt starts and delays"),
+    opt("color", None, Some("WHEN"), "auto, always, never [auto]"),
+    opt("summary", None, None, "print run statistics at the end"),
+    opt(
+        "summary-json",
+        None,
+        Some("PATH"),
+        "write a JSON report of the run to PATH (- for stderr)",
+    ),
+];
+
+/// Looks an option up by its long name.
+pub fn find(long: &str) -> Option<&'static Opt> {
+    OPTIONS.iter().find(|o| o.long == long)
+}
+
+/// What to do after an attempt, whatever `--attempts` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restart {
+    /// Retry until an attempt succeeds (the default).
+    OnFailure,
+    /// Run again whatever the result: supervision.
+    Always,
+    /// Run again until an attempt fails: flaky-test hunting.
+    OnSuccess,
+}
+
+impl std::str::FromStr for Restart {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "on-failure" => Ok(Restart::OnFailure),
+            "always" => Ok(Restart::Always),
+            "on-success" => Ok(Restart::OnSuccess),
+            _ => Err(format!(
+                "unknown restart policy '{s}' (pick from: on-failure, always, on-success)"
+            )),
+        }
+    }
+}
+
+/// How much patience says about the run on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+/// Whether to use colour and symbols.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+impl std::str::FromStr for Color {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Color::Auto),
+            "always" => Ok(Color::Always),
+            "never" => Ok(Color::Never),
+            _ => Err(format!(
+                "unknown color choice '{s}' (pick from: auto, always, never)"
+            )),
+        }
+    }
+}
+
+/// Everything one patience run needs to know, resolved from every source.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The command and its arguments, passed through byte for byte.
+    pub command: Vec<OsString>,
+    /// Maximum attempts; 0 means unlimited.
+    pub attempts: u64,
+    pub timeout: Option<Duration>,
+    pub signal: i32,
+    pub kill_after: Duration,
+    pub deadline: Option<Duration>,
+    pub backoff: Backoff,
+    pub reset_after: Option<Duration>,
+    pub restart: Restart,
+    pub foreground: bool,
+    pub name: Option<String>,
+    pub verbosity: Verbosity,
+    pub color: Color,
+    pub summary: bool,
+    pub summary_json: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            command: Vec::new(),
+            attempts: 3,
+            timeout: None,
+            signal: libc::SIGTERM,
+            kill_after: Duration::from_secs(5),
+            deadline: None,
+            backoff: Backoff::default(),
+            reset_after: None,
+            restart: Restart::OnFailure,
+            foreground: false,
+            name: None,
+            verbosity: Verbosity::Normal,
+            color: Color::Auto,
+            summary: false,
+            summary_json: None,
+        }
+    }
+}
+
+/// Parses a whole number of attempts; `0` is unlimited.
+fn parse_attempts(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if n <= u32::MAX as u64 => Ok(n),
+        _ => Err(format!(
+            "invalid number of attempts '{s}' (expected a whole number from 0 to {}; 0 = unlimited)",
+            u32::MAX
+        )),
+    }
+}
+
+/// A duration where `0` means "none".
+fn optional_duration(s: &str) -> Result<Option<Duration>, String> {
+    let d = duration::parse(s)?;
+    Ok(if d.is_zero() { None } else { Some(d) })
+}
+
+fn switch(value: Option<&str>) -> Result<bool, String> {
+    match value {
+        None | Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(v) => Err(format!("expected true or false, not '{v}'")),
+    }
+}
+
+impl Settings {
+    /// The run's name: `--name`, else the command's basename and 8 hex digits
+    /// of a stable hash (FNV-1a) of the whole argv, so that `curl a` and
+    /// `curl b` are told apart and the name is the same from run to run.
+    pub fn run_name(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        use std::os::unix::ffi::OsStrExt;
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for arg in &self.command {
+            for &b in arg.as_bytes().iter().chain(std::iter::once(&0u8)) {
+                hash ^= u64::from(b);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        let first = self
+            .command
+            .first()
+            .map(std::path::Path::new)
+            .and_then(|p| p.file_name());
+        let base = first
+            .map(|b| b.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "command".into());
+        format!("{base}-{:08x}", (hash ^ (hash >> 32)) as u32)
+    }
+
+    /// Sets option `long` from `value` (`None` for a switch given on the
+    /// command line). The error says what is wrong with the value; the
+    /// caller names where it came from.
+    pub fn apply(&mut self, long: &str, value: Option<&str>) -> Result<(), String> {
+        let text = || value.ok_or_else(|| "a value is required".to_string());
+        match long {
+            "attempts" => self.attempts = parse_attempts(text()?)?,
+            "forever" => {
+                if switch(value)? {
+                    self.attempts = 0
+                }
+            }
+            "timeout" => self.timeout = optional_duration(text()?)?,
+            "signal" => self.signal = crate::signals::parse(text()?)?,
+            "kill-after" => self.kill_after = duration::parse(text()?)?,
+            "deadline" => self.deadline = optional_duration(text()?)?,
+            "delay" => self.backoff.base = duration::parse(text()?)?,
+            "backoff" => self.backoff.strategy = text()?.parse()?,
+            "multiplier" => self.backoff.multiplier = backoff::parse_multiplier(text()?)?,
+            "max-delay" => self.backoff.max_delay = duration::parse(text()?)?,
+            "jitter" => self.backoff.jitter = backoff::parse_jitter(text()?)?,
+            "reset-after" => self.reset_after = optional_duration(text()?)?,
+            "restart" => self.restart = text()?.parse()?,
+            "foreground" => self.foreground = switch(value)?,
+            "name" => {
+                let name = text()?;
+                if name.is_empty() {
+                    return Err("the name must not be empty".into());
+                }
+                self.name = Some(name.to_string());
+            }
+            "quiet" => {
+                if switch(value)? {
+                    self.verbosity = Verbosity::Quiet
+                }
+            }
+            "verbose" => {
+                if switch(value)? {
+                    self.verbosity = Verbosity::Verbose
+                }
+            }
+            "color" => self.color = text()?.parse()?,
+            "summary" => self.summary = switch(value)?,
+            "summary-json" => self.summary_json = Some(PathBuf::from(text()?)),
+            _ => return Err(format!("unknown option '{long}'")),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_entry_is_understood_by_apply() {
+        for o in OPTIONS {
+            let mut s = Settings::default();
+            let sample = match o.value {
+                None => None,
+                Some("DUR") => Some("1s"),
+                Some("N") => Some("2"),
+                Some("SIG") => Some("INT"),
+                Some("NAME") if o.long == "backoff" => Some("fixed"),
+                Some("F") => Some("1.5"),
+                Some("FRACTION") => Some("0.5"),
+                Some("POLICY") => Some("always"),
+                Some("WHEN") => Some("never"),
+                Some(_) => Some("x"),
+            };
+            s.apply(o.long, sample)
+                .unwrap_or_else(|e| panic!("--{}: {e}", o.long));
+        }
+    }
+
+    #[test]
+    fn attempts_bounds() {
+        let mut s = Settings::default();
+        assert!(s.apply("attempts", Some("-1")).is_err());
+        assert!(s.apply("attempts", Some("99999999999999999999")).is_err());
+        s.apply("attempts", Some("0")).unwrap();
+        assert_eq!(s.attempts, 0);
+        s.apply("attempts", Some("3")).unwrap();
+        s.apply("forever", None).unwrap();
+        assert_eq!(s.attempts, 0);
+    }
+
+    #[test]
+    fn run_names_are_stable_and_distinct() {
+        let with = |args: &[&str]| Settings {
+            command: args.iter().map(OsString::from).collect(),
+            ..Settings::default()
+        };
+        let a = with(&["/usr/bin/curl", "-f", "http://a"]).run_name();
+        assert!(a.starts_with("curl-") && a.len() == "curl-".len() + 8, "{a}");
+        assert_eq!(a, with(&["/usr/bin/curl", "-f", "http://a"]).run_name());
+        assert_ne!(a, with(&["/usr/bin/curl", "-f", "http://b"]).run_name());
+        // Argument boundaries count: "a b" is not "a" "b".
+        assert_ne!(with(&["x", "a b"]).run_name(), with(&["x", "a", "b"]).run_name());
+        let mut named = with(&["x"]);
+        named.name = Some("nightly".into());
+        assert_eq!(named.run_name(), "nightly");
+    }
+
+    #[test]
+    fn zero_timeout_means_none() {
+        let mut s = Settings::default();
+        s.apply("timeout", Some("0")).unwrap();
+        assert_eq!(s.timeout, None);
+        s.apply("timeout", Some("1ns")).unwrap();
+        assert_eq!(s.timeout, Some(Duration::from_nanos(1)));
+    }
+}

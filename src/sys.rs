@@ -1,0 +1,267 @@
+//! The only module that calls `libc` or uses `unsafe`: process groups,
+//! signals, waiting without reaping, prctl, and what the child does between
+//! fork and exec. Everything here has a safe signature; each `unsafe` block
+//! says why it is sound. Callers never see a raw libc type.
+
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// How a process ended, as `waitid` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitKind {
+    /// Exited normally with this code.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Prepares the process when `main` starts, before anything else opens a
+/// file: fd 0, 1 or 2 closed by the caller (`2>&-`) is reopened on
+/// /dev/null, so a later lock or state file can never land on a standard
+/// descriptor and be handed to the child as its output. (Rust's runtime does
+/// the same; patience's `main` runs without it to see the inherited SIGPIPE.)
+pub fn sanitize_standard_fds() {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD on any integer is harmless; it only reports EBADF.
+        let closed = unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1;
+        if closed {
+            let flags = if fd == 0 { libc::O_RDONLY } else { libc::O_WRONLY };
+            // SAFETY: the path is a NUL-terminated literal; open returns the
+            // lowest free descriptor, which is `fd` since all below are open.
+            unsafe { libc::open(c"/dev/null".as_ptr(), flags) };
+        }
+    }
+}
+
+/// True when `sig` is ignored (SIG_IGN) right now. Used at start-up to learn
+/// what the caller ignored, so it stays ignored for the child.
+pub fn is_ignored(sig: i32) -> bool {
+    // SAFETY: a zeroed sigaction is a valid out-parameter; passing a null new
+    // action only queries the disposition.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+/// Sets `sig` to SIG_IGN in patience itself.
+pub fn ignore(sig: i32) {
+    // SAFETY: SIG_IGN is a valid disposition for every catchable signal;
+    // for others signal() fails harmlessly.
+    unsafe { libc::signal(sig, libc::SIG_IGN) };
+}
+
+/// The signal mask patience inherited, to be given back to the child.
+#[derive(Clone, Copy)]
+pub struct SigMask(libc::sigset_t);
+
+impl SigMask {
+    /// The calling thread's current mask.
+    pub fn current() -> SigMask {
+        // SAFETY: sigemptyset initialises the set; pthread_sigmask with a null
+        // new set only reads the current mask into it.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut set);
+            SigMask(set)
+        }
+    }
+
+    /// True when `sig` is blocked in this mask.
+    pub fn contains(&self, sig: i32) -> bool {
+        // SAFETY: self.0 is an initialised sigset_t.
+        unsafe { libc::sigismember(&self.0, sig) == 1 }
+    }
+}
+
+/// What the child must look like at exec, beyond what `Command` does.
+#[derive(Clone, Copy)]
+pub struct ChildSetup {
+    /// Dispositions to put back (signal, was ignored): std resets SIGPIPE to
+    /// default, patience ignored TTIN/TTOU for itself; the caller's SIG_IGN
+    /// must survive, everything else starts at default.
+    pub restore: [(i32, bool); 3],
+    /// The mask patience inherited (std empties it before exec).
+    pub mask: SigMask,
+    /// Kill the child with SIGKILL if patience dies (PR_SET_PDEATHSIG).
+    pub die_with_parent: bool,
+    /// patience's pid, to close the race where patience died before prctl.
+    pub parent: i32,
+}
+
+/// Installs `setup` to run in the child between fork and exec.
+pub fn prepare_child(cmd: &mut Command, setup: ChildSetup) {
+    let hook = move || {
+        for (sig, ignored) in setup.restore {
+            let disp = if ignored { libc::SIG_IGN } else { libc::SIG_DFL };
+            // SAFETY: signal() is async-signal-safe and SIG_IGN/SIG_DFL are
+            // valid for these catchable signals.
+            unsafe { libc::signal(sig, disp) };
+        }
+        // SAFETY: the mask is an initialised sigset_t copied into the closure;
+        // sigprocmask is async-signal-safe.
+        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &setup.mask.0, std::ptr::null_mut()) };
+        if setup.die_with_parent {
+            // SAFETY: prctl(PR_SET_PDEATHSIG) and getppid are async-signal-safe
+            // system calls with no memory arguments. The death signal follows
+            // the *thread* that forked, so patience spawns from its main thread.
+            unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+                if libc::getppid() != setup.parent {
+                    // patience died before prctl took effect.
+                    libc::_exit(128 + libc::SIGKILL);
+                }
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only makes async-signal-safe calls (signal,
+    // sigprocmask, prctl, getppid, _exit) and allocates nothing, as
+    // required between fork and exec in a multi-threaded process.
+    unsafe { cmd.pre_exec(hook) };
+}
+
+/// Blocks until process `pid` (our child) has exited, *without reaping it*:
+/// the zombie keeps its pid and process group reserved, so signalling the
+/// group afterwards can never hit a recycled number. Call `reap` after.
+pub fn wait_exit(pid: i32) -> io::Result<ExitKind> {
+    loop {
+        // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid writes only into `info`.
+        let ret = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if ret == -1 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(exit_kind(&info));
+    }
+}
+
+fn exit_kind(info: &libc::siginfo_t) -> ExitKind {
+    // SAFETY: waitid filled `info` for a CLD_* event, for which si_status is
+    // the valid union member.
+    let status = unsafe { info.si_status() };
+    if info.si_code == libc::CLD_EXITED {
+        ExitKind::Code(status)
+    } else {
+        ExitKind::Signal(status)
+    }
+}
+
+/// Blocks until any child has exited, without reaping it; returns its pid and
+/// how it ended. `Ok(None)` when there is no child at all (ECHILD). Used in
+/// init mode, where orphans re-parented to patience must be reaped too.
+pub fn wait_any_exit() -> io::Result<Option<(i32, ExitKind)>> {
+    loop {
+        // SAFETY: as in wait_exit.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid writes only into `info`.
+        let ret = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if ret == -1 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ECHILD) => return Ok(None),
+                _ => return Err(e),
+            }
+        }
+        // SAFETY: waitid filled `info` for a child event.
+        let pid = unsafe { info.si_pid() };
+        return Ok(Some((pid, exit_kind(&info))));
+    }
+}
+
+/// Reaps child `pid`, which `wait_exit` saw exit. After this the pid may be
+/// reused, so nothing may signal it or its group any more.
+pub fn reap(pid: i32) {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid writes only into `status`.
+        let ret = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if ret == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        return;
+    }
+}
+
+/// Sends `sig` to process group `pgid`. ESRCH (nobody left) is not an error.
+pub fn kill_group(pgid: i32, sig: i32) -> io::Result<()> {
+    if pgid <= 1 {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: kill with a negative pid signals a group; no memory involved.
+    match check(unsafe { libc::kill(-pgid, sig) }) {
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+        r => r.map(drop),
+    }
+}
+
+/// Sends `sig` to process `pid`. ESRCH is not an error.
+pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
+    if pid <= 0 {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: kill has no memory arguments.
+    match check(unsafe { libc::kill(pid, sig) }) {
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+        r => r.map(drop),
+    }
+}
+
+/// True when a process with this pid exists (kill(pid, 0)); EPERM counts as
+/// alive, since the process exists but belongs to someone else.
+pub fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks for existence.
+    let ret = unsafe { libc::kill(pid, 0) };
+    ret == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Makes patience a child subreaper: orphans of its attempts re-parent to it
+/// rather than to PID 1, so it can reap them and kill them with the attempt.
+pub fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) has no memory arguments.
+    check(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) }).map(drop)
+}
+
+/// This process's id.
+pub fn getpid() -> i32 {
+    // SAFETY: getpid cannot fail.
+    unsafe { libc::getpid() }
+}
+
+/// The real user id.
+pub fn getuid() -> u32 {
+    // SAFETY: getuid cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// True when `fd` refers to a terminal.
+pub fn isatty(fd: i32) -> bool {
+    // SAFETY: isatty only inspects the descriptor.
+    unsafe { libc::isatty(fd) == 1 }
+}

@@ -1,0 +1,222 @@
+//! Shared support for the integration tests: the real binaries, temp dirs
+//! removed on drop, and spawned processes killed and reaped on drop, so a
+//! failing assertion leaves nothing behind.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Path of the `patience` binary under test.
+pub fn patience_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_patience")
+}
+
+/// Path of the `patienced` binary under test.
+pub fn patienced_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_patienced")
+}
+
+/// A `patience` command with a clean environment: no config files, no
+/// metrics socket, no colour, a private state dir.
+pub fn patience(dir: &TempDir) -> Command {
+    let mut c = Command::new(patience_bin());
+    c.env_remove("PATIENCE_CONFIG")
+        .env_remove("PATIENCE_PROFILE")
+        .env("NO_COLOR", "1")
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .env("XDG_STATE_HOME", dir.path().join("state"))
+        .env("XDG_RUNTIME_DIR", dir.path().join("run"))
+        .env("PATIENCE_SOCKET", dir.path().join("no-daemon.sock"))
+        .env("PATIENCE_STATE_DIR", dir.path().join("state-dir"))
+        .env("HOME", dir.path());
+    c
+}
+
+/// Runs `patience ARGS` to completion with stdin closed.
+pub fn run(dir: &TempDir, args: &[&str]) -> Output {
+    let child = patience(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn patience");
+    Guard::new(child).wait_output(Duration::from_secs(60))
+}
+
+/// Exit code of an output, panicking with stderr if it was a signal.
+pub fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or_else(|| panic!("killed by a signal: {:?}\nstderr: {}", out.status, stderr(out)))
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A temporary directory removed (recursively) on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let base = std::env::var_os("TMPDIR").map(PathBuf::from).unwrap_or_else(|| "/tmp".into());
+        let p = base.join(format!(
+            "patience-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A spawned process that is killed (SIGKILL) and reaped on drop.
+pub struct Guard(Option<Child>);
+
+impl Guard {
+    pub fn new(child: Child) -> Guard {
+        Guard(Some(child))
+    }
+
+    pub fn id(&self) -> i32 {
+        self.0.as_ref().expect("child").id() as i32
+    }
+
+    pub fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("child")
+    }
+
+    /// Waits for the exit with a bound; kills the process if it is exceeded.
+    pub fn wait_output(mut self, limit: Duration) -> Output {
+        let mut child = self.0.take().expect("child");
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let read = |s: Option<std::process::ChildStdout>| {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                if let Some(mut s) = s {
+                    let _ = std::io::Read::read_to_end(&mut s, &mut v);
+                }
+                v
+            })
+        };
+        let out_t = read(stdout);
+        let err_t = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut s) = stderr {
+                let _ = std::io::Read::read_to_end(&mut s, &mut v);
+            }
+            v
+        });
+        let start = Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                break st;
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let st = child.wait().expect("wait");
+                let err = err_t.join().unwrap_or_default();
+                panic!("process ran over {limit:?} ({st:?}); stderr: {}", String::from_utf8_lossy(&err));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        Output { status, stdout: out_t.join().unwrap_or_default(), stderr: err_t.join().unwrap_or_default() }
+    }
+
+    /// Waits for the exit with a bound (no output capture).
+    pub fn wait_status(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let child = self.child();
+        let start = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                return st;
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let st = child.wait();
+                panic!("process ran over {limit:?}: {st:?}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Sends `sig` to `pid` (via kill(1), to keep tests free of unsafe).
+pub fn send_signal(pid: i32, sig: &str) {
+    let st = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().expect("kill(1)");
+    assert!(st.success(), "kill -{sig} {pid} failed");
+}
+
+/// Pids of live (non-zombie) processes whose command line contains `needle`.
+pub fn processes_matching(needle: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next()).unwrap_or("");
+        if state == "Z" || state == "X" {
+            continue;
+        }
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Polls `cond` every 10 ms until it holds or `limit` passes.
+pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
+/// A unique marker for process-tree tests: `sleep` with an odd duration that
+/// no other process on the machine uses, found later in /proc.
+pub fn unique_sleep_secs() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{}.{:03}{:04}", 300 + std::process::id() % 500, N.fetch_add(1, Ordering::Relaxed), std::process::id() % 9973)
+}
+
+pub fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
