@@ -23,9 +23,11 @@ pub const EXIT_REFUSED: i32 = 75;
 pub const EXIT_TIMEOUT: i32 = 124;
 
 /// Writes one `[patience]` line to stderr, ignoring errors (EPIPE, EBADF).
+/// The line goes out in one write, so it never interleaves with the
+/// child's own stderr mid-line.
 pub fn say(line: &str) {
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "[patience] {line}");
+    let text = format!("[patience] {line}\n");
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// The exit status of a finished run: decided here and nowhere else.
