@@ -936,3 +936,371 @@ fn distance(a: &str, b: &str) -> usize {
     }
     d[a.len() * w + b.len()]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::{Color, Verbosity};
+    use std::time::Duration;
+
+    fn file(path: &str, text: &str) -> ConfigFile {
+        parse_file(Path::new(path), text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn file_err(text: &str) -> String {
+        parse_file(Path::new("/c.toml"), text).unwrap_err().to_string()
+    }
+
+    fn no_env(_: &str) -> Option<OsString> {
+        None
+    }
+
+    fn cli(args: &[(&'static str, Option<&str>)]) -> Vec<(&'static str, Option<String>)> {
+        args.iter().map(|(k, v)| (*k, v.map(String::from))).collect()
+    }
+
+    fn profile(name: &str) -> Option<(String, Source)> {
+        Some((name.to_string(), Source::CommandLine))
+    }
+
+    const SYSTEM: &str = "[defaults]\nattempts = 4\ntimeout = \"10s\"\ndelay = \"2s\"\n\
+                          [profile.quick]\ndelay = \"100ms\"\n";
+    const USER: &str = "[defaults]\nattempts = 7\nbackoff = \"fixed\"\n\
+                        [profile.quick]\nattempts = 2\n";
+
+    #[test]
+    fn user_file_over_system_file_over_defaults() {
+        let files = [file("/etc/p.toml", SYSTEM), file("/home/u/p.toml", USER)];
+        let r = build(&files, &[], None, &no_env, &[]).unwrap();
+        assert_eq!(r.settings.attempts, 7);
+        assert_eq!(r.source("attempts"), Source::File("/home/u/p.toml".into()));
+        assert_eq!(r.settings.timeout, Some(Duration::from_secs(10)));
+        assert_eq!(r.source("timeout"), Source::File("/etc/p.toml".into()));
+        assert_eq!(r.settings.kill_after, Duration::from_secs(5));
+        assert_eq!(r.source("kill-after"), Source::Default);
+    }
+
+    #[test]
+    fn profiles_of_every_file_over_every_defaults() {
+        let files = [file("/etc/p.toml", SYSTEM), file("/home/u/p.toml", USER)];
+        let r = build(&files, &[], profile("quick"), &no_env, &[]).unwrap();
+        // The system file's profile beats the user file's [defaults]: the
+        // profile was asked for by name.
+        assert_eq!(r.settings.backoff.base, Duration::from_millis(100));
+        let quick_in = |f: &str| Source::Profile {
+            name: "quick".into(),
+            file: f.into(),
+        };
+        assert_eq!(r.source("delay"), quick_in("/etc/p.toml"));
+        assert_eq!(r.settings.attempts, 2);
+        assert_eq!(r.source("attempts"), quick_in("/home/u/p.toml"));
+        assert_eq!(
+            r.source("attempts").to_string(),
+            "profile quick in /home/u/p.toml"
+        );
+        assert_eq!(r.source("backoff"), Source::File("/home/u/p.toml".into()));
+    }
+
+    #[test]
+    fn environment_over_files_and_command_line_over_all() {
+        let files = [file(
+            "/u.toml",
+            "[defaults]\ncolor = \"always\"\nsocket = \"/f.sock\"\n",
+        )];
+        let env = |k: &str| match k {
+            "NO_COLOR" => Some(OsString::from("1")),
+            "PATIENCE_SOCKET" => Some(OsString::from("/env.sock")),
+            _ => None,
+        };
+        let r = build(&files, &[], None, &env, &[]).unwrap();
+        assert_eq!(r.settings.color, Color::Never);
+        assert_eq!(r.source("color"), Source::Env("NO_COLOR"));
+        assert_eq!(r.settings.socket, Some(PathBuf::from("/env.sock")));
+        assert_eq!(r.source("socket").to_string(), "env PATIENCE_SOCKET");
+        let r = build(&files, &[], None, &env, &cli(&[("color", Some("always"))])).unwrap();
+        assert_eq!(r.settings.color, Color::Always);
+        assert_eq!(r.source("color"), Source::CommandLine);
+        // An empty NO_COLOR is no NO_COLOR (no-color.org).
+        let empty = |k: &str| (k == "NO_COLOR").then(OsString::new);
+        let r = build(&files, &[], None, &empty, &[]).unwrap();
+        assert_eq!(r.settings.color, Color::Always);
+    }
+
+    #[test]
+    fn later_keys_in_a_table_win_in_file_order() {
+        // The map sorts keys by name; "verbose" sorts after "quiet" but is
+        // written first, so quiet must win.
+        let r = build(
+            &[file("/u.toml", "[defaults]\nverbose = true\nquiet = true\n")],
+            &[],
+            None,
+            &no_env,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(r.settings.verbosity, Verbosity::Quiet);
+    }
+
+    #[test]
+    fn one_source_per_field_for_options_sharing_it() {
+        let files = [file("/u.toml", "[defaults]\nforever = true\n")];
+        let r = build(&files, &[], None, &no_env, &cli(&[("attempts", Some("5"))])).unwrap();
+        assert_eq!(r.settings.attempts, 5);
+        assert_eq!(r.source("attempts"), Source::CommandLine);
+        assert!(!r.sources.contains_key("forever"));
+        let r = build(&files, &[], None, &no_env, &[]).unwrap();
+        assert_eq!(r.settings.attempts, 0);
+        assert_eq!(r.source("forever"), Source::File("/u.toml".into()));
+    }
+
+    #[test]
+    fn a_higher_layer_replaces_a_repeatable_list() {
+        let a = |key, layer, n: usize| Assignment {
+            key,
+            values: (0..n)
+                .map(|i| (Some(i.to_string()), Where::CommandLine))
+                .collect(),
+            layer,
+            source: Source::Default,
+        };
+        let layers = [
+            a("pat", 1, 2),
+            a("delay", 1, 1),
+            a("pat", 2, 0),
+            a("delay", 3, 1),
+            a("pat", 2, 1),
+        ];
+        let repeat = |k: &str| k == "pat";
+        let kept: Vec<_> = effective(&layers, &repeat)
+            .iter()
+            .map(|a| (a.key, a.layer))
+            .collect();
+        // Layer 2 mentions "pat" (once with an empty array): layer 1's list
+        // is dropped; non-repeatable keys all apply, later ones winning.
+        assert_eq!(kept, [("delay", 1), ("pat", 2), ("delay", 3), ("pat", 2)]);
+    }
+
+    #[test]
+    fn arrays_for_repeatable_options_apply_element_by_element() {
+        let opt = Opt {
+            long: "retry-pattern",
+            short: None,
+            value: Some("REGEX"),
+            repeat: true,
+            help: "",
+        };
+        let text = "x = [\n  \"a\",\n  \"b\",\n]\ny = \"one\"\nz = []\nw = [[\"no\"]]\n";
+        let root = DeTable::parse(text).unwrap();
+        let get = |k: &str| convert(&opt, root.get_ref().get(k).unwrap());
+        let doc = Doc {
+            path: Path::new("/c"),
+            text,
+        };
+        let x = get("x").unwrap();
+        assert_eq!(x.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            x.iter().map(|(_, s)| doc.line(s.clone())).collect::<Vec<_>>(),
+            [2, 3]
+        );
+        assert_eq!(get("y").unwrap()[0].0, "one");
+        assert!(get("z").unwrap().is_empty());
+        let (span, msg) = get("w").unwrap_err();
+        assert_eq!(doc.line(span), 7);
+        assert!(msg.contains("found an array"), "{msg}");
+    }
+
+    #[test]
+    fn natural_toml_types_become_option_text() {
+        let opt = |value, repeat| Opt {
+            long: "x",
+            short: None,
+            value,
+            repeat,
+            help: "",
+        };
+        let text =
+            "i = 0x1f\nf = 1e3\ng = 0.25\nb = false\ncodes = [0, 2]\nmixed = [0, \"2\"]\ns = \"30s\"\n";
+        let root = DeTable::parse(text).unwrap();
+        let conv = |o: &Opt, k: &str| {
+            convert(o, root.get_ref().get(k).unwrap())
+                .map(|v| v.into_iter().map(|(t, _)| t).collect::<Vec<_>>().join("|"))
+                .map_err(|(_, m)| m)
+        };
+        let n = opt(Some("N"), false);
+        let f = opt(Some("F"), false);
+        let t = opt(Some("CODES"), false);
+        let sw = opt(None, false);
+        assert_eq!(conv(&n, "i").unwrap(), "31");
+        assert!(conv(&n, "g")
+            .unwrap_err()
+            .contains("expected an integer, found a float"));
+        assert!(conv(&n, "s").unwrap_err().contains("found a string"));
+        assert_eq!(conv(&f, "f").unwrap(), "1000");
+        assert_eq!(conv(&f, "g").unwrap(), "0.25");
+        assert_eq!(conv(&sw, "b").unwrap(), "false");
+        assert!(conv(&sw, "s").unwrap_err().contains("true or false"));
+        assert_eq!(conv(&t, "codes").unwrap(), "0,2");
+        assert_eq!(conv(&t, "s").unwrap(), "30s");
+        assert_eq!(conv(&t, "i").unwrap(), "31");
+        assert!(conv(&t, "mixed").unwrap_err().contains("code set"));
+        assert!(conv(&t, "b").unwrap_err().contains("found a boolean"));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let e = file_err("# c\n[defaults]\natempts = 5\n");
+        assert!(
+            e.starts_with("/c.toml:3: unknown key 'atempts' in [defaults]; did you mean 'attempts'?"),
+            "{e}"
+        );
+        let e = file_err("[profile.quick]\n\ntimeout = true\n");
+        assert!(
+            e.starts_with("/c.toml:3: key 'timeout' in [profile.quick]: expected"),
+            "{e}"
+        );
+        // A bad value in a profile nobody chose is still reported.
+        let e = file_err("[profile.slow]\nbackoff = \"slowly\"\n");
+        assert!(
+            e.starts_with("/c.toml:2: key 'backoff' in [profile.slow]: unknown backoff"),
+            "{e}"
+        );
+        let e = file_err("[defaults]\nattempts = 5\n[defualts]\n");
+        assert!(
+            e.starts_with("/c.toml:3: unknown table 'defualts'") && e.contains("'defaults'"),
+            "{e}"
+        );
+        let e = file_err("timeout = \"5s\"\n");
+        assert!(e.contains("/c.toml:1: key 'timeout' outside any table"), "{e}");
+        let e = file_err("[defaults]\nlisten = \"127.0.0.1:1\"\n");
+        assert!(e.contains("[daemon]"), "{e}");
+        let e = file_err("[daemon]\nattempts = 1\n");
+        assert!(e.contains("[defaults]"), "{e}");
+        let e = file_err("[defaults]\nprofile = \"q\"\n");
+        assert!(e.contains("command-line option only"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_show_the_line() {
+        let e = file_err("[defaults]\n\tattempts = = 5\n");
+        assert!(e.starts_with("/c.toml:2:13: syntax error:"), "{e}");
+        assert!(
+            e.contains("    2 | \tattempts = = 5\n      | \t           ^"),
+            "{e}"
+        );
+        let e = file_err("[defaults]\na = 1\na = 2\n");
+        assert!(e.starts_with("/c.toml:3:"), "{e}");
+    }
+
+    #[test]
+    fn unknown_profiles_list_the_known_ones() {
+        let files = [file("/etc/p.toml", SYSTEM), file("/u.toml", "[profile.slow]\n")];
+        let e = build(&files, &[], profile("qiuck"), &no_env, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown profile 'qiuck'"), "{e}");
+        assert!(
+            e.contains("did you mean 'quick'") && e.contains("profiles: quick, slow"),
+            "{e}"
+        );
+        let by_env = Some(("x".to_string(), Source::Env("PATIENCE_PROFILE")));
+        let uses = [FileUse {
+            path: "/nowhere.toml".into(),
+            found: false,
+        }];
+        let e = build(&[], &uses, by_env, &no_env, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("(from PATIENCE_PROFILE)") && e.contains("/nowhere.toml"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn daemon_table() {
+        let d = file(
+            "/c.toml",
+            "[daemon]\nsocket = \"/run/p.sock\"\nsocket-mode = 0o660\nlisten = \"[::1]:9977\"\n\
+             state-file = \"/var/lib/p.json\"\nmax-series = 500\nbuckets = [0.1, 1, 10]\n",
+        )
+        .daemon;
+        assert_eq!(
+            d,
+            DaemonConfig {
+                socket: Some("/run/p.sock".into()),
+                socket_mode: Some(0o660),
+                listen: Some("[::1]:9977".into()),
+                state_file: Some("/var/lib/p.json".into()),
+                max_series: Some(500),
+                buckets: Some(vec![0.1, 1.0, 10.0]),
+            }
+        );
+        assert_eq!(
+            file("/c.toml", "[daemon]\nsocket-mode = \"0640\"\n")
+                .daemon
+                .socket_mode,
+            Some(0o640)
+        );
+        assert_eq!(
+            file("/c.toml", "[daemon]\nlisten = \"localhost:80\"\n")
+                .daemon
+                .listen
+                .as_deref(),
+            Some("localhost:80")
+        );
+        for (bad, what) in [
+            ("socket-mode = 660", "octal"),
+            ("socket-mode = 0o1777", "0o777"),
+            ("socket-mode = \"rw\"", "invalid mode"),
+            ("listen = \"127.0.0.1\"", "ADDR:PORT"),
+            ("listen = 9977", "found an integer"),
+            ("max-series = 0", "at least 1"),
+            ("buckets = [1, 1]", "increasing"),
+            ("buckets = [-1]", "above 0"),
+            ("buckets = []", "at least one"),
+            ("buckets = [\"1s\"]", "found a string"),
+            ("socket = \"\"", "empty"),
+            ("max_series = 5", "did you mean 'max-series'"),
+        ] {
+            let e = file_err(&format!("[daemon]\n{bad}\n"));
+            assert!(e.starts_with("/c.toml:2:") && e.contains(what), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_user_file_without_home_or_with_xdg() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| OsString::from(v))
+            }
+        };
+        assert_eq!(user_file(&env(&[])), None);
+        assert_eq!(user_file(&env(&[("HOME", "")])), None);
+        assert_eq!(
+            user_file(&env(&[("HOME", "/h")])),
+            Some(PathBuf::from("/h/.config/patience/config.toml"))
+        );
+        assert_eq!(
+            user_file(&env(&[("HOME", "/h"), ("XDG_CONFIG_HOME", "/x")])),
+            Some(PathBuf::from("/x/patience/config.toml"))
+        );
+        // A relative XDG_CONFIG_HOME is invalid and ignored (XDG spec).
+        assert_eq!(
+            user_file(&env(&[("HOME", "/h"), ("XDG_CONFIG_HOME", "rel")])),
+            Some(PathBuf::from("/h/.config/patience/config.toml"))
+        );
+    }
+
+    #[test]
+    fn suggestions_are_for_near_names_only() {
+        assert_eq!(distance("delya", "delay"), 1);
+        assert_eq!(distance("max_delay", "max-delay"), 1);
+        assert_eq!(distance("", "abc"), 3);
+        let names = || OPTIONS.iter().map(|o| o.long);
+        assert_eq!(suggest("timout", names()), Some("timeout"));
+        assert_eq!(suggest("Attempts", names()), Some("attempts"));
+        assert_eq!(suggest("retries", names()), None);
+        assert_eq!(suggest("zz", names()), None);
+    }
+}
