@@ -455,3 +455,71 @@ fn dry_run_shows_sources_and_the_schedule_and_runs_nothing() {
     assert!(text.contains("after attempt 1: 0ms to 1s\n"), "{text}");
     assert!(text.contains("after attempt 3: 0ms to 4s\n"), "{text}");
 }
+
+/// The text of man/patience.toml.5 with roff's `\-` turned back into `-`.
+fn man_page() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("man/patience.toml.5");
+    std::fs::read_to_string(path)
+        .expect("man/patience.toml.5")
+        .replace("\\-", "-")
+}
+
+#[test]
+fn the_man_page_example_is_valid_and_means_what_it_says() {
+    let dir = TempDir::new("cfg-man");
+    let page = man_page();
+    let start = page.find(".SH EXAMPLE\n.EX\n").expect("EXAMPLE section") + ".SH EXAMPLE\n.EX\n".len();
+    let len = page[start..].find("\n.EE").expect("end of example");
+    let example = dir.join("example.toml");
+    write(&example, &page[start..start + len]);
+    let shown = example.display().to_string();
+    // "patience -p quick -a 2 make test makes at most two attempts (the
+    // command line wins), 200 ms apart (the profile), each limited to 30
+    // seconds (the defaults)."
+    let mut c = common::patience(&dir);
+    c.args([
+        "--config",
+        &shown,
+        "--dry-run",
+        "-p",
+        "quick",
+        "-a",
+        "2",
+        "make",
+        "test",
+    ]);
+    let out = output(c);
+    ok(&out);
+    assert_eq!(row(&out, "attempts"), ("2".into(), "command line".into()));
+    assert_eq!(
+        row(&out, "delay"),
+        ("200ms".into(), format!("profile quick in {shown}"))
+    );
+    assert_eq!(row(&out, "timeout"), ("30s".into(), shown.clone()));
+    assert_eq!(row(&out, "verbosity").0, "verbose");
+    assert!(
+        stdout(&out).contains("after attempt 1: 200ms\n"),
+        "{}",
+        stdout(&out)
+    );
+    let daemon = patience::config::load_daemon(&example).expect("[daemon] of the example");
+    assert_eq!(daemon.socket_mode, Some(0o660));
+}
+
+#[test]
+fn the_man_page_documents_every_key() {
+    let page = man_page();
+    let settings = patience::settings::OPTIONS
+        .iter()
+        .chain(patience::settings::CONFIG_ONLY);
+    let keys = settings
+        .map(|o| o.long)
+        .chain(patience::config::DAEMON_KEYS.iter().copied());
+    for key in keys {
+        let tagged = page.lines().any(|l| {
+            l.strip_prefix(".BR ")
+                .is_some_and(|rest| rest.split([' ', '"', ',']).any(|w| w == key))
+        });
+        assert!(tagged, "man/patience.toml.5 has no '.BR {key} ...' entry");
+    }
+}
