@@ -150,7 +150,7 @@ pub fn help() -> String {
          Run COMMAND, and run it again when it fails.\n\nOptions:\n",
     );
     let mut line = |short: Option<char>, long: &str, value: Option<&str>, help: &str| {
-        let short = short.map(|c| format!("-{c}, ")).unwrap_or_default();
+        let short = short.map(|c| format!("-{c}, ")).unwrap_or_else(|| "    ".into());
         let value = value.map(|v| format!(" {v}")).unwrap_or_default();
         let left = format!("  {short}--{long}{value}");
         out.push_str(&format!("{left:<30} {help}\n"));
