@@ -721,3 +721,17 @@ fn foreground_signals_only_the_child() {
     );
     assert_eq!(code(&out), 124);
 }
+
+#[test]
+fn a_child_inherited_from_the_exec_ing_shell_does_not_confuse_patience() {
+    // GNU Bug#9098: the shell forks a background child, then execs patience,
+    // which thus has a child it never started.
+    let script = format!("sleep 0.3 & exec {} -a 1 -t 5s -- sh -c 'exit 6'", patience_bin());
+    let start = Instant::now();
+    let out = std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(start.elapsed() < Duration::from_secs(3));
+    let script = format!("sleep 0.2 & exec {} -a 1 -t 2s -- sleep 1", patience_bin());
+    let out = std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "the stranger's exit is not the attempt's");
+}
