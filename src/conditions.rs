@@ -13,7 +13,8 @@
 //!    pattern matched, and a success pattern matched if any is given;
 //! 2. otherwise a failure, final when an abort pattern matched;
 //! 3. a timeout is retried;
-//! 4. death by SIGPIPE is final (the reader of the output went away);
+//! 4. death by SIGPIPE is final (the reader of the output went away), as
+//!    is any failure after patience met EPIPE forwarding the output;
 //! 5. a failing exit code in `--stop-exit`, or outside `--retry-exit` when
 //!    given, is final (a death by signal N counts as 128+N here);
 //! 6. with retry patterns (`--retry-pattern`, `--transient`) a failure is
@@ -455,8 +456,10 @@ impl Conditions {
             return Verdict::Retry(rule(""));
         }
         // Whoever read the output went away (`patience -- yes | head -1`):
-        // another attempt would only write into the same closed pipe.
-        if ended.exit == ExitKind::Signal(libc::SIGPIPE) {
+        // another attempt would only write into the same closed pipe. A
+        // child that ignores SIGPIPE fails on EPIPE instead, which patience
+        // saw when it forwarded the output.
+        if ended.exit == ExitKind::Signal(libc::SIGPIPE) || ended.output.reader_gone {
             return Verdict::Final(rule(" (the output reader went away)"));
         }
         if !exit_ok {
@@ -753,7 +756,11 @@ mod tests {
             killed: false,
             interrupted: None,
             duration: Duration::ZERO,
-            output: crate::output::Captured { matches, held: None },
+            output: crate::output::Captured {
+                matches,
+                held: None,
+                reader_gone: false,
+            },
         }
     }
 
@@ -784,6 +791,9 @@ mod tests {
             plain.classify(&ended(ExitKind::Signal(libc::SIGKILL), none)),
             Verdict::Retry(_)
         ));
+        let mut gone = ended(ExitKind::Code(1), none);
+        gone.output.reader_gone = true;
+        assert!(matches!(plain.classify(&gone), Verdict::Final(_)));
         let mut timed = ended(ExitKind::Code(0), none);
         timed.timed_out = true;
         assert_eq!(plain.classify(&timed), Verdict::Retry(Rule::from("timeout")));

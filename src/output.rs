@@ -318,6 +318,7 @@ impl Capture {
         for handle in self.readers.drain(..) {
             let Ok(r) = handle.join() else { continue };
             out.matches.merge(&r.matches);
+            out.reader_gone |= r.reader_gone;
             if let Some(spool) = r.spool {
                 any_held = true;
                 if r.dest == 1 {
@@ -352,6 +353,8 @@ pub struct Captured {
     pub matches: Matches,
     /// The attempt's output, with `--output final|failure`.
     pub held: Option<Arc<Held>>,
+    /// Forwarding met EPIPE: whoever read patience's output went away.
+    pub reader_gone: bool,
 }
 
 /// One attempt's held stdout and stderr.
@@ -550,6 +553,7 @@ struct Reader {
 
 struct ReaderOut {
     dest: i32,
+    reader_gone: bool,
     matches: Matches,
     spool: Option<Spool>,
 }
@@ -559,6 +563,7 @@ impl Reader {
         let mut buf = vec![0u8; CHUNK];
         let mut stopping = false;
         let mut drained = 0usize;
+        let mut reader_gone = false;
         loop {
             let n = match self.src.read(&mut buf) {
                 Ok(0) => break,
@@ -585,6 +590,7 @@ impl Reader {
                     if e.raw_os_error() == Some(libc::EPIPE) {
                         // Whoever read patience's output is gone: closing the
                         // pipe (by returning) gives the child its SIGPIPE.
+                        reader_gone = true;
                         break;
                     }
                     // Any other error (a full disk): drop this stream's
@@ -614,6 +620,7 @@ impl Reader {
         };
         ReaderOut {
             dest: self.dest,
+            reader_gone,
             matches,
             spool: self.spool,
         }

@@ -32,6 +32,20 @@ fn data_file(dir: &TempDir, name: &str, data: &[u8]) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// `sh -c SCRIPT` with `$0` set to the patience binary and the same clean
+/// environment as `patience(dir)`, for shell pipelines around patience.
+fn shell(dir: &TempDir, script: &str) -> std::process::Command {
+    let mut sh = std::process::Command::new("sh");
+    sh.args(["-c", script, patience_bin()]);
+    for (k, v) in patience(dir).get_envs() {
+        match v {
+            Some(v) => sh.env(k, v),
+            None => sh.env_remove(k),
+        };
+    }
+    sh
+}
+
 #[test]
 fn binary_output_passes_byte_identical_through_the_capture_path() {
     let dir = TempDir::new("out-binary");
@@ -178,13 +192,7 @@ fn a_closed_stdout_gives_the_child_sigpipe_and_patience_ends() {
     let dir = TempDir::new("out-epipe");
     // The shell form: `patience --failure-pattern x -- yes | head -1`.
     let start = Instant::now();
-    let child = std::process::Command::new("sh")
-        .args([
-            "-c",
-            r#""$0" --failure-pattern x -- yes | head -1"#,
-            patience_bin(),
-        ])
-        .env("NO_COLOR", "1")
+    let child = shell(&dir, r#""$0" --failure-pattern x -- yes | head -1"#)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -224,6 +232,33 @@ fn a_closed_stdout_gives_the_child_sigpipe_and_patience_ends() {
         .read_to_string(&mut err)
         .unwrap();
     assert!(err.contains("failed after 1 attempt"), "{err}");
+}
+
+#[test]
+fn a_closed_stdout_is_final_even_when_the_child_ignores_sigpipe() {
+    let dir = TempDir::new("out-epipe-ign");
+    // With SIGPIPE ignored (kept so for the child), `yes` fails on EPIPE
+    // with exit code 1: patience saw the EPIPE and does not retry into the
+    // same closed pipe.
+    let start = Instant::now();
+    let child = shell(
+        &dir,
+        r#"trap '' PIPE; "$0" -a 5 --failure-pattern x -- yes | head -1; exit 0"#,
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let out = Guard::new(child).wait_output(Duration::from_secs(30));
+    assert_eq!(stdout(&out), "y\n");
+    let err = stderr(&out);
+    assert!(err.contains("failed after 1 attempt"), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -499,4 +534,23 @@ fn memory_stays_flat_on_one_huge_line() {
     assert!(peak_kb < 24_000, "peak RSS {peak_kb} kB");
     // The pattern on the line after the huge one was still seen.
     assert_eq!(code(&out), 1, "{}", stderr(&out));
+}
+
+#[test]
+fn a_closed_stderr_changes_nothing_but_the_messages() {
+    let dir = TempDir::new("out-closed-stderr");
+    // `2>&-`: patience reopens fd 2 on /dev/null, so the captured stderr and
+    // its own messages go nowhere, and the run goes on as usual.
+    let script =
+        r#"exec 2>&-; "$0" -a 2 -d 0 --failure-pattern never-QQQ -- sh -c 'echo out; echo err >&2; exit 3'"#;
+    let child = shell(&dir, script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = Guard::new(child).wait_output(Duration::from_secs(30));
+    assert_eq!(code(&out), 3);
+    assert_eq!(stdout(&out), "out\nout\n");
+    assert_eq!(stderr(&out), "");
 }
