@@ -564,7 +564,17 @@ impl Reader {
         let mut stopping = false;
         let mut drained = 0usize;
         let mut reader_gone = false;
+        // After a short read the pipe is most likely empty: wait for it
+        // rather than spend a read on EAGAIN (one syscall less per chunk).
+        let mut wait = false;
         loop {
+            if wait && !stopping {
+                match sys::wait_readable(self.src.as_fd(), self.stop.as_fd()) {
+                    Ok((true, _)) => {}
+                    Ok((false, _)) => stopping = true,
+                    Err(_) => break,
+                }
+            }
             let n = match self.src.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
@@ -573,17 +583,12 @@ impl Reader {
                     if stopping {
                         break;
                     }
-                    match sys::wait_readable(self.src.as_fd(), self.stop.as_fd()) {
-                        Ok((true, _)) => continue,
-                        Ok((false, _)) => {
-                            stopping = true;
-                            continue;
-                        }
-                        Err(_) => break,
-                    }
+                    wait = true;
+                    continue;
                 }
                 Err(_) => break,
             };
+            wait = n < buf.len();
             let chunk = &buf[..n];
             if self.forward {
                 if let Err(e) = sys::write_all(self.dest, chunk) {
