@@ -12,6 +12,12 @@
 //!
 //! The main thread is also the one that forks, so `PR_SET_PDEATHSIG` (which
 //! follows the forking *thread*) lasts as long as patience does.
+//!
+//! When the output must be read (`output::Plan`), its reader threads start
+//! before the fork and are drained only after all that: the exit is seen,
+//! the group cleaned up and the leader reaped, then the readers get a short
+//! grace to reach end of file, so a grandchild holding the pipes open cannot
+//! keep the attempt from ending.
 
 use std::ffi::OsString;
 use std::io;
@@ -20,6 +26,7 @@ use std::process::Command;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
+use crate::output::{self, Captured};
 use crate::sys::{self, ExitKind, SigMask};
 
 /// What reaches the attempt loop while it waits.
@@ -85,6 +92,8 @@ pub struct Spec<'a> {
     pub stop_at: Option<Instant>,
     pub signal: i32,
     pub kill_after: Duration,
+    /// What the child's stdin, stdout and stderr are.
+    pub stdio: &'a output::Plan,
 }
 
 /// Why an attempt could not start.
@@ -94,6 +103,9 @@ pub enum SpawnError {
     NotFound(io::Error),
     /// The command exists but cannot be executed (exit status 126).
     NotExecutable(io::Error),
+    /// patience could not set up the child's streams (pipes, threads,
+    /// the replay file): its own failure (exit status 125).
+    Setup(io::Error),
 }
 
 /// How one attempt ended.
@@ -108,6 +120,9 @@ pub struct Ended {
     /// A signal patience received while the attempt ran and forwarded.
     pub interrupted: Option<i32>,
     pub duration: Duration,
+    /// What the capture path saw (pattern matches, held output); empty
+    /// when the child inherited patience's streams.
+    pub output: Captured,
 }
 
 /// Runs one attempt to its end. `events` carries delivered signals (from
@@ -140,8 +155,14 @@ pub fn run(
             parent: sys::getpid(),
         },
     );
+    let (stdio, capture) = spec.stdio.prepare().map_err(SpawnError::Setup)?;
+    stdio.apply(&mut cmd);
     let started = Instant::now();
-    let child = cmd.spawn().map_err(|e| match e.kind() {
+    let spawned = cmd.spawn();
+    // The Command holds patience's copies of the child's pipe ends: closed
+    // now, so the readers see end of file once the child's side is done.
+    drop(cmd);
+    let child = spawned.map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => SpawnError::NotFound(e),
         _ => SpawnError::NotExecutable(e),
     })?;
@@ -219,12 +240,14 @@ pub fn run(
     }
     sys::reap(pid);
     let _ = waiter.join();
+    let output = capture.finish(output::DRAIN_GRACE);
     Ok(Ended {
         exit,
         timed_out,
         killed,
         interrupted,
         duration,
+        output,
     })
 }
 

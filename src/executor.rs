@@ -9,8 +9,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::backoff::{Rng, Schedule};
 use crate::child::{self, Ended, Event, Inherited, SpawnError};
-use crate::conditions::{self, Verdict};
+use crate::conditions::Verdict;
 use crate::error::Error;
+use crate::output;
 use crate::report::Reporter;
 use crate::settings::{Restart, Settings};
 use crate::sys::ExitKind;
@@ -74,12 +75,16 @@ pub fn run(settings: &Settings, inherited: &Inherited, reporter: &mut Reporter) 
     let signal_tx = tx.clone();
     crate::signals::listen(move |sig| signal_tx.send(Event::Signal(sig)).is_ok())
         .map_err(|e| Error::Internal(format!("cannot install signal handlers: {e}")))?;
+    let stdio = output::Plan::new(settings)
+        .map_err(|e| Error::Internal(format!("cannot read stdin for --stdin replay: {e}")))?;
     Loop {
         settings,
         inherited,
         reporter,
         rx,
         tx,
+        stdio,
+        held: None,
     }
     .run()
 }
@@ -90,6 +95,10 @@ struct Loop<'a> {
     reporter: &'a mut Reporter,
     rx: Receiver<Event>,
     tx: Sender<Event>,
+    /// How each attempt's stdin/stdout/stderr are set up.
+    stdio: output::Plan,
+    /// The last attempt's output, with `--output final|failure`.
+    held: Option<std::sync::Arc<output::Held>>,
 }
 
 impl Loop<'_> {
@@ -137,7 +146,7 @@ impl Loop<'_> {
             }
             let again = match (&verdict, s.restart) {
                 (Verdict::Final(_), _) => Err(Ending::Failed("not retried".into())),
-                (Verdict::Success, Restart::OnFailure) => Err(Ending::Succeeded),
+                (Verdict::Success(_), Restart::OnFailure) => Err(Ending::Succeeded),
                 (Verdict::Retry(_), Restart::OnSuccess) => {
                     Err(Ending::Failed("failed under --restart on-success".into()))
                 }
@@ -171,6 +180,7 @@ impl Loop<'_> {
                 break Ending::Interrupted(sig);
             }
         };
+        output::show_held(s.output, self.held.as_deref(), ending == Ending::Succeeded);
         outcome.ending = ending;
         outcome.duration = start.elapsed();
         Ok(outcome)
@@ -196,10 +206,14 @@ impl Loop<'_> {
             stop_at,
             signal: s.signal,
             kill_after: s.kill_after,
+            stdio: &self.stdio,
         };
+        // Only the last attempt's held output is ever shown.
+        self.held = None;
         match child::run(&spec, self.inherited, &self.rx, &self.tx) {
             Ok(ended) => {
-                let verdict = conditions::classify(&ended);
+                let verdict = s.conditions.classify(&ended);
+                self.held = ended.output.held.clone();
                 let interrupted = ended.interrupted;
                 (from_ended(number, started_at, &ended, verdict), interrupted)
             }
@@ -207,6 +221,7 @@ impl Loop<'_> {
                 let (status, what, err) = match e {
                     SpawnError::NotFound(e) => (127, "command not found", e),
                     SpawnError::NotExecutable(e) => (126, "command not executable", e),
+                    SpawnError::Setup(e) => (125, "cannot set up the command's input and output", e),
                 };
                 self.reporter.cannot_run(&s.command[0], &err);
                 let attempt = Attempt {
@@ -216,7 +231,7 @@ impl Loop<'_> {
                     exit: None,
                     timed_out: false,
                     killed: false,
-                    verdict: Verdict::Final(what.into()),
+                    verdict: s.conditions.not_started(status, what),
                     delay_after: None,
                     spawn_status: Some(status),
                 };

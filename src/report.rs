@@ -53,8 +53,13 @@ fn attempt_status(a: &Attempt) -> i32 {
     match a.exit {
         Some(ExitKind::Signal(sig)) => 128 + sig,
         // A failed attempt that exited with a success code failed on a
-        // pattern: 1, so that a script never reads 0 as success.
-        Some(ExitKind::Code(code)) if !a.verdict.is_success() && code == 0 => 1,
+        // pattern: 1, so that a script never reads 0 (or another code of
+        // --success-exit) as success. Likewise a 0 outside --success-exit.
+        Some(ExitKind::Code(code))
+            if a.verdict.failed_on_output() || (code == 0 && !a.verdict.is_success()) =>
+        {
+            1
+        }
         Some(ExitKind::Code(code)) => code,
         None => 1,
     }
@@ -71,15 +76,24 @@ fn how(a: &Attempt, timeout: Option<Duration>) -> String {
     match (a.spawn_status, a.exit) {
         (Some(127), _) => "command not found".into(),
         (Some(_), _) => "command not executable".into(),
+        // The rule names the exit code or signal when that decided; when
+        // output did, the code is added: `exit code 0, failure pattern 'x'`.
         (None, Some(ExitKind::Code(c))) => {
             let rule = a.verdict.rule();
-            if rule.starts_with("exit code") || rule == "success exit code" {
-                format!("exit code {c}")
+            if rule.starts_with("exit code") {
+                rule.to_string()
             } else {
                 format!("exit code {c}, {rule}")
             }
         }
-        (None, Some(ExitKind::Signal(s))) => format!("killed by {}", signals::name(s)),
+        (None, Some(ExitKind::Signal(s))) => {
+            let rule = a.verdict.rule();
+            if rule.starts_with("killed by") {
+                rule.to_string()
+            } else {
+                format!("killed by {}, {rule}", signals::name(s))
+            }
+        }
         (None, None) => "did not run".into(),
     }
 }
@@ -87,6 +101,9 @@ fn how(a: &Attempt, timeout: Option<Duration>) -> String {
 /// Prints the run's messages as it goes, according to the settings.
 pub struct Reporter {
     verbosity: Verbosity,
+    /// `--output failure` (cron mode) without `--verbose`: say nothing
+    /// unless the run fails, like the command's own output.
+    hold: bool,
     color: bool,
     timeout: Option<Duration>,
 }
@@ -100,6 +117,7 @@ impl Reporter {
         };
         Reporter {
             verbosity: settings.verbosity,
+            hold: settings.output == crate::output::Mode::Failure && settings.verbosity == Verbosity::Normal,
             color,
             timeout: settings.timeout,
         }
@@ -130,7 +148,7 @@ impl Reporter {
 
     /// An attempt ended and another follows after `delay`.
     pub fn attempt_ended(&mut self, a: &Attempt, s: &Settings, delay: Option<Duration>) {
-        if self.verbosity == Verbosity::Quiet {
+        if self.verbosity == Verbosity::Quiet || self.hold {
             return;
         }
         let verb = if a.verdict.is_success() {
@@ -158,7 +176,7 @@ impl Reporter {
         let (mark, line) = match &o.ending {
             Ending::Succeeded => {
                 let quiet_ok = o.total <= 1 && self.verbosity != Verbosity::Verbose && !summary;
-                if quiet_ok || self.verbosity == Verbosity::Quiet {
+                if quiet_ok || self.verbosity == Verbosity::Quiet || (self.hold && !summary) {
                     return;
                 }
                 (
@@ -253,7 +271,7 @@ pub fn json(o: &Outcome, s: &Settings) -> serde_json::Value {
                 "timed_out": a.timed_out,
                 "killed": a.killed,
                 "outcome": match &a.verdict {
-                    crate::conditions::Verdict::Success => "success",
+                    crate::conditions::Verdict::Success(_) => "success",
                     crate::conditions::Verdict::Retry(_) => "failure",
                     crate::conditions::Verdict::Final(_) => "final-failure",
                 },
@@ -297,6 +315,17 @@ pub fn write_json(o: &Outcome, s: &Settings, path: &std::path::Path) {
 pub fn dry_run(r: &Resolved) -> String {
     let s = &r.settings;
     let b = &s.backoff;
+    let c = &s.conditions;
+    let patterns = |p: &[crate::conditions::Pattern]| {
+        if p.is_empty() {
+            "none".to_string()
+        } else {
+            p.iter()
+                .map(|p| format!("{:?}", p.source))
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+    };
     let opt_dur = |d: Option<Duration>| d.map(fmt_dur).unwrap_or_else(|| "none".into());
     let opt_path = |p: &Option<std::path::PathBuf>| {
         p.as_ref()
@@ -329,6 +358,22 @@ pub fn dry_run(r: &Resolved) -> String {
         ("reset-after", opt_dur(s.reset_after)),
         ("restart", format!("{:?}", s.restart)),
         ("foreground", s.foreground.to_string()),
+        ("success-exit", c.success_exit.to_string()),
+        (
+            "retry-exit",
+            c.retry_exit
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "all".into()),
+        ),
+        ("stop-exit", c.stop_exit.to_string()),
+        ("success-pattern", patterns(&c.success)),
+        ("failure-pattern", patterns(&c.failure)),
+        ("abort-pattern", patterns(&c.abort)),
+        ("retry-pattern", patterns(&c.retry)),
+        ("transient", c.transient.to_string()),
+        ("match-stream", format!("{:?}", c.match_stream).to_lowercase()),
+        ("output", s.output.to_string()),
+        ("stdin", s.stdin.to_string()),
         ("name", s.run_name()),
         ("verbosity", format!("{:?}", s.verbosity).to_lowercase()),
         ("color", format!("{:?}", s.color).to_lowercase()),
@@ -355,9 +400,10 @@ pub fn dry_run(r: &Resolved) -> String {
             "attempts" if r.sources.contains_key("forever") => r.source("forever"),
             "verbosity" if r.sources.contains_key("quiet") => r.source("quiet"),
             "verbosity" => r.source("verbose"),
+            "output" if r.sources.contains_key("hold-output") => r.source("hold-output"),
             _ => r.source(key),
         };
-        out.push_str(&format!("{key:<12} {value:<24} ({source})\n"));
+        out.push_str(&format!("{key:<15} {value:<24} ({source})\n"));
     }
     let shown = if s.attempts == 0 {
         10

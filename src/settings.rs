@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::backoff::{self, Backoff};
+use crate::conditions::{CodeSet, Conditions, Pattern};
 use crate::duration;
+use crate::output;
 
 /// One option patience understands.
 #[derive(Debug)]
@@ -37,6 +39,18 @@ const fn opt(
         short,
         value,
         repeat: false,
+        help,
+    }
+}
+
+/// A row for an option that may be given more than once, each adding to a
+/// list (`--failure-pattern a --failure-pattern b`).
+const fn many(long: &'static str, value: &'static str, help: &'static str) -> Opt {
+    Opt {
+        long,
+        short: None,
+        value: Some(value),
+        repeat: true,
         help,
     }
 }
@@ -114,6 +128,69 @@ pub const OPTIONS: &[Opt] = &[
         None,
         Some("NAME"),
         "the run's name in reports and metrics",
+    ),
+    opt(
+        "success-exit",
+        None,
+        Some("CODES"),
+        "exit codes that count as success: 0, 0,2, 0-3,5 [0]",
+    ),
+    opt(
+        "retry-exit",
+        None,
+        Some("CODES"),
+        "only these failing exit codes are retried [all]",
+    ),
+    opt(
+        "stop-exit",
+        None,
+        Some("CODES"),
+        "these exit codes are final, never retried [none]",
+    ),
+    many(
+        "success-pattern",
+        "RE",
+        "the output must match RE for success (repeatable)",
+    ),
+    many(
+        "failure-pattern",
+        "RE",
+        "output matching RE fails the attempt (repeatable)",
+    ),
+    many(
+        "abort-pattern",
+        "RE",
+        "output matching RE makes a failure final (repeatable)",
+    ),
+    many(
+        "retry-pattern",
+        "RE",
+        "retry a failure only if the output matched RE (repeatable)",
+    ),
+    opt(
+        "transient",
+        None,
+        None,
+        "retry only transient errors: connection refused, DNS, locks, 429/503, exit 75",
+    ),
+    opt(
+        "match-stream",
+        None,
+        Some("STREAM"),
+        "what patterns read: stdout, stderr, both [both]",
+    ),
+    opt(
+        "output",
+        None,
+        Some("MODE"),
+        "live, final (last attempt only), failure (only if the run failed) [live]",
+    ),
+    opt("hold-output", None, None, "same as --output failure (cron mode)"),
+    opt(
+        "stdin",
+        None,
+        Some("MODE"),
+        "inherit, replay (same bytes to every attempt), null [inherit]",
     ),
     opt("quiet", Some('q'), None, "print only the final failure line"),
     opt("verbose", Some('v'), None, "also print attempt starts and delays"),
@@ -221,6 +298,12 @@ pub struct Settings {
     pub restart: Restart,
     pub foreground: bool,
     pub name: Option<String>,
+    /// Exit codes and patterns deciding each attempt's verdict.
+    pub conditions: Conditions,
+    /// What of the child's output is shown (`--output`).
+    pub output: output::Mode,
+    /// What each attempt reads on stdin (`--stdin`).
+    pub stdin: output::StdinMode,
     pub verbosity: Verbosity,
     pub color: Color,
     pub summary: bool,
@@ -247,6 +330,9 @@ impl Default for Settings {
             restart: Restart::OnFailure,
             foreground: false,
             name: None,
+            conditions: Conditions::default(),
+            output: output::Mode::Live,
+            stdin: output::StdinMode::Inherit,
             verbosity: Verbosity::Normal,
             color: Color::Auto,
             summary: false,
@@ -340,6 +426,22 @@ impl Settings {
                 }
                 self.name = Some(name.to_string());
             }
+            "success-exit" => self.conditions.success_exit = CodeSet::parse(text()?)?,
+            "retry-exit" => self.conditions.retry_exit = Some(CodeSet::parse(text()?)?),
+            "stop-exit" => self.conditions.stop_exit = CodeSet::parse(text()?)?,
+            "success-pattern" => self.conditions.success.push(Pattern::new(text()?)?),
+            "failure-pattern" => self.conditions.failure.push(Pattern::new(text()?)?),
+            "abort-pattern" => self.conditions.abort.push(Pattern::new(text()?)?),
+            "retry-pattern" => self.conditions.retry.push(Pattern::new(text()?)?),
+            "transient" => self.conditions.transient = switch(value)?,
+            "match-stream" => self.conditions.match_stream = text()?.parse()?,
+            "output" => self.output = text()?.parse()?,
+            "hold-output" => {
+                if switch(value)? {
+                    self.output = output::Mode::Failure
+                }
+            }
+            "stdin" => self.stdin = text()?.parse()?,
             // `false` undoes a `true` from a lower layer (a profile over
             // `[defaults]`) and leaves the other level alone.
             "quiet" => self.set_level(Verbosity::Quiet, switch(value)?),
@@ -389,6 +491,10 @@ mod tests {
                 Some("FRACTION") => Some("0.5"),
                 Some("POLICY") => Some("always"),
                 Some("WHEN") => Some("never"),
+                Some("CODES") => Some("0-3,5"),
+                Some("STREAM") => Some("stderr"),
+                Some("MODE") if o.long == "output" => Some("final"),
+                Some("MODE") if o.long == "stdin" => Some("null"),
                 Some(_) => Some("x"),
             };
             s.apply(o.long, sample)
@@ -443,6 +549,23 @@ mod tests {
         assert!(s.apply("socket", Some("")).is_err());
         s.apply("state-dir", Some("/var/lib/p")).unwrap();
         assert_eq!(s.state_dir, Some(PathBuf::from("/var/lib/p")));
+    }
+
+    #[test]
+    fn patterns_accumulate_and_bad_ones_are_refused() {
+        let mut s = Settings::default();
+        s.apply("failure-pattern", Some("a")).unwrap();
+        s.apply("failure-pattern", Some("b")).unwrap();
+        assert_eq!(s.conditions.failure.len(), 2);
+        let e = s.apply("success-pattern", Some("(unclosed")).unwrap_err();
+        assert!(e.contains("invalid pattern"), "{e}");
+        assert!(s.apply("success-exit", Some("256")).is_err());
+        assert!(s.apply("output", Some("loud")).is_err());
+        s.apply("hold-output", None).unwrap();
+        assert_eq!(s.output, output::Mode::Failure);
+        for o in OPTIONS.iter().filter(|o| o.long.ends_with("-pattern")) {
+            assert!(o.repeat, "{}", o.long);
+        }
     }
 
     #[test]

@@ -286,3 +286,178 @@ pub fn isatty(fd: i32) -> bool {
     // SAFETY: isatty only inspects the descriptor.
     unsafe { libc::isatty(fd) == 1 }
 }
+
+// ---- output ----
+
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// A pipe whose two ends are close-on-exec (the child gets its end through
+/// dup2, which clears the flag on the copy): (read end, write end).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two descriptors into the array it is given.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by
+    // nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Makes reads from `fd` return EAGAIN instead of blocking. Only for
+/// descriptors patience alone uses (a pipe's read end it created).
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL on a valid descriptor only change its flags.
+    unsafe {
+        let flags = check(libc::fcntl(fd.as_raw_fd(), libc::F_GETFL))?;
+        check(libc::fcntl(
+            fd.as_raw_fd(),
+            libc::F_SETFL,
+            flags | libc::O_NONBLOCK,
+        ))?;
+    }
+    Ok(())
+}
+
+/// Asks for a pipe buffer of `bytes` (F_SETPIPE_SZ). Best effort: the
+/// kernel may refuse above /proc/sys/fs/pipe-max-size.
+pub fn set_pipe_size(fd: BorrowedFd<'_>, bytes: usize) {
+    let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: F_SETPIPE_SZ takes an int and only resizes the pipe buffer.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, bytes) };
+}
+
+/// Blocks until `fd` has data or end of file, or `stop` becomes readable or
+/// hung up. Returns (fd ready, stop ready).
+pub fn wait_readable(fd: BorrowedFd<'_>, stop: BorrowedFd<'_>) -> io::Result<(bool, bool)> {
+    let mut fds = [
+        libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: stop.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: poll reads and writes only the two pollfd structs given.
+        let ret = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if ret == -1 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok((fds[0].revents != 0, fds[1].revents != 0));
+    }
+}
+
+/// Writes all of `buf` to descriptor `fd` (patience's stdout or stderr),
+/// unbuffered. EINTR is retried; EAGAIN (a descriptor someone else made
+/// non-blocking) waits in poll rather than spinning. Other errors, EPIPE
+/// first of all, are returned.
+pub fn write_all(fd: i32, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: write reads at most buf.len() bytes from a valid slice.
+        let ret = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if ret >= 0 {
+            buf = &buf[ret as usize..];
+            continue;
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => {}
+            Some(libc::EAGAIN) => {
+                let mut p = libc::pollfd {
+                    fd,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: poll writes only the one pollfd given.
+                unsafe { libc::poll(&mut p, 1, -1) };
+            }
+            _ => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The position of the first `needle` in `hay` (libc's vectorised memchr).
+pub fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    if hay.is_empty() {
+        return None;
+    }
+    // SAFETY: memchr reads at most hay.len() bytes of a valid slice and
+    // returns null or a pointer into it.
+    let p = unsafe { libc::memchr(hay.as_ptr().cast(), libc::c_int::from(needle), hay.len()) };
+    if p.is_null() {
+        None
+    } else {
+        Some(p as usize - hay.as_ptr() as usize)
+    }
+}
+
+/// A new temporary file in `dir` with no name (O_TMPFILE, so nothing is left
+/// behind even after SIGKILL), close-on-exec, mode 0600. Where the file
+/// system lacks O_TMPFILE, a uniquely named file is created and unlinked
+/// at once.
+pub fn temp_file(dir: &std::path::Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // std adds O_CLOEXEC to every open.
+    let unnamed = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir);
+    if let Ok(f) = unnamed {
+        return Ok(f);
+    }
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    for _ in 0..100 {
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!(".patience-{}-{n}-{nanos:08x}", getpid()));
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(f) => {
+                let _ = std::fs::remove_file(&path);
+                return Ok(f);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::from(io::ErrorKind::AlreadyExists))
+}
+
+/// True when `needle` occurs in `hay` (libc's memmem).
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    if needle.is_empty() {
+        return true;
+    }
+    if hay.len() < needle.len() {
+        return false;
+    }
+    // SAFETY: memmem reads at most hay.len() and needle.len() bytes of two
+    // valid, non-empty slices and returns null or a pointer into `hay`.
+    let p = unsafe {
+        libc::memmem(
+            hay.as_ptr().cast(),
+            hay.len(),
+            needle.as_ptr().cast(),
+            needle.len(),
+        )
+    };
+    !p.is_null()
+}
