@@ -80,6 +80,7 @@ pub fn run(settings: &Settings, inherited: &Inherited, reporter: &mut Reporter) 
         reporter,
         rx,
         tx,
+        metrics: crate::metrics::Sender::for_settings(settings),
     }
     .run()
 }
@@ -90,6 +91,7 @@ struct Loop<'a> {
     reporter: &'a mut Reporter,
     rx: Receiver<Event>,
     tx: Sender<Event>,
+    metrics: crate::metrics::Sender,
 }
 
 impl Loop<'_> {
@@ -132,6 +134,7 @@ impl Loop<'_> {
             let verdict = attempt.verdict.clone();
             let ran_for = attempt.duration;
             push(&mut outcome.attempts, attempt);
+            self.metrics.attempt(&outcome.name, outcome.attempts.back());
             if let Some(sig) = interrupted {
                 break Ending::Interrupted(sig);
             }

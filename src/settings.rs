@@ -125,6 +125,12 @@ pub const OPTIONS: &[Opt] = &[
         Some("PATH"),
         "write a JSON report of the run to PATH (- for stderr)",
     ),
+    opt(
+        "no-metrics",
+        None,
+        None,
+        "send nothing to patienced, even if its socket exists",
+    ),
 ];
 
 /// Looks an option up by its long name.
@@ -207,6 +213,8 @@ pub struct Settings {
     pub color: Color,
     pub summary: bool,
     pub summary_json: Option<PathBuf>,
+    /// Send no datagrams to patienced.
+    pub no_metrics: bool,
 }
 
 impl Default for Settings {
@@ -227,6 +235,7 @@ impl Default for Settings {
             color: Color::Auto,
             summary: false,
             summary_json: None,
+            no_metrics: false,
         }
     }
 }
@@ -327,6 +336,7 @@ impl Settings {
             "color" => self.color = text()?.parse()?,
             "summary" => self.summary = switch(value)?,
             "summary-json" => self.summary_json = Some(PathBuf::from(text()?)),
+            "no-metrics" => self.no_metrics = switch(value)?,
             _ => return Err(format!("unknown option '{long}'")),
         }
         Ok(())

@@ -265,3 +265,11 @@ pub fn isatty(fd: i32) -> bool {
     // SAFETY: isatty only inspects the descriptor.
     unsafe { libc::isatty(fd) == 1 }
 }
+
+// ---- metrics and daemon ----
+
+/// The effective user id: who owns the files and sockets we create.
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}
