@@ -110,7 +110,9 @@ fn header(name: &str, value: &str) -> Header {
 }
 
 fn text(status: u16, body: String, content_type: &str) -> Response<Cursor<Vec<u8>>> {
+    // The body is in memory: always send a Content-Length, never chunks.
     Response::from_data(body.into_bytes())
+        .with_chunked_threshold(usize::MAX)
         .with_status_code(status)
         .with_header(header("Content-Type", content_type))
 }
