@@ -20,7 +20,10 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 
 use crate::executor::{Attempt, Outcome};
 use crate::sys::ExitKind;
@@ -195,50 +198,166 @@ impl Reject {
     }
 }
 
+/// One JSON value of a datagram field, read without allocating (a string is
+/// borrowed unless it holds escapes); arrays and objects are skipped and
+/// kept only as "something else", which is always the wrong type.
+#[derive(Debug)]
+enum Scalar<'a> {
+    Bool(bool),
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+    Str(Cow<'a, str>),
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Scalar<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Bool(b))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Int(n))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Uint(n))
+            }
+            fn visit_f64<E>(self, x: f64) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Float(x))
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Str(Cow::Owned(s.to_string())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Str(Cow::Owned(s)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar<'a>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar<'a>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+impl Scalar<'_> {
+    fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Scalar::Uint(n) => Some(n),
+            Scalar::Int(n) => u64::try_from(n).ok(),
+            _ => None,
+        }
+    }
+
+    fn as_i64(&self) -> Option<i64> {
+        match *self {
+            Scalar::Uint(n) => i64::try_from(n).ok(),
+            Scalar::Int(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Scalar::Uint(n) => Some(n as f64),
+            Scalar::Int(n) => Some(n as f64),
+            Scalar::Float(x) => Some(x),
+            _ => None,
+        }
+    }
+
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Scalar::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// A datagram's fields, each read leniently so that `decode` can say which
+/// one is wrong. `null` reads as absent; unknown fields are skipped, so a
+/// later sender may add some; a repeated field makes the JSON invalid.
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow)]
+    v: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    event: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    name: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    attempt: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    attempts: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    exit_code: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    signal: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    timed_out: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    status: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    duration_s: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    ts: Option<Scalar<'a>>,
+}
+
 /// Checks one datagram and turns it into an event, or says why not.
-/// Unknown fields are ignored, so that a later sender may add some.
 pub fn decode(bytes: &[u8]) -> Result<Event, Reject> {
     if bytes.is_empty() || bytes.len() > MAX_DATAGRAM {
         return Err(Reject::Size);
     }
-    let value: Value = serde_json::from_slice(bytes).map_err(|_| Reject::Json)?;
-    let Value::Object(mut obj) = value else {
+    // Only an object: serde would also read a struct from an array.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
         return Err(Reject::Json);
-    };
-    match obj.get("v").and_then(Value::as_u64) {
-        Some(VERSION) => {}
-        _ => return Err(Reject::Version),
     }
-    let event = match obj.get("event") {
-        Some(Value::String(e)) if e == "attempt" || e == "run" => e == "attempt",
+    let w: Wire = serde_json::from_slice(bytes).map_err(|_| Reject::Json)?;
+    if w.v.as_ref().and_then(Scalar::as_u64) != Some(VERSION) {
+        return Err(Reject::Version);
+    }
+    let is_attempt = match w.event.as_ref().and_then(Scalar::as_str) {
+        Some("attempt") => true,
+        Some("run") => false,
         _ => return Err(Reject::Event),
     };
-    let name = match obj.remove("name") {
-        Some(Value::String(n)) if n.is_empty() => return Err(Reject::Name),
-        Some(Value::String(n)) => n,
+    let name = match w.name {
+        Some(Scalar::Str(n)) if n.is_empty() => return Err(Reject::Name),
+        Some(Scalar::Str(n)) => n.into_owned(),
         _ => return Err(Reject::Field),
     };
-    let duration_s = seconds(&obj, "duration_s")?.ok_or(Reject::Duration)?;
-    let ts = seconds(&obj, "ts")?;
-    if event {
-        let timed_out = match obj.get("timed_out") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
+    let duration_s = seconds(&w.duration_s)?.ok_or(Reject::Duration)?;
+    let ts = seconds(&w.ts)?;
+    if is_attempt {
+        let timed_out = match w.timed_out {
+            None => false,
+            Some(Scalar::Bool(b)) => b,
             Some(_) => return Err(Reject::Field),
         };
-        let signal = match obj.get("signal") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.starts_with("SIG") => {
+        let signal = match &w.signal {
+            None => None,
+            Some(Scalar::Str(s)) if s.starts_with("SIG") => {
                 Some(crate::signals::parse(s).map_err(|_| Reject::Field)?)
             }
-            Some(Value::Number(n)) => match n.as_u64() {
+            Some(n) => match n.as_u64() {
                 Some(s @ 1..=64) => Some(s as i32),
                 _ => return Err(Reject::Field),
             },
-            Some(_) => return Err(Reject::Field),
         };
-        let code = exit_code(&obj)?;
-        let exit = match (timed_out, signal, code) {
+        let exit = match (timed_out, signal, exit_code(&w.exit_code)?) {
             (true, _, _) => ExitLabel::Timeout,
             (false, Some(s), _) => ExitLabel::Signal(s),
             (false, None, Some(c)) => ExitLabel::Code(c),
@@ -246,21 +365,21 @@ pub fn decode(bytes: &[u8]) -> Result<Event, Reject> {
         };
         Ok(Event::Attempt(AttemptEvent {
             name,
-            attempt: count(&obj, "attempt")?,
+            attempt: count(&w.attempt)?,
             exit,
             duration_s,
             ts,
         }))
     } else {
-        let status = match obj.get("status") {
-            Some(Value::String(s)) => Status::parse(s).ok_or(Reject::Status)?,
-            _ => return Err(Reject::Status),
+        let status = match w.status.as_ref().and_then(Scalar::as_str) {
+            Some(s) => Status::parse(s).ok_or(Reject::Status)?,
+            None => return Err(Reject::Status),
         };
         Ok(Event::Run(RunEvent {
             name,
             status,
-            attempts: count(&obj, "attempts")?,
-            exit_code: exit_code(&obj)?,
+            attempts: count(&w.attempts)?,
+            exit_code: exit_code(&w.exit_code)?,
             duration_s,
             ts,
         }))
@@ -268,29 +387,28 @@ pub fn decode(bytes: &[u8]) -> Result<Event, Reject> {
 }
 
 /// An optional field of finite, non-negative seconds.
-fn seconds(obj: &Map<String, Value>, key: &str) -> Result<Option<f64>, Reject> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => match n.as_f64() {
+fn seconds(field: &Option<Scalar>) -> Result<Option<f64>, Reject> {
+    match field {
+        None => Ok(None),
+        Some(v) => match v.as_f64() {
             Some(x) if x.is_finite() && x >= 0.0 => Ok(Some(x)),
             _ => Err(Reject::Duration),
         },
-        Some(_) => Err(Reject::Duration),
     }
 }
 
 /// An optional whole, non-negative count.
-fn count(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, Reject> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
+fn count(field: &Option<Scalar>) -> Result<Option<u64>, Reject> {
+    match field {
+        None => Ok(None),
         Some(v) => v.as_u64().map(Some).ok_or(Reject::Field),
     }
 }
 
 /// An optional exit code, which must fit an `int`.
-fn exit_code(obj: &Map<String, Value>) -> Result<Option<i32>, Reject> {
-    match obj.get("exit_code") {
-        None | Some(Value::Null) => Ok(None),
+fn exit_code(field: &Option<Scalar>) -> Result<Option<i32>, Reject> {
+    match field {
+        None => Ok(None),
         Some(v) => v
             .as_i64()
             .and_then(|c| i32::try_from(c).ok())
@@ -583,6 +701,8 @@ mod tests {
     fn every_kind_of_bad_datagram_is_rejected_with_its_reason() {
         let ok = r#"{"v":1,"event":"run","name":"x","status":"failed","duration_s":1}"#;
         assert!(decode(ok.as_bytes()).is_ok());
+        let extra = r#" {"future":[{"x":1}],"v":1,"event":"run","name":"a\"b","status":"failed","duration_s":1,"ts":null}"#;
+        assert!(matches!(decode(extra.as_bytes()), Ok(Event::Run(r)) if r.name == "a\"b" && r.ts.is_none()));
         let big = format!(
             r#"{{"v":1,"event":"run","name":"{}","status":"failed","duration_s":1}}"#,
             "x".repeat(5000)
@@ -592,6 +712,22 @@ mod tests {
             (big.as_bytes(), Reject::Size),
             (b"not json", Reject::Json),
             (b"[1,2]", Reject::Json),
+            (
+                br#"[1,"run","x",null,null,null,null,null,"failed",1,null]"#,
+                Reject::Json,
+            ),
+            (
+                br#"{"v":1,"v":1,"event":"run","name":"x","status":"failed","duration_s":1}"#,
+                Reject::Json,
+            ),
+            (
+                br#"{"v":1,"event":"run","name":{"a":[1]},"status":"failed","duration_s":1}"#,
+                Reject::Field,
+            ),
+            (
+                br#"{"v":1.0,"event":"run","name":"x","status":"failed","duration_s":1}"#,
+                Reject::Version,
+            ),
             (b"\xff\xfe", Reject::Json),
             (
                 br#"{"v":1,"event":"run","name":"\ud800","status":"failed","duration_s":1}"#,

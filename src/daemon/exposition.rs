@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use super::aggregate::{Aggregate, Histogram};
+use super::aggregate::{Aggregate, Command, Histogram};
 use crate::metrics::{Reject, Status};
 
 /// The `Content-Type` of the exposition.
@@ -43,20 +43,61 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-/// Writes `name{command="…"` (without the closing brace).
-fn open(out: &mut String, name: &str, command: &str) {
-    out.push_str(name);
+/// Writes a whole number without the formatting machinery: a scrape of
+/// 10,000 series writes some 100,000 of them.
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("0"));
+}
+
+/// Writes `family{command="label"` (without the closing brace).
+fn open(out: &mut String, family: &str, label: &str) {
+    out.push_str(family);
     out.push_str("{command=\"");
-    escape_label(out, command);
+    out.push_str(label);
     out.push('"');
 }
 
 /// Renders everything in `agg`; `start_time` is when the daemon started.
 pub fn render(agg: &Aggregate, start_time: f64) -> String {
-    // About 130 bytes a series line; histograms have a line per bucket.
-    let mut out =
-        String::with_capacity(4096 + agg.series() * 160 + agg.commands.len() * agg.buckets.len() * 160);
     let buckets = &agg.buckets[..];
+    // Each command's label value, escaped once for all its lines.
+    let commands: Vec<(String, &Command)> = agg
+        .commands
+        .iter()
+        .map(|(name, c)| {
+            let mut label = String::with_capacity(name.len() + 8);
+            escape_label(&mut label, name);
+            (label, c)
+        })
+        .collect();
+    // The `le` values, spelled once.
+    let les: Vec<String> = buckets
+        .iter()
+        .map(|&le| {
+            let mut s = String::new();
+            write_float(&mut s, le);
+            s
+        })
+        .chain(std::iter::once("+Inf".to_string()))
+        .collect();
+    // A close estimate, so the text is built without reallocating.
+    let labels: usize = commands.iter().map(|(l, _)| l.len()).sum();
+    let histogram_lines = les.len() + 2;
+    let mut out = String::with_capacity(
+        4096 + agg.series() * 90
+            + labels * (8 + 2 * histogram_lines)
+            + commands.len() * 2 * histogram_lines * 70,
+    );
 
     header(
         &mut out,
@@ -64,11 +105,15 @@ pub fn render(agg: &Aggregate, start_time: f64) -> String {
         "counter",
         "Finished patience runs, by command name and final status.",
     );
-    for (name, c) in &agg.commands {
+    for (label, c) in &commands {
         for status in Status::ALL {
             if let Some(r) = c.runs[status.index()] {
-                open(&mut out, "patience_runs_total", name);
-                let _ = writeln!(out, ",status=\"{}\"}} {}", status.as_str(), r.count);
+                open(&mut out, "patience_runs_total", label);
+                out.push_str(",status=\"");
+                out.push_str(status.as_str());
+                out.push_str("\"} ");
+                push_u64(&mut out, r.count);
+                out.push('\n');
             }
         }
     }
@@ -79,10 +124,12 @@ pub fn render(agg: &Aggregate, start_time: f64) -> String {
         "counter",
         "Finished attempts, by command name and how they ended: the exit code, timeout, or the signal's name.",
     );
-    for (name, c) in &agg.commands {
-        for (label, n) in &c.attempts {
-            open(&mut out, "patience_attempts_total", name);
-            let _ = writeln!(out, ",exit_code=\"{label}\"}} {n}");
+    for (label, c) in &commands {
+        for (exit, n) in &c.attempts {
+            open(&mut out, "patience_attempts_total", label);
+            let _ = write!(out, ",exit_code=\"{exit}\"}} ");
+            push_u64(&mut out, *n);
+            out.push('\n');
         }
     }
 
@@ -99,10 +146,10 @@ pub fn render(agg: &Aggregate, start_time: f64) -> String {
         ),
     ] {
         header(&mut out, family, "histogram", help);
-        for (name, c) in &agg.commands {
+        for (label, c) in &commands {
             let h = if run { &c.run_duration } else { &c.attempt_duration };
             if let Some(h) = h {
-                write_histogram(&mut out, family, name, h, buckets);
+                write_histogram(&mut out, family, label, h, &les);
             }
         }
     }
@@ -113,11 +160,13 @@ pub fn render(agg: &Aggregate, start_time: f64) -> String {
         "gauge",
         "When the latest run with this status ended, in seconds since the epoch.",
     );
-    for (name, c) in &agg.commands {
+    for (label, c) in &commands {
         for status in Status::ALL {
             if let Some(r) = c.runs[status.index()] {
-                open(&mut out, "patience_last_run_timestamp_seconds", name);
-                let _ = write!(out, ",status=\"{}\"}} ", status.as_str());
+                open(&mut out, "patience_last_run_timestamp_seconds", label);
+                out.push_str(",status=\"");
+                out.push_str(status.as_str());
+                out.push_str("\"} ");
                 write_float(&mut out, r.last);
                 out.push('\n');
             }
@@ -185,23 +234,33 @@ pub fn render(agg: &Aggregate, start_time: f64) -> String {
     out
 }
 
-/// Writes one command's histogram: cumulative buckets, `+Inf`, sum, count.
-fn write_histogram(out: &mut String, family: &str, command: &str, h: &Histogram, buckets: &[f64]) {
-    let mut label = String::with_capacity(command.len() + 16);
-    escape_label(&mut label, command);
+/// Writes one command's histogram: cumulative buckets up to `+Inf`, then
+/// the sum and the count. `les` are the bounds as text, `+Inf` last.
+fn write_histogram(out: &mut String, family: &str, label: &str, h: &Histogram, les: &[String]) {
     let mut cumulative = 0;
-    for (i, n) in h.counts.iter().enumerate() {
+    for (n, le) in h.counts.iter().zip(les) {
         cumulative += n;
-        let _ = write!(out, "{family}_bucket{{command=\"{label}\",le=\"");
-        match buckets.get(i) {
-            Some(&le) => write_float(out, le),
-            None => out.push_str("+Inf"),
-        }
-        let _ = writeln!(out, "\"}} {cumulative}");
+        out.push_str(family);
+        out.push_str("_bucket{command=\"");
+        out.push_str(label);
+        out.push_str("\",le=\"");
+        out.push_str(le);
+        out.push_str("\"} ");
+        push_u64(out, cumulative);
+        out.push('\n');
     }
-    let _ = write!(out, "{family}_sum{{command=\"{label}\"}} ");
-    write_float(out, h.sum);
-    let _ = writeln!(out, "\n{family}_count{{command=\"{label}\"}} {}", h.count);
+    for (suffix, is_sum) in [("_sum{command=\"", true), ("_count{command=\"", false)] {
+        out.push_str(family);
+        out.push_str(suffix);
+        out.push_str(label);
+        out.push_str("\"} ");
+        if is_sum {
+            write_float(out, h.sum);
+        } else {
+            push_u64(out, h.count);
+        }
+        out.push('\n');
+    }
 }
 
 #[cfg(test)]
@@ -238,6 +297,11 @@ mod tests {
         assert_eq!(float(0.005), "0.005");
         assert_eq!(float(f64::INFINITY), "+Inf");
         assert_eq!(float(f64::NAN), "NaN");
+        for n in [0, 7, 10, 1234567890, u64::MAX] {
+            let mut s = String::new();
+            push_u64(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
     }
 
     #[test]

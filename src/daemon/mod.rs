@@ -434,6 +434,7 @@ fn serve(s: &Settings) -> Result<(), String> {
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     crate::sys::raise_open_files_limit();
+    crate::sys::return_large_frees_to_the_system();
 
     let mut agg = Aggregate::new(&s.buckets, s.max_series);
     if let Some(path) = &s.state_file {
