@@ -1019,3 +1019,98 @@ fn a_stuck_daemon_never_delays_patience() {
         200
     );
 }
+
+/// The literal blocks (`.nf` … `.fi`) of a man page, with roff escapes undone.
+fn man_examples(page: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("man").join(page)).unwrap();
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        match (line, current.as_mut()) {
+            (".nf", None) => current = Some(String::new()),
+            (".fi", Some(_)) => blocks.extend(current.take()),
+            (l, Some(b)) => {
+                b.push_str(&l.replace("\\-", "-").replace("\\(aq", "'").replace("\\(rs", "\\"));
+                b.push('\n');
+            }
+            _ => {}
+        }
+    }
+    blocks
+}
+
+#[test]
+fn the_man_page_examples_pass_prometheus_tools() {
+    let blocks = man_examples("patienced.8");
+    let find = |start: &str| {
+        blocks
+            .iter()
+            .find(|b| b.starts_with(start))
+            .unwrap_or_else(|| panic!("{start}"))
+            .clone()
+    };
+    let (scrape, rules, protocol) = (find("scrape_configs:"), find("groups:"), find("msg="));
+    // The protocol example is a valid datagram.
+    let msg = protocol.split('\'').nth(1).unwrap();
+    let dir = TempDir::new("d-man");
+    let d = start_daemon(&dir, &[]);
+    d.send(&[msg.as_bytes().to_vec()]);
+    d.expect(
+        r#"patience_runs_total{command="rsync-home",status="succeeded"}"#,
+        1.0,
+    );
+    let Some(promtool) = prometheus_tool("promtool") else {
+        return;
+    };
+    std::fs::write(dir.join("rules.yml"), &rules).unwrap();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!("{scrape}rule_files: [rules.yml]\n"),
+    )
+    .unwrap();
+    // Scraped every minute: a daily job that succeeds every 24 h, one that
+    // last succeeded at 0 h, and one that never succeeded. The rule must
+    // fire for the last two only, and for the second only after 25 h.
+    std::fs::write(
+        dir.join("test.yml"),
+        r#"rule_files: [rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'patience_last_run_timestamp_seconds{command="healthy",status="succeeded"}'
+        values: '0x1439 86400x1439'
+      - series: 'patience_last_run_timestamp_seconds{command="stuck",status="succeeded"}'
+        values: '0x2879'
+      - series: 'patience_last_run_timestamp_seconds{command="broken",status="failed"}'
+        values: '0x2879'
+    alert_rule_test:
+      - eval_time: 24h
+        alertname: PatienceNoSuccessFor25h
+        exp_alerts:
+          - exp_labels: {command: broken, severity: warning}
+            exp_annotations: {summary: 'broken has not succeeded for 25 hours'}
+      - eval_time: 26h
+        alertname: PatienceNoSuccessFor25h
+        exp_alerts:
+          - exp_labels: {command: broken, severity: warning}
+            exp_annotations: {summary: 'broken has not succeeded for 25 hours'}
+          - exp_labels: {command: stuck, severity: warning}
+            exp_annotations: {summary: 'stuck has not succeeded for 25 hours'}
+"#,
+    )
+    .unwrap();
+    for args in [
+        &["check", "config", "prometheus.yml"][..],
+        &["check", "rules", "rules.yml"],
+        &["test", "rules", "test.yml"],
+    ] {
+        let out = run_ok(Command::new(&promtool).current_dir(dir.path()).args(args));
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            common::stdout(&out),
+            stderr(&out)
+        );
+    }
+}
