@@ -661,6 +661,43 @@ fn stalled_http_clients_block_neither_scrapes_nor_intake() {
 }
 
 #[test]
+fn clients_that_do_not_read_their_response_hold_a_worker_for_seconds_only() {
+    let dir = TempDir::new("d-noread");
+    let d = start_daemon(&dir, &["--max-series", "20000"]);
+    // About 10 MB of exposition: more than loopback buffers absorb, so a
+    // writer to a client that does not read blocks.
+    let datagrams: Vec<Vec<u8>> = (0..3000)
+        .flat_map(|i| {
+            [
+                format!(r#"{{"v":1,"event":"run","name":"big-{i}","status":"failed","duration_s":1}}"#),
+                format!(r#"{{"v":1,"event":"attempt","name":"big-{i}","exit_code":1,"duration_s":1}}"#),
+            ]
+        })
+        .map(String::into_bytes)
+        .collect();
+    d.send(&datagrams);
+    d.expect("patienced_series", 15000.0);
+    // More such clients than workers.
+    let stuck: Vec<TcpStream> = (0..6)
+        .map(|_| {
+            let mut s = TcpStream::connect(&d.addr).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let start = Instant::now();
+    let text = d.scrape();
+    assert!(text.len() > 8_000_000, "{}", text.len());
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "a scrape waited {:?}",
+        start.elapsed()
+    );
+    drop(stuck);
+}
+
+#[test]
 fn sigterm_and_sigint_exit_zero_and_remove_the_socket() {
     for sig in ["TERM", "INT"] {
         let dir = TempDir::new("d-term");
@@ -696,6 +733,19 @@ fn counters_survive_a_restart_with_state_file() {
     d.send(&state_datagrams());
     d.expect(r#"patience_runs_total{command="keep",status="succeeded"}"#, 2.0);
     let before = d.scrape();
+    // SIGHUP writes the state and keeps running.
+    assert!(!state.exists());
+    send_signal(d.guard.id(), "HUP");
+    assert!(eventually(LONG, || std::fs::read_to_string(&state)
+        .is_ok_and(|t| t.contains("\"keep\""))));
+    assert_eq!(
+        http(
+            &d.addr,
+            "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        .0,
+        200
+    );
     send_signal(d.guard.id(), "TERM");
     assert_eq!(d.guard.wait_status(LONG).code(), Some(0));
     assert!(state.exists(), "state written at shutdown");
