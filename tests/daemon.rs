@@ -33,8 +33,13 @@ fn start_daemon_at(socket: &Path, extra: &[&str]) -> Daemon {
     let mut cmd = Command::new(patienced_bin());
     cmd.args(["--no-config", "--listen", "127.0.0.1:0", "--socket"])
         .arg(socket)
-        .args(extra)
-        .env_remove("PATIENCE_SOCKET")
+        .args(extra);
+    launch(cmd, socket)
+}
+
+/// Starts `cmd` (a patienced command line) and waits for it to listen.
+fn launch(mut cmd: Command, socket: &Path) -> Daemon {
+    cmd.env_remove("PATIENCE_SOCKET")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -695,6 +700,41 @@ fn clients_that_do_not_read_their_response_hold_a_worker_for_seconds_only() {
         start.elapsed()
     );
     drop(stuck);
+}
+
+#[test]
+fn http_recovers_after_running_out_of_descriptors() {
+    let dir = TempDir::new("d-emfile");
+    let socket = dir.join("d.sock");
+    // A low descriptor limit (soft and hard), so that idle connections
+    // exhaust it and accept(2) fails with EMFILE.
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "ulimit -n 48 && exec \"$0\" \"$@\"", patienced_bin()])
+        .args(["--no-config", "--listen", "127.0.0.1:0", "--socket"])
+        .arg(&socket);
+    let d = launch(cmd, &socket);
+    let idle: Vec<TcpStream> = (0..80).filter_map(|_| TcpStream::connect(&d.addr).ok()).collect();
+    assert!(
+        eventually(LONG, || d.log().contains("stopped accepting")),
+        "accept never failed: {}",
+        d.log()
+    );
+    drop(idle);
+    // Datagrams kept flowing meanwhile, and HTTP comes back.
+    d.send(&state_datagrams());
+    let mut last = String::new();
+    let back = eventually(LONG, || {
+        let Ok(mut s) = TcpStream::connect(&d.addr) else {
+            return false;
+        };
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+        last.clear();
+        let _ = s.read_to_string(&mut last);
+        last.contains(r#"patience_runs_total{command="keep",status="succeeded"} 1"#)
+    });
+    assert!(back, "HTTP did not come back: {}\n{last}", d.log());
+    assert!(d.log().contains("listening again on"), "{}", d.log());
 }
 
 #[test]

@@ -50,7 +50,6 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>, stop: Arc<AtomicBool>) -> Re
     let server = listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let addr = match server.server_addr() {
         tiny_http::ListenAddr::IP(a) => a,
-        #[allow(unreachable_patterns)]
         _ => addr,
     };
     let current = Arc::new(RwLock::new(Arc::new(server)));
