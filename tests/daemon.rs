@@ -1072,12 +1072,15 @@ fn patience_without_a_daemon_opens_no_socket_and_costs_nothing_measurable() {
     }
     on.sort();
     off.sort();
-    let (on, off) = (on[12], off[12]);
+    // The lower quartile: what a run costs when the shared machine lets it.
+    let (on, off) = (on[6], off[6]);
     assert!(
         on < off + Duration::from_millis(5),
-        "no daemon: median {on:?} vs --no-metrics {off:?}"
+        "no daemon: {on:?} vs --no-metrics {off:?}"
     );
-    eprintln!("median patience -- true: {on:?} with metrics and no daemon, {off:?} with --no-metrics");
+    eprintln!(
+        "patience -- true, lower quartile: {on:?} with metrics and no daemon, {off:?} with --no-metrics"
+    );
 }
 
 #[test]
