@@ -774,7 +774,10 @@ fn counters_survive_a_restart_with_state_file() {
     d.expect(r#"patience_runs_total{command="keep",status="succeeded"}"#, 2.0);
     let before = d.scrape();
     // SIGHUP writes the state and keeps running.
-    assert!(!state.exists());
+    assert!(
+        !std::fs::read_to_string(&state).unwrap().contains("keep"),
+        "written at start, empty"
+    );
     send_signal(d.guard.id(), "HUP");
     assert!(eventually(LONG, || std::fs::read_to_string(&state)
         .is_ok_and(|t| t.contains("\"keep\""))));
@@ -834,7 +837,7 @@ fn state_is_written_every_ten_seconds_without_a_signal() {
     let mut d = start_daemon(&dir, &["--state-file", state.to_str().unwrap()]);
     d.send(&state_datagrams());
     d.expect(r#"patience_runs_total{command="keep",status="succeeded"}"#, 1.0);
-    assert!(!state.exists());
+    assert!(!std::fs::read_to_string(&state).unwrap().contains("keep"));
     let written = eventually(Duration::from_secs(25), || {
         std::fs::read_to_string(&state).is_ok_and(|t| t.contains("\"keep\""))
     });
@@ -851,6 +854,21 @@ fn state_is_written_every_ten_seconds_without_a_signal() {
         ),
         Some(1.0)
     );
+}
+
+#[test]
+fn a_state_file_that_cannot_be_written_stops_the_start() {
+    let dir = TempDir::new("d-nostate");
+    let sock = dir.join("d.sock");
+    let state = dir.join("no/such/dir/state.json");
+    let (st, err) = start_fails(&sock, &["--state-file", state.to_str().unwrap()]);
+    assert_eq!(st, 1, "{err}");
+    assert!(err.contains("cannot write state file"), "{err}");
+    assert!(!sock.exists());
+    // A directory is not a state file.
+    let (st, err) = start_fails(&sock, &["--state-file", dir.path().to_str().unwrap()]);
+    assert_eq!(st, 1, "{err}");
+    assert!(err.contains("cannot read state file"), "{err}");
 }
 
 #[test]
@@ -1034,28 +1052,48 @@ fn patience_output_and_status_do_not_change_with_a_daemon() {
     assert_eq!(code(&with), 4);
     assert_eq!(code(&with), code(&without));
     assert_eq!(with.stdout, without.stdout);
-    assert_eq!(with.stderr, without.stderr);
+    // Identical but for the time the run took ("0.0s").
+    let took = regex_lite::Regex::new(r"\d+\.\ds\)").unwrap();
+    let text = |b: &[u8]| took.replace_all(&String::from_utf8_lossy(b), "T)").into_owned();
+    assert_eq!(text(&with.stderr), text(&without.stderr));
+    assert!(
+        text(&with.stderr).contains("failed after 2 attempts (exit code 4, T)"),
+        "{}",
+        text(&with.stderr)
+    );
     d.expect(r#"patience_runs_total{command="same",status="failed"}"#, 1.0);
 }
 
 #[test]
 fn patience_without_a_daemon_opens_no_socket_and_costs_nothing_measurable() {
     let dir = TempDir::new("d-cost");
-    // The second attempt lists patience's descriptors, after the first
-    // attempt's datagram would have been sent.
-    let script = "[ \"$PATIENCE_ATTEMPT\" = 2 ] && ls -l /proc/$PPID/fd; exit 1";
-    let sockets = |cmd: &mut Command| {
+    // The second attempt lists patience's descriptors and the system's Unix
+    // sockets, after the first attempt's datagram would have been sent.
+    let script = "[ \"$PATIENCE_ATTEMPT\" = 2 ] && ls -l /proc/$PPID/fd && cat /proc/net/unix; exit 1";
+    // How many unconnected datagram sockets (what the sender would create;
+    // signal-hook's pair is a stream, std's spawn may briefly hold a
+    // connected datagram pair) patience has open.
+    let senders = |cmd: &mut Command| {
         let out = run_ok(cmd.args(["-a", "2", "-d", "1ms", "--", "sh", "-c", script]));
         let listing = common::stdout(&out);
-        assert!(listing.contains("->"), "{listing}");
-        listing.matches("socket:").count()
+        let inodes: Vec<&str> = listing
+            .split("socket:[")
+            .skip(1)
+            .filter_map(|rest| rest.split(']').next())
+            .collect();
+        assert!(!inodes.is_empty(), "{listing}");
+        listing
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            // Num RefCount Protocol Flags Type St Inode [Path]
+            .filter(|f| f.len() >= 7 && f[4] == "0002" && f[5] == "01" && inodes.contains(&f[6]))
+            .count()
     };
-    // (signal-hook's own socket pair is there in every case.)
-    let disabled = sockets(patience(&dir).arg("--no-metrics"));
-    assert_eq!(sockets(&mut patience(&dir)), disabled, "no daemon: no socket");
+    assert_eq!(senders(patience(&dir).arg("--no-metrics")), 0);
+    assert_eq!(senders(&mut patience(&dir)), 0, "no daemon: no socket");
     // The same check sees the socket when a daemon exists: it can fail.
     let d = start_daemon(&dir, &[]);
-    assert_eq!(sockets(&mut d.patience(&dir)), disabled + 1);
+    assert_eq!(senders(&mut d.patience(&dir)), 1);
     drop(d);
 
     // Timing: no daemon against --no-metrics, interleaved, medians compared.

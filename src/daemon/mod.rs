@@ -462,6 +462,10 @@ fn serve(s: &Settings) -> Result<(), String> {
         if loaded.histograms_dropped {
             log("the buckets changed since the state was saved: saved histograms start again");
         }
+        // Write it once now: a state file that cannot be written is better
+        // found at start than ten seconds later, and every ten seconds after.
+        persist::write(path, &persist::serialize(&agg))
+            .map_err(|e| format!("cannot write state file {}: {e}", path.display()))?;
     }
     let shared = Arc::new(Shared {
         agg: Mutex::new(agg),
