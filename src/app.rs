@@ -8,6 +8,7 @@ use crate::cli::{self, Action};
 use crate::config;
 use crate::error::{Error, EXIT_INTERNAL};
 use crate::executor;
+use crate::metrics;
 use crate::report::{self, Reporter};
 
 /// Runs patience with `args` (without argv[0]) and returns the exit status.
@@ -39,7 +40,9 @@ fn run(args: Vec<std::ffi::OsString>, inherited: Inherited) -> Result<i32, Error
     if let Some(path) = &settings.summary_json {
         report::write_json(&outcome, settings, path);
     }
-    Ok(report::exit_status(&outcome))
+    let status = report::exit_status(&outcome);
+    metrics::Sender::for_settings(settings).run(&outcome, status);
+    Ok(status)
 }
 
 /// Prints `text` on stdout. A closed stdout (`patience --help | head -1`)

@@ -85,6 +85,7 @@ pub fn run(settings: &Settings, inherited: &Inherited, reporter: &mut Reporter) 
         tx,
         stdio,
         held: None,
+        metrics: crate::metrics::Sender::for_settings(settings),
     }
     .run()
 }
@@ -99,6 +100,7 @@ struct Loop<'a> {
     stdio: output::Plan,
     /// The last attempt's output, with `--output final|failure`.
     held: Option<std::sync::Arc<output::Held>>,
+    metrics: crate::metrics::Sender,
 }
 
 impl Loop<'_> {
@@ -141,6 +143,7 @@ impl Loop<'_> {
             let verdict = attempt.verdict.clone();
             let ran_for = attempt.duration;
             push(&mut outcome.attempts, attempt);
+            self.metrics.attempt(&outcome.name, outcome.attempts.back());
             if let Some(sig) = interrupted {
                 break Ending::Interrupted(sig);
             }

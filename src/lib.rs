@@ -5,6 +5,9 @@
 //! ([`executor`], one [`child`] per attempt) → an [`executor::Outcome`] →
 //! messages, JSON and the exit status ([`report`]).
 //!
+//! Each finished attempt and run is also sent as a datagram ([`metrics`]) to
+//! `patienced` ([`daemon`]), which serves them to Prometheus.
+//!
 //! [`sys`] holds every `unsafe` block and libc call behind a safe API.
 
 pub mod app;
@@ -13,9 +16,11 @@ pub mod child;
 pub mod cli;
 pub mod conditions;
 pub mod config;
+pub mod daemon;
 pub mod duration;
 pub mod error;
 pub mod executor;
+pub mod metrics;
 pub mod output;
 pub mod report;
 pub mod settings;

@@ -381,6 +381,7 @@ pub fn dry_run(r: &Resolved) -> String {
         ("summary-json", opt_path(&s.summary_json)),
         ("socket", opt_path(&s.socket)),
         ("state-dir", opt_path(&s.state_dir)),
+        ("no-metrics", s.no_metrics.to_string()),
     ];
     let mut out = format!("command: {}\n", cmd.join(" "));
     if r.files.is_empty() {

@@ -202,6 +202,12 @@ pub const OPTIONS: &[Opt] = &[
         Some("PATH"),
         "write a JSON report of the run to PATH (- for stderr)",
     ),
+    opt(
+        "no-metrics",
+        None,
+        None,
+        "send nothing to patienced, even if its socket exists",
+    ),
 ];
 
 /// Settings that only a config file's `[defaults]`/`[profile.NAME]` or the
@@ -314,6 +320,8 @@ pub struct Settings {
     /// The state directory (config `state-dir`, env `PATIENCE_STATE_DIR`);
     /// `None` means the built-in search.
     pub state_dir: Option<PathBuf>,
+    /// Send no datagrams to patienced.
+    pub no_metrics: bool,
 }
 
 impl Default for Settings {
@@ -339,6 +347,7 @@ impl Default for Settings {
             summary_json: None,
             socket: None,
             state_dir: None,
+            no_metrics: false,
         }
     }
 }
@@ -451,6 +460,7 @@ impl Settings {
             "summary-json" => self.summary_json = Some(PathBuf::from(text()?)),
             "socket" => self.socket = Some(non_empty_path(text()?)?),
             "state-dir" => self.state_dir = Some(non_empty_path(text()?)?),
+            "no-metrics" => self.no_metrics = switch(value)?,
             _ => return Err(format!("unknown option '{long}'")),
         }
         Ok(())

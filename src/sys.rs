@@ -461,3 +461,70 @@ pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     };
     !p.is_null()
 }
+
+// ---- metrics and daemon ----
+
+/// The effective user id: who owns the files and sockets we create.
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Sets the file mode creation mask and returns the previous one. patienced
+/// calls it around `bind` so its socket never exists with a wider mode than
+/// asked, even for an instant.
+pub fn umask(mask: u32) -> u32 {
+    // SAFETY: umask cannot fail and touches no memory.
+    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+}
+
+/// Raises the soft limit on open files to the hard limit, so that many idle
+/// HTTP clients make accept(2) fail later rather than sooner.
+pub fn raise_open_files_limit() {
+    // SAFETY: a zeroed rlimit is a valid out-parameter; setrlimit reads the
+    // struct we pass and nothing else.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Sets SO_SNDTIMEO on a listening socket. Linux copies it to every socket
+/// that accept(2) returns, so a client that stops reading its response can
+/// hold a writer for at most `timeout` (accept itself is not affected).
+pub fn set_send_timeout(listener: &std::net::TcpListener, timeout: std::time::Duration) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: the descriptor is open for the listener's lifetime, and we pass
+    // a pointer to a live timeval with its exact size.
+    check(unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// Makes glibc's malloc give large freed blocks back to the system: the
+/// exposition of 10,000 series is a few megabytes built for each scrape, and
+/// by default glibc would keep such blocks (and one arena per HTTP worker)
+/// for good. A no-op on other C libraries.
+pub fn return_large_frees_to_the_system() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator tunables; it is called at start,
+    // before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}

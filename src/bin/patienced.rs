@@ -1,6 +1,6 @@
-//! The `patienced` binary (to come: see the daemon issue).
+//! The `patienced` binary: everything is in `patience::daemon`.
 
 fn main() {
-    eprintln!("usage: patienced [--socket PATH] [--listen ADDR:PORT]");
-    std::process::exit(2);
+    let args = std::env::args_os().skip(1).collect();
+    std::process::exit(patience::daemon::main(args));
 }

@@ -1,0 +1,297 @@
+//! patienced's memory: every command's counters, histograms and last-run
+//! timestamps, the daemon's own counters, and the `--max-series` bound.
+//!
+//! A *series* is one label set of one `patience_*` family, a histogram
+//! counting as one: a command that has run once and succeeded on its first
+//! attempt holds five (`runs_total` and `last_run_timestamp_seconds` for its
+//! status, `run_duration_seconds`, `attempts_total` for its exit code,
+//! `attempt_duration_seconds`). A datagram that would take the total past
+//! the bound is dropped whole, so a command's counters and histograms
+//! always agree, and the series it would have created are counted.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::metrics::{Event, ExitLabel, Reject};
+
+/// The default histogram buckets, in seconds: Prometheus's defaults
+/// extended to an hour, for jobs from a health check to a backup.
+pub const DEFAULT_BUCKETS: [f64; 18] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+    3600.0,
+];
+
+/// A histogram over shared bucket bounds. `counts` are per bucket (not
+/// cumulative), the last one for observations above every bound.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Histogram {
+    pub counts: Box<[u64]>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl Histogram {
+    pub fn new(buckets: &[f64]) -> Histogram {
+        Histogram {
+            counts: vec![0; buckets.len() + 1].into_boxed_slice(),
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    fn observe(&mut self, buckets: &[f64], x: f64) {
+        let i = buckets.partition_point(|&le| le < x);
+        self.counts[i] += 1;
+        self.sum += x;
+        self.count += 1;
+    }
+}
+
+/// The runs of one command that ended with one status.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Runs {
+    pub count: u64,
+    /// When the latest of them ended, in seconds since the epoch.
+    pub last: f64,
+}
+
+/// Everything known about one command (one `name`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Command {
+    /// Indexed by `Status::index`.
+    pub runs: [Option<Runs>; 4],
+    /// Sorted by label.
+    pub attempts: Vec<(ExitLabel, u64)>,
+    pub run_duration: Option<Histogram>,
+    pub attempt_duration: Option<Histogram>,
+}
+
+impl Command {
+    /// How many series this command holds.
+    pub fn series(&self) -> usize {
+        2 * self.runs.iter().flatten().count()
+            + self.attempts.len()
+            + usize::from(self.run_duration.is_some())
+            + usize::from(self.attempt_duration.is_some())
+    }
+}
+
+/// What became of one datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    Accepted,
+    /// Valid, but over `--max-series`.
+    Dropped,
+    Rejected(Reject),
+}
+
+/// All that patienced knows, behind one mutex in the daemon.
+#[derive(Debug)]
+pub struct Aggregate {
+    pub buckets: Arc<[f64]>,
+    pub max_series: usize,
+    pub commands: BTreeMap<String, Command>,
+    series: usize,
+    pub accepted: u64,
+    pub dropped: u64,
+    pub rejected: [u64; Reject::ALL.len()],
+    pub series_dropped: u64,
+    /// Changed since the state file was last written.
+    pub dirty: bool,
+}
+
+impl Aggregate {
+    pub fn new(buckets: &[f64], max_series: usize) -> Aggregate {
+        Aggregate {
+            buckets: buckets.into(),
+            max_series,
+            commands: BTreeMap::new(),
+            series: 0,
+            accepted: 0,
+            dropped: 0,
+            rejected: [0; Reject::ALL.len()],
+            series_dropped: 0,
+            dirty: false,
+        }
+    }
+
+    /// The number of series held.
+    pub fn series(&self) -> usize {
+        self.series
+    }
+
+    /// Takes in one decoded datagram (or the reason it was rejected) and
+    /// says what became of it.
+    pub fn record(&mut self, decoded: Result<Event, Reject>, now: f64) -> Fate {
+        let event = match decoded {
+            Ok(e) => e,
+            Err(r) => {
+                self.rejected[r.index()] += 1;
+                return Fate::Rejected(r);
+            }
+        };
+        let existing = self.commands.get(event.name());
+        let new = new_series(existing, &event);
+        if new > 0 && self.series + new > self.max_series {
+            self.dropped += 1;
+            self.series_dropped += new as u64;
+            return Fate::Dropped;
+        }
+        let command = match self.commands.get_mut(event.name()) {
+            Some(c) => c,
+            None => self.commands.entry(event.name().to_string()).or_default(),
+        };
+        match event {
+            Event::Run(r) => {
+                let slot = &mut command.runs[r.status.index()];
+                let ended = r.ts.unwrap_or(now);
+                let runs = slot.get_or_insert(Runs {
+                    count: 0,
+                    last: ended,
+                });
+                runs.count += 1;
+                runs.last = runs.last.max(ended);
+                command
+                    .run_duration
+                    .get_or_insert_with(|| Histogram::new(&self.buckets))
+                    .observe(&self.buckets, r.duration_s);
+            }
+            Event::Attempt(a) => {
+                match command.attempts.binary_search_by(|(l, _)| l.cmp(&a.exit)) {
+                    Ok(i) => command.attempts[i].1 += 1,
+                    Err(i) => command.attempts.insert(i, (a.exit, 1)),
+                }
+                command
+                    .attempt_duration
+                    .get_or_insert_with(|| Histogram::new(&self.buckets))
+                    .observe(&self.buckets, a.duration_s);
+            }
+        }
+        self.series += new;
+        self.accepted += 1;
+        self.dirty = true;
+        Fate::Accepted
+    }
+
+    /// Adds a command loaded from a state file, if it fits under the bound;
+    /// returns false (and counts its series as dropped) when it does not.
+    pub fn restore(&mut self, name: String, command: Command) -> bool {
+        let n = command.series();
+        let old = self.commands.get(&name).map_or(0, Command::series);
+        if self.series - old + n > self.max_series {
+            self.series_dropped += n as u64;
+            return false;
+        }
+        self.commands.insert(name, command);
+        self.series = self.series - old + n;
+        true
+    }
+}
+
+/// How many series `event` would add to `command`.
+fn new_series(command: Option<&Command>, event: &Event) -> usize {
+    match (command, event) {
+        (None, Event::Run(_)) => 3,
+        (None, Event::Attempt(_)) => 2,
+        (Some(c), Event::Run(r)) => {
+            2 * usize::from(c.runs[r.status.index()].is_none()) + usize::from(c.run_duration.is_none())
+        }
+        (Some(c), Event::Attempt(a)) => {
+            usize::from(c.attempts.binary_search_by(|(l, _)| l.cmp(&a.exit)).is_err())
+                + usize::from(c.attempt_duration.is_none())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{AttemptEvent, RunEvent, Status};
+
+    fn run(name: &str, status: Status, d: f64, ts: f64) -> Result<Event, Reject> {
+        Ok(Event::Run(RunEvent {
+            name: name.into(),
+            status,
+            attempts: Some(1),
+            exit_code: Some(0),
+            duration_s: d,
+            ts: Some(ts),
+        }))
+    }
+
+    fn attempt(name: &str, exit: ExitLabel, d: f64) -> Result<Event, Reject> {
+        Ok(Event::Attempt(AttemptEvent {
+            name: name.into(),
+            attempt: Some(1),
+            exit,
+            duration_s: d,
+            ts: None,
+        }))
+    }
+
+    #[test]
+    fn counts_histograms_and_last_run() {
+        let mut agg = Aggregate::new(&DEFAULT_BUCKETS, 100);
+        assert_eq!(
+            agg.record(run("a", Status::Succeeded, 0.2, 100.0), 0.0),
+            Fate::Accepted
+        );
+        agg.record(run("a", Status::Succeeded, 7200.0, 50.0), 0.0);
+        agg.record(attempt("a", ExitLabel::Code(1), 0.005), 0.0);
+        agg.record(attempt("a", ExitLabel::Code(1), 0.0051), 0.0);
+        agg.record(attempt("a", ExitLabel::Timeout, 3.0), 0.0);
+        let c = &agg.commands["a"];
+        let r = c.runs[Status::Succeeded.index()].unwrap();
+        assert_eq!((r.count, r.last), (2, 100.0), "an older ts never moves last back");
+        let h = c.run_duration.as_ref().unwrap();
+        assert_eq!((h.count, h.sum), (2, 7200.2));
+        assert_eq!(h.counts[5], 1, "0.2 goes in le=0.25");
+        assert_eq!(h.counts[DEFAULT_BUCKETS.len()], 1, "7200 goes in +Inf only");
+        let h = c.attempt_duration.as_ref().unwrap();
+        assert_eq!(h.counts[0], 1, "le is inclusive: 0.005 <= 0.005");
+        assert_eq!(h.counts[1], 1);
+        assert_eq!(c.attempts, [(ExitLabel::Code(1), 2), (ExitLabel::Timeout, 1)]);
+        assert_eq!(agg.series(), 3 + 3);
+        assert_eq!(agg.series(), c.series());
+    }
+
+    #[test]
+    fn max_series_drops_whole_datagrams_and_counts_them() {
+        let mut agg = Aggregate::new(&DEFAULT_BUCKETS, 10);
+        for i in 0..100 {
+            agg.record(run(&format!("n{i}"), Status::Failed, 1.0, 1.0), 0.0);
+        }
+        assert_eq!(agg.commands.len(), 3);
+        assert_eq!(agg.series(), 9);
+        assert_eq!((agg.accepted, agg.dropped, agg.series_dropped), (3, 97, 97 * 3));
+        // Known series still count once full.
+        assert_eq!(
+            agg.record(run("n0", Status::Failed, 1.0, 1.0), 0.0),
+            Fate::Accepted
+        );
+        assert_eq!(
+            agg.record(run("n0", Status::Aborted, 1.0, 1.0), 0.0),
+            Fate::Dropped
+        );
+        // A new exit code fits in the last slot, then nothing more.
+        assert_eq!(
+            agg.record(attempt("n1", ExitLabel::Code(3), 1.0), 0.0),
+            Fate::Dropped
+        );
+        let rejected = agg.record(Err(Reject::Json), 0.0);
+        assert_eq!(rejected, Fate::Rejected(Reject::Json));
+        assert_eq!(agg.rejected[Reject::Json.index()], 1);
+    }
+
+    #[test]
+    fn restore_respects_the_bound() {
+        let mut agg = Aggregate::new(&DEFAULT_BUCKETS, 4);
+        let mut c = Command::default();
+        c.runs[0] = Some(Runs { count: 1, last: 1.0 });
+        c.run_duration = Some(Histogram::new(&DEFAULT_BUCKETS));
+        assert!(agg.restore("a".into(), c.clone()));
+        assert!(!agg.restore("b".into(), c.clone()));
+        assert!(agg.restore("a".into(), c), "replacing is not growing");
+        assert_eq!((agg.series(), agg.series_dropped), (3, 3));
+    }
+}

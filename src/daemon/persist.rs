@@ -1,0 +1,313 @@
+//! `--state-file`: the counters, histograms and last-run timestamps saved as
+//! JSON so they survive a restart. Written atomically (a temp file in the
+//! same directory, fsync, rename, fsync of the directory), so a crash leaves
+//! the old file or the new one, never half of one. A file that cannot be
+//! understood is renamed aside and reported, never fatal.
+//!
+//! The daemon's own counters (`patienced_*`) describe one process and start
+//! again from zero, as Prometheus expects of a restarted target.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::aggregate::{Aggregate, Command, Histogram, Runs};
+use crate::metrics::{ExitLabel, Status};
+
+const FILE_VERSION: u64 = 1;
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    v: u64,
+    buckets: Vec<f64>,
+    commands: Vec<Saved>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Saved {
+    name: String,
+    #[serde(default)]
+    runs: BTreeMap<String, SavedRuns>,
+    #[serde(default)]
+    attempts: BTreeMap<String, u64>,
+    #[serde(default)]
+    run_duration: Option<SavedHistogram>,
+    #[serde(default)]
+    attempt_duration: Option<SavedHistogram>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavedRuns {
+    count: u64,
+    last: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavedHistogram {
+    counts: Vec<u64>,
+    sum: f64,
+}
+
+/// What loading found, for the start-up log line.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Loaded {
+    pub commands: usize,
+    /// Commands left out because of `--max-series`.
+    pub over_limit: usize,
+    /// Histograms left out because the buckets changed since they were saved.
+    pub histograms_dropped: bool,
+    /// Where a file that could not be read as state was moved.
+    pub set_aside: Option<(PathBuf, String)>,
+}
+
+/// The state as JSON bytes; call with the aggregate locked, write unlocked.
+pub fn serialize(agg: &Aggregate) -> Vec<u8> {
+    let commands = agg
+        .commands
+        .iter()
+        .map(|(name, c)| Saved {
+            name: name.clone(),
+            runs: Status::ALL
+                .iter()
+                .filter_map(|s| {
+                    c.runs[s.index()].map(|r| {
+                        (
+                            s.as_str().to_string(),
+                            SavedRuns {
+                                count: r.count,
+                                last: r.last,
+                            },
+                        )
+                    })
+                })
+                .collect(),
+            attempts: c.attempts.iter().map(|(l, n)| (l.to_string(), *n)).collect(),
+            run_duration: c.run_duration.as_ref().map(save_histogram),
+            attempt_duration: c.attempt_duration.as_ref().map(save_histogram),
+        })
+        .collect();
+    let file = File {
+        v: FILE_VERSION,
+        buckets: agg.buckets.to_vec(),
+        commands,
+    };
+    serde_json::to_vec(&file).unwrap_or_default()
+}
+
+fn save_histogram(h: &Histogram) -> SavedHistogram {
+    SavedHistogram {
+        counts: h.counts.to_vec(),
+        sum: h.sum,
+    }
+}
+
+/// Writes `bytes` to `path` atomically. On failure the old file is intact
+/// and the temp file removed.
+pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let file_name = path.file_name().ok_or(std::io::ErrorKind::InvalidInput)?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // The rename itself reaches the disk with the directory.
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Loads the state at `path` into `agg` (which is empty). A missing file
+/// is a first start; an unreadable one is an error; one that is not valid
+/// state is moved to `PATH.corrupt-SECONDS` and reported in `Loaded`.
+pub fn load(path: &Path, agg: &mut Aggregate) -> Result<Loaded, String> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::default()),
+        Err(e) => return Err(format!("cannot read state file {}: {e}", path.display())),
+    };
+    match parse(&bytes, &agg.buckets) {
+        Ok((commands, histograms_dropped)) => {
+            let mut loaded = Loaded {
+                histograms_dropped,
+                ..Loaded::default()
+            };
+            for (name, c) in commands {
+                if agg.restore(name, c) {
+                    loaded.commands += 1;
+                } else {
+                    loaded.over_limit += 1;
+                }
+            }
+            Ok(loaded)
+        }
+        Err(why) => {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let mut aside = path.as_os_str().to_owned();
+            aside.push(format!(".corrupt-{secs}"));
+            let aside = PathBuf::from(aside);
+            std::fs::rename(path, &aside).map_err(|e| {
+                format!(
+                    "state file {} is not valid ({why}) and cannot be moved aside: {e}",
+                    path.display()
+                )
+            })?;
+            Ok(Loaded {
+                set_aside: Some((aside, why)),
+                ..Loaded::default()
+            })
+        }
+    }
+}
+
+/// Checks a state file through and through; also says whether histograms
+/// were left out because they were saved with other buckets.
+fn parse(bytes: &[u8], buckets: &[f64]) -> Result<(Vec<(String, Command)>, bool), String> {
+    let file: File = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if file.v != FILE_VERSION {
+        return Err(format!("unknown version {}", file.v));
+    }
+    let same_buckets = file.buckets == buckets;
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(file.commands.len());
+    let mut dropped = false;
+    let ok_secs = |x: f64| x.is_finite() && x >= 0.0;
+    for s in file.commands {
+        if s.name.is_empty() || !seen.insert(s.name.clone()) {
+            return Err(format!("empty or repeated command name {:?}", s.name));
+        }
+        let mut c = Command::default();
+        for (status, r) in s.runs {
+            let st = Status::parse(&status).ok_or_else(|| format!("unknown status {status:?}"))?;
+            if !ok_secs(r.last) {
+                return Err(format!("bad timestamp for {:?}", s.name));
+            }
+            c.runs[st.index()] = Some(Runs {
+                count: r.count,
+                last: r.last,
+            });
+        }
+        for (label, n) in s.attempts {
+            let l = ExitLabel::parse(&label).ok_or_else(|| format!("unknown exit code label {label:?}"))?;
+            c.attempts.push((l, n));
+        }
+        c.attempts.sort_by_key(|&(l, _)| l);
+        c.attempts.dedup_by_key(|&mut (l, _)| l);
+        let mut histogram = |h: Option<SavedHistogram>| -> Result<Option<Histogram>, String> {
+            let Some(h) = h else { return Ok(None) };
+            if h.counts.len() != file.buckets.len() + 1 || !ok_secs(h.sum) {
+                return Err(format!("bad histogram for {:?}", s.name));
+            }
+            if !same_buckets {
+                dropped = true;
+                return Ok(None);
+            }
+            let count = h
+                .counts
+                .iter()
+                .try_fold(0u64, |a, &n| a.checked_add(n))
+                .ok_or("histogram overflow")?;
+            Ok(Some(Histogram {
+                counts: h.counts.into_boxed_slice(),
+                sum: h.sum,
+                count,
+            }))
+        };
+        c.run_duration = histogram(s.run_duration)?;
+        c.attempt_duration = histogram(s.attempt_duration)?;
+        out.push((s.name, c));
+    }
+    Ok((out, dropped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::aggregate::DEFAULT_BUCKETS;
+    use super::*;
+    use crate::metrics::decode;
+
+    fn sample() -> Aggregate {
+        let mut agg = Aggregate::new(&DEFAULT_BUCKETS, 100);
+        for d in [
+            r#"{"v":1,"event":"run","name":"a\"b","status":"failed","duration_s":2.5,"ts":7}"#,
+            r#"{"v":1,"event":"attempt","name":"a\"b","exit_code":3,"duration_s":1}"#,
+            r#"{"v":1,"event":"attempt","name":"c","signal":"SIGKILL","duration_s":1}"#,
+            r#"{"v":1,"event":"attempt","name":"c","timed_out":true,"duration_s":1}"#,
+        ] {
+            agg.record(decode(d.as_bytes()), 0.0);
+        }
+        agg
+    }
+
+    #[test]
+    fn round_trip() {
+        let agg = sample();
+        let mut back = Aggregate::new(&DEFAULT_BUCKETS, 100);
+        let (commands, dropped) = parse(&serialize(&agg), &DEFAULT_BUCKETS).unwrap();
+        assert!(!dropped);
+        for (n, c) in commands {
+            assert!(back.restore(n, c));
+        }
+        assert_eq!(back.commands, agg.commands);
+        assert_eq!(back.series(), agg.series());
+    }
+
+    #[test]
+    fn other_buckets_keep_counters_only() {
+        let (commands, dropped) = parse(&serialize(&sample()), &[1.0, 2.0]).unwrap();
+        assert!(dropped);
+        assert!(commands
+            .iter()
+            .all(|(_, c)| c.run_duration.is_none() && c.attempt_duration.is_none()));
+        assert_eq!(commands[0].1.runs[Status::Failed.index()].unwrap().count, 1);
+    }
+
+    #[test]
+    fn bad_files_are_refused() {
+        let good = String::from_utf8(serialize(&sample())).unwrap();
+        let bad = [
+            String::new(),
+            "{}".into(),
+            "\0\0\0".into(),
+            good[..good.len() / 2].to_string(),
+            good.replace("\"v\":1", "\"v\":2"),
+            good.replace("\"failed\"", "\"meh\""),
+            good.replace("\"SIGKILL\"", "\"SIGNOPE\""),
+            good.replace("\"last\":7.0", "\"last\":-7.0"),
+            good.replace("\"sum\":2.5", "\"sum\":1e999"),
+            good.replace("\"name\":\"c\"", "\"name\":\"a\\\"b\""),
+            good.replace("\"counts\":[0,", "\"counts\":["),
+        ];
+        for b in bad {
+            assert_ne!(b, good);
+            assert!(parse(b.as_bytes(), &DEFAULT_BUCKETS).is_err(), "{b}");
+        }
+    }
+}

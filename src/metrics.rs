@@ -1,0 +1,843 @@
+//! The metrics datagram protocol, version 1: what `patience` sends to
+//! `patienced` over a Unix datagram socket, and how `patienced` checks it.
+//!
+//! One JSON object per datagram, at most `MAX_DATAGRAM` bytes:
+//!
+//! ```text
+//! {"v":1,"event":"attempt","name":"…","attempt":2,"exit_code":7,"signal":null,"timed_out":false,"duration_s":0.53,"ts":1764000000.1}
+//! {"v":1,"event":"run","name":"…","status":"succeeded","attempts":3,"exit_code":0,"duration_s":4.2,"ts":1764000004.3}
+//! ```
+//!
+//! The sending side ([`Sender`]) never delays patience and never fails it:
+//! if the socket path does not exist nothing is even created, and every
+//! send is non-blocking with its errors ignored. The receiving side
+//! ([`decode`]) trusts nothing: every field is checked and a rejection
+//! carries one of a few fixed reasons, so they can be counted by label.
+
+use std::cell::OnceCell;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use std::borrow::Cow;
+
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use crate::executor::{Attempt, Outcome};
+use crate::sys::ExitKind;
+
+/// The protocol version this module speaks.
+pub const VERSION: u64 = 1;
+
+/// The largest datagram either side accepts, in bytes.
+pub const MAX_DATAGRAM: usize = 4096;
+
+/// The longest name, in bytes of its JSON-escaped form. Every other field of
+/// either event fits in well under `MAX_DATAGRAM - MAX_NAME_ESCAPED` bytes, so
+/// a name cut to this bound always fits, and attempt and run events of one
+/// run carry the very same (cut) name.
+pub const MAX_NAME_ESCAPED: usize = 3072;
+
+/// How a run ended, as the `status` field says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Status {
+    Succeeded,
+    Failed,
+    Aborted,
+    /// Refused before running (circuit open, concurrency limit full).
+    Rejected,
+}
+
+impl Status {
+    pub const ALL: [Status; 4] = [
+        Status::Succeeded,
+        Status::Failed,
+        Status::Aborted,
+        Status::Rejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Aborted => "aborted",
+            Status::Rejected => "rejected",
+        }
+    }
+
+    /// Its position in `ALL`, for fixed-size tables.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// How one attempt ended, as the `exit_code` label of
+/// `patience_attempts_total` shows it: the exit code, `timeout`, or the
+/// signal's name (`SIGKILL`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ExitLabel {
+    Code(i32),
+    Timeout,
+    Signal(i32),
+}
+
+impl std::fmt::Display for ExitLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitLabel::Code(c) => write!(f, "{c}"),
+            ExitLabel::Timeout => f.write_str("timeout"),
+            ExitLabel::Signal(s) => f.write_str(&crate::signals::name(*s)),
+        }
+    }
+}
+
+impl ExitLabel {
+    /// Parses what `Display` wrote (used for state files).
+    pub fn parse(s: &str) -> Option<ExitLabel> {
+        if s == "timeout" {
+            return Some(ExitLabel::Timeout);
+        }
+        if s.starts_with("SIG") {
+            return crate::signals::parse(s).ok().map(ExitLabel::Signal);
+        }
+        s.parse().ok().map(ExitLabel::Code)
+    }
+}
+
+/// A finished attempt, as received.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttemptEvent {
+    pub name: String,
+    pub attempt: Option<u64>,
+    pub exit: ExitLabel,
+    pub duration_s: f64,
+    pub ts: Option<f64>,
+}
+
+/// A finished run, as received.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunEvent {
+    pub name: String,
+    pub status: Status,
+    pub attempts: Option<u64>,
+    pub exit_code: Option<i32>,
+    pub duration_s: f64,
+    pub ts: Option<f64>,
+}
+
+/// One valid datagram.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    Attempt(AttemptEvent),
+    Run(RunEvent),
+}
+
+impl Event {
+    pub fn name(&self) -> &str {
+        match self {
+            Event::Attempt(a) => &a.name,
+            Event::Run(r) => &r.name,
+        }
+    }
+}
+
+/// Why a datagram was rejected: a small fixed set, used as a label value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reject {
+    /// Larger than `MAX_DATAGRAM`, or empty.
+    Size,
+    /// Not a JSON object in UTF-8.
+    Json,
+    /// `v` missing or not 1.
+    Version,
+    /// `event` missing or unknown.
+    Event,
+    /// A field missing or of the wrong type or range.
+    Field,
+    /// `duration_s` or `ts` negative, not finite, or missing.
+    Duration,
+    /// `status` missing or unknown.
+    Status,
+    /// `name` empty.
+    Name,
+}
+
+impl Reject {
+    pub const ALL: [Reject; 8] = [
+        Reject::Size,
+        Reject::Json,
+        Reject::Version,
+        Reject::Event,
+        Reject::Field,
+        Reject::Duration,
+        Reject::Status,
+        Reject::Name,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reject::Size => "size",
+            Reject::Json => "json",
+            Reject::Version => "version",
+            Reject::Event => "event",
+            Reject::Field => "field",
+            Reject::Duration => "duration",
+            Reject::Status => "status",
+            Reject::Name => "name",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One JSON value of a datagram field, read without allocating (a string is
+/// borrowed unless it holds escapes); arrays and objects are skipped and
+/// kept only as "something else", which is always the wrong type.
+#[derive(Debug)]
+enum Scalar<'a> {
+    Bool(bool),
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+    Str(Cow<'a, str>),
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Scalar<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Bool(b))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Int(n))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Uint(n))
+            }
+            fn visit_f64<E>(self, x: f64) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Float(x))
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Str(Cow::Owned(s.to_string())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Str(Cow::Owned(s)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar<'a>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar<'a>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+impl Scalar<'_> {
+    fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Scalar::Uint(n) => Some(n),
+            Scalar::Int(n) => u64::try_from(n).ok(),
+            _ => None,
+        }
+    }
+
+    fn as_i64(&self) -> Option<i64> {
+        match *self {
+            Scalar::Uint(n) => i64::try_from(n).ok(),
+            Scalar::Int(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Scalar::Uint(n) => Some(n as f64),
+            Scalar::Int(n) => Some(n as f64),
+            Scalar::Float(x) => Some(x),
+            _ => None,
+        }
+    }
+
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Scalar::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// A datagram's fields, each read leniently so that `decode` can say which
+/// one is wrong. `null` reads as absent; unknown fields are skipped, so a
+/// later sender may add some; a repeated field makes the JSON invalid.
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow)]
+    v: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    event: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    name: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    attempt: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    attempts: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    exit_code: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    signal: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    timed_out: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    status: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    duration_s: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    ts: Option<Scalar<'a>>,
+}
+
+/// Checks one datagram and turns it into an event, or says why not.
+pub fn decode(bytes: &[u8]) -> Result<Event, Reject> {
+    if bytes.is_empty() || bytes.len() > MAX_DATAGRAM {
+        return Err(Reject::Size);
+    }
+    // Only an object: serde would also read a struct from an array.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(Reject::Json);
+    }
+    let w: Wire = serde_json::from_slice(bytes).map_err(|_| Reject::Json)?;
+    if w.v.as_ref().and_then(Scalar::as_u64) != Some(VERSION) {
+        return Err(Reject::Version);
+    }
+    let is_attempt = match w.event.as_ref().and_then(Scalar::as_str) {
+        Some("attempt") => true,
+        Some("run") => false,
+        _ => return Err(Reject::Event),
+    };
+    let name = match w.name {
+        Some(Scalar::Str(n)) if n.is_empty() => return Err(Reject::Name),
+        Some(Scalar::Str(n)) => n.into_owned(),
+        _ => return Err(Reject::Field),
+    };
+    let duration_s = seconds(&w.duration_s)?.ok_or(Reject::Duration)?;
+    let ts = seconds(&w.ts)?;
+    if is_attempt {
+        let timed_out = match w.timed_out {
+            None => false,
+            Some(Scalar::Bool(b)) => b,
+            Some(_) => return Err(Reject::Field),
+        };
+        let signal = match &w.signal {
+            None => None,
+            Some(Scalar::Str(s)) if s.starts_with("SIG") => {
+                Some(crate::signals::parse(s).map_err(|_| Reject::Field)?)
+            }
+            Some(n) => match n.as_u64() {
+                Some(s @ 1..=64) => Some(s as i32),
+                _ => return Err(Reject::Field),
+            },
+        };
+        let exit = match (timed_out, signal, exit_code(&w.exit_code)?) {
+            (true, _, _) => ExitLabel::Timeout,
+            (false, Some(s), _) => ExitLabel::Signal(s),
+            (false, None, Some(c)) => ExitLabel::Code(c),
+            (false, None, None) => return Err(Reject::Field),
+        };
+        Ok(Event::Attempt(AttemptEvent {
+            name,
+            attempt: count(&w.attempt)?,
+            exit,
+            duration_s,
+            ts,
+        }))
+    } else {
+        let status = match w.status.as_ref().and_then(Scalar::as_str) {
+            Some(s) => Status::parse(s).ok_or(Reject::Status)?,
+            None => return Err(Reject::Status),
+        };
+        Ok(Event::Run(RunEvent {
+            name,
+            status,
+            attempts: count(&w.attempts)?,
+            exit_code: exit_code(&w.exit_code)?,
+            duration_s,
+            ts,
+        }))
+    }
+}
+
+/// An optional field of finite, non-negative seconds.
+fn seconds(field: &Option<Scalar>) -> Result<Option<f64>, Reject> {
+    match field {
+        None => Ok(None),
+        Some(v) => match v.as_f64() {
+            Some(x) if x.is_finite() && x >= 0.0 => Ok(Some(x)),
+            _ => Err(Reject::Duration),
+        },
+    }
+}
+
+/// An optional whole, non-negative count.
+fn count(field: &Option<Scalar>) -> Result<Option<u64>, Reject> {
+    match field {
+        None => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or(Reject::Field),
+    }
+}
+
+/// An optional exit code, which must fit an `int`.
+fn exit_code(field: &Option<Scalar>) -> Result<Option<i32>, Reject> {
+    match field {
+        None => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .and_then(|c| i32::try_from(c).ok())
+            .map(Some)
+            .ok_or(Reject::Field),
+    }
+}
+
+/// How many bytes `c` takes once JSON-escaped by serde_json.
+fn escaped_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// `name` cut on a character boundary so that its JSON-escaped form is at
+/// most `MAX_NAME_ESCAPED` bytes. Names are truncated rather than dropped:
+/// a run with a long name still counts.
+pub fn truncate_name(name: &str) -> &str {
+    let mut used = 0;
+    for (i, c) in name.char_indices() {
+        used += escaped_len(c);
+        if used > MAX_NAME_ESCAPED {
+            return &name[..i];
+        }
+    }
+    name
+}
+
+/// Seconds since the epoch at `start + took`, when the event ended.
+fn end_secs(start: SystemTime, took: std::time::Duration) -> f64 {
+    let end = start.checked_add(took).unwrap_or(start);
+    end.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The datagram for a finished attempt of run `name`.
+pub fn encode_attempt(name: &str, a: &Attempt) -> Vec<u8> {
+    let (code, signal) = match a.exit {
+        Some(ExitKind::Code(c)) => (Some(c), None),
+        Some(ExitKind::Signal(s)) => (None, Some(crate::signals::name(s))),
+        // It could not start: 126 or 127, as the run's status would say.
+        None => (a.spawn_status, None),
+    };
+    let mut out = serde_json::json!({
+        "v": VERSION,
+        "event": "attempt",
+        "name": truncate_name(name),
+        "attempt": a.number,
+        "exit_code": code,
+        "signal": signal,
+        "timed_out": a.timed_out,
+        "duration_s": a.duration.as_secs_f64(),
+        "ts": end_secs(a.started_at, a.duration),
+    })
+    .to_string()
+    .into_bytes();
+    out.truncate(MAX_DATAGRAM);
+    out
+}
+
+/// The datagram for a finished run; `exit_status` is what patience exits with.
+pub fn encode_run(outcome: &Outcome, exit_status: i32) -> Vec<u8> {
+    let mut out = serde_json::json!({
+        "v": VERSION,
+        "event": "run",
+        "name": truncate_name(&outcome.name),
+        "status": crate::report::status_word(&outcome.ending),
+        "attempts": outcome.total,
+        "exit_code": exit_status,
+        "duration_s": outcome.duration.as_secs_f64(),
+        "ts": end_secs(outcome.started_at, outcome.duration),
+    })
+    .to_string()
+    .into_bytes();
+    out.truncate(MAX_DATAGRAM);
+    out
+}
+
+/// Where the daemon's socket is: `$PATIENCE_SOCKET`, else `configured` (the
+/// config file's `socket`), else `$XDG_RUNTIME_DIR/patienced.sock`, else
+/// `/tmp/patienced-UID.sock`. Empty values count as unset.
+pub fn socket_path(configured: Option<&Path>) -> PathBuf {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(p) = env("PATIENCE_SOCKET") {
+        return p;
+    }
+    if let Some(p) = configured.filter(|p| !p.as_os_str().is_empty()) {
+        return p.to_path_buf();
+    }
+    if let Some(dir) = env("XDG_RUNTIME_DIR") {
+        return dir.join("patienced.sock");
+    }
+    PathBuf::from(format!("/tmp/patienced-{}.sock", crate::sys::getuid()))
+}
+
+/// True when the socket at `path` may receive our datagrams: it is a socket
+/// (not a symlink), and when its directory is writable by others (`/tmp`)
+/// it belongs to us or to root, so that another user cannot collect our
+/// run names by creating the socket first.
+fn trusted_socket(path: &Path) -> bool {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !meta.file_type().is_socket() {
+        return false;
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let shared_dir = std::fs::metadata(dir)
+        .map(|m| m.permissions().mode() & 0o002 != 0)
+        .unwrap_or(true);
+    !shared_dir || meta.uid() == crate::sys::geteuid() || meta.uid() == 0
+}
+
+/// Sends patience's datagrams to the daemon, if there is one. Every send
+/// checks the path (one `lstat`) so a daemon started mid-run is found; the
+/// socket itself is created only once a daemon's socket exists, and every
+/// error is ignored.
+pub struct Sender {
+    path: Option<PathBuf>,
+    socket: OnceCell<Option<UnixDatagram>>,
+}
+
+impl Sender {
+    /// A sender that sends nothing (`--no-metrics`).
+    pub fn disabled() -> Sender {
+        Sender {
+            path: None,
+            socket: OnceCell::new(),
+        }
+    }
+
+    /// A sender to the socket at `path`.
+    pub fn to(path: PathBuf) -> Sender {
+        Sender {
+            path: Some(path),
+            socket: OnceCell::new(),
+        }
+    }
+
+    /// The sender for a run with these settings.
+    pub fn for_settings(settings: &crate::settings::Settings) -> Sender {
+        if settings.no_metrics {
+            Sender::disabled()
+        } else {
+            // settings.socket already holds PATIENCE_SOCKET over the config
+            // file's `socket` (config::resolve applies that precedence).
+            Sender::to(socket_path(settings.socket.as_deref()))
+        }
+    }
+
+    /// Reports a finished attempt (call right after it is recorded).
+    pub fn attempt(&self, name: &str, attempt: Option<&Attempt>) {
+        if let Some(a) = attempt {
+            self.send(|| encode_attempt(name, a));
+        }
+    }
+
+    /// Reports the finished run.
+    pub fn run(&self, outcome: &Outcome, exit_status: i32) {
+        self.send(|| encode_run(outcome, exit_status));
+    }
+
+    fn send(&self, datagram: impl FnOnce() -> Vec<u8>) {
+        let Some(path) = &self.path else { return };
+        if !trusted_socket(path) {
+            return;
+        }
+        let socket = self.socket.get_or_init(|| {
+            let s = UnixDatagram::unbound().ok()?;
+            s.set_nonblocking(true).ok()?;
+            Some(s)
+        });
+        if let Some(s) = socket {
+            // Non-blocking: a full queue (EAGAIN), a stale socket
+            // (ECONNREFUSED) or anything else costs one failed syscall.
+            let _ = s.send_to(&datagram(), path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conditions::Verdict;
+    use crate::executor::Ending;
+    use std::time::Duration;
+
+    fn attempt(exit: Option<ExitKind>, timed_out: bool) -> Attempt {
+        Attempt {
+            number: 2,
+            started_at: UNIX_EPOCH + Duration::from_secs(1_764_000_000),
+            duration: Duration::from_millis(530),
+            exit,
+            timed_out,
+            killed: false,
+            verdict: Verdict::Retry("x".into()),
+            delay_after: None,
+            spawn_status: if exit.is_none() { Some(127) } else { None },
+        }
+    }
+
+    #[test]
+    fn attempts_round_trip() {
+        let cases = [
+            (Some(ExitKind::Code(7)), false, ExitLabel::Code(7)),
+            (Some(ExitKind::Signal(9)), false, ExitLabel::Signal(9)),
+            (Some(ExitKind::Signal(15)), true, ExitLabel::Timeout),
+            (None, false, ExitLabel::Code(127)),
+        ];
+        for (exit, timed_out, label) in cases {
+            let bytes = encode_attempt("job", &attempt(exit, timed_out));
+            let Ok(Event::Attempt(e)) = decode(&bytes) else {
+                panic!("{}", String::from_utf8_lossy(&bytes))
+            };
+            assert_eq!(e.name, "job");
+            assert_eq!(e.exit, label);
+            assert_eq!(e.attempt, Some(2));
+            assert!((e.duration_s - 0.53).abs() < 1e-9);
+            assert!((e.ts.unwrap() - 1_764_000_000.53).abs() < 1e-3);
+        }
+        assert_eq!(ExitLabel::Signal(9).to_string(), "SIGKILL");
+        for l in [ExitLabel::Code(-3), ExitLabel::Timeout, ExitLabel::Signal(9)] {
+            assert_eq!(ExitLabel::parse(&l.to_string()), Some(l));
+        }
+    }
+
+    #[test]
+    fn runs_round_trip() {
+        let outcome = Outcome {
+            name: "nightly \"backup\"\n{x}".into(),
+            ending: Ending::Failed("max attempts reached".into()),
+            started_at: UNIX_EPOCH,
+            duration: Duration::from_secs(4),
+            total: 3,
+            succeeded: 0,
+            failed: 3,
+            attempts: Default::default(),
+        };
+        let Ok(Event::Run(r)) = decode(&encode_run(&outcome, 7)) else {
+            panic!()
+        };
+        assert_eq!(r.name, outcome.name);
+        assert_eq!(r.status, Status::Failed);
+        assert_eq!((r.attempts, r.exit_code, r.duration_s), (Some(3), Some(7), 4.0));
+    }
+
+    #[test]
+    fn long_names_are_cut_on_a_char_boundary_not_dropped() {
+        for unit in ["a", "é", "😀", "\"", "\u{1}", "a\\"] {
+            let name = unit.repeat(5000);
+            let a = encode_attempt(&name, &attempt(Some(ExitKind::Code(1)), false));
+            let mut o = Outcome {
+                name: name.clone(),
+                ending: Ending::Interrupted(15),
+                started_at: UNIX_EPOCH,
+                duration: Duration::MAX,
+                total: u64::MAX,
+                succeeded: 0,
+                failed: 0,
+                attempts: Default::default(),
+            };
+            o.started_at = UNIX_EPOCH + Duration::from_secs(4_000_000_000);
+            let r = encode_run(&o, 143);
+            assert!(a.len() <= MAX_DATAGRAM && r.len() <= MAX_DATAGRAM, "{unit:?}");
+            let (Ok(ea), Ok(er)) = (decode(&a), decode(&r)) else {
+                panic!("{unit:?}")
+            };
+            assert_eq!(ea.name(), er.name(), "both events carry the same cut name");
+            assert!(name.starts_with(ea.name()) && ea.name().len() > 500, "{unit:?}");
+            assert!(serde_json::to_string(ea.name()).unwrap().len() <= MAX_NAME_ESCAPED + 2);
+        }
+        assert_eq!(truncate_name("short"), "short");
+    }
+
+    #[test]
+    fn escaped_len_matches_serde_json() {
+        for c in (0u32..0x300).filter_map(char::from_u32).chain(['😀', '\u{2028}']) {
+            let quoted = serde_json::to_string(&c.to_string()).unwrap();
+            assert_eq!(quoted.len() - 2, escaped_len(c), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn every_kind_of_bad_datagram_is_rejected_with_its_reason() {
+        let ok = r#"{"v":1,"event":"run","name":"x","status":"failed","duration_s":1}"#;
+        assert!(decode(ok.as_bytes()).is_ok());
+        let extra = r#" {"future":[{"x":1}],"v":1,"event":"run","name":"a\"b","status":"failed","duration_s":1,"ts":null}"#;
+        assert!(matches!(decode(extra.as_bytes()), Ok(Event::Run(r)) if r.name == "a\"b" && r.ts.is_none()));
+        let big = format!(
+            r#"{{"v":1,"event":"run","name":"{}","status":"failed","duration_s":1}}"#,
+            "x".repeat(5000)
+        );
+        let cases: &[(&[u8], Reject)] = &[
+            (b"", Reject::Size),
+            (big.as_bytes(), Reject::Size),
+            (b"not json", Reject::Json),
+            (b"[1,2]", Reject::Json),
+            (
+                br#"[1,"run","x",null,null,null,null,null,"failed",1,null]"#,
+                Reject::Json,
+            ),
+            (
+                br#"{"v":1,"v":1,"event":"run","name":"x","status":"failed","duration_s":1}"#,
+                Reject::Json,
+            ),
+            (
+                br#"{"v":1,"event":"run","name":{"a":[1]},"status":"failed","duration_s":1}"#,
+                Reject::Field,
+            ),
+            (
+                br#"{"v":1.0,"event":"run","name":"x","status":"failed","duration_s":1}"#,
+                Reject::Version,
+            ),
+            (b"\xff\xfe", Reject::Json),
+            (
+                br#"{"v":1,"event":"run","name":"\ud800","status":"failed","duration_s":1}"#,
+                Reject::Json,
+            ),
+            (
+                br#"{"event":"run","name":"x","status":"failed","duration_s":1}"#,
+                Reject::Version,
+            ),
+            (
+                br#"{"v":2,"event":"run","name":"x","status":"failed","duration_s":1}"#,
+                Reject::Version,
+            ),
+            (
+                br#"{"v":"1","event":"run","name":"x","status":"failed","duration_s":1}"#,
+                Reject::Version,
+            ),
+            (
+                br#"{"v":1,"event":"boom","name":"x","status":"failed","duration_s":1}"#,
+                Reject::Event,
+            ),
+            (
+                br#"{"v":1,"name":"x","status":"failed","duration_s":1}"#,
+                Reject::Event,
+            ),
+            (
+                br#"{"v":1,"event":"run","name":7,"status":"failed","duration_s":1}"#,
+                Reject::Field,
+            ),
+            (
+                br#"{"v":1,"event":"run","status":"failed","duration_s":1}"#,
+                Reject::Field,
+            ),
+            (
+                br#"{"v":1,"event":"run","name":"","status":"failed","duration_s":1}"#,
+                Reject::Name,
+            ),
+            (
+                br#"{"v":1,"event":"run","name":"x","status":"meh","duration_s":1}"#,
+                Reject::Status,
+            ),
+            (
+                br#"{"v":1,"event":"run","name":"x","duration_s":1}"#,
+                Reject::Status,
+            ),
+            (
+                br#"{"v":1,"event":"run","name":"x","status":"failed","duration_s":-1}"#,
+                Reject::Duration,
+            ),
+            (
+                br#"{"v":1,"event":"run","name":"x","status":"failed","duration_s":"1"}"#,
+                Reject::Duration,
+            ),
+            (
+                br#"{"v":1,"event":"run","name":"x","status":"failed"}"#,
+                Reject::Duration,
+            ),
+            (
+                br#"{"v":1,"event":"run","name":"x","status":"failed","duration_s":1e999}"#,
+                Reject::Json,
+            ),
+            (
+                br#"{"v":1,"event":"run","name":"x","status":"failed","duration_s":1,"ts":-5}"#,
+                Reject::Duration,
+            ),
+            (
+                br#"{"v":1,"event":"run","name":"x","status":"failed","duration_s":1,"attempts":-1}"#,
+                Reject::Field,
+            ),
+            (
+                br#"{"v":1,"event":"run","name":"x","status":"failed","duration_s":1,"exit_code":1e10}"#,
+                Reject::Field,
+            ),
+            (
+                br#"{"v":1,"event":"attempt","name":"x","duration_s":1}"#,
+                Reject::Field,
+            ),
+            (
+                br#"{"v":1,"event":"attempt","name":"x","duration_s":1,"signal":"SIGNOPE"}"#,
+                Reject::Field,
+            ),
+            (
+                br#"{"v":1,"event":"attempt","name":"x","duration_s":1,"signal":99}"#,
+                Reject::Field,
+            ),
+            (
+                br#"{"v":1,"event":"attempt","name":"x","duration_s":1,"timed_out":"yes"}"#,
+                Reject::Field,
+            ),
+        ];
+        for (bytes, reason) in cases {
+            assert_eq!(decode(bytes), Err(*reason), "{}", String::from_utf8_lossy(bytes));
+        }
+    }
+
+    #[test]
+    fn socket_path_order() {
+        // Only the parts that do not depend on the environment.
+        assert!(socket_path(Some(Path::new("/x.sock"))).is_absolute());
+        assert!(!trusted_socket(Path::new("/nonexistent/patienced.sock")));
+        // A regular file is never a target.
+        assert!(!trusted_socket(Path::new("/etc/hostname")));
+    }
+
+    #[test]
+    fn a_missing_socket_creates_nothing() {
+        let s = Sender::to(PathBuf::from("/nonexistent/patienced.sock"));
+        s.send(|| panic!("must not even encode"));
+        assert!(s.socket.get().is_none());
+        Sender::disabled().send(|| panic!("disabled"));
+    }
+}

@@ -1,0 +1,1247 @@
+//! patienced end to end: the real daemon on a socket in a temp dir and a
+//! free loopback port, the real patience sending to it, and /metrics read
+//! over HTTP, checked by hand, by `promtool` and by a real Prometheus.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{code, eventually, patience, patienced_bin, send_signal, stderr, Guard, TempDir};
+
+const LONG: Duration = Duration::from_secs(20);
+
+/// A running patienced, killed and reaped on drop; its stderr is collected.
+struct Daemon {
+    guard: Guard,
+    addr: String,
+    socket: PathBuf,
+    log: Arc<Mutex<String>>,
+}
+
+fn start_daemon(dir: &TempDir, extra: &[&str]) -> Daemon {
+    start_daemon_at(&dir.join("d.sock"), extra)
+}
+
+fn start_daemon_at(socket: &Path, extra: &[&str]) -> Daemon {
+    let mut cmd = Command::new(patienced_bin());
+    cmd.args(["--no-config", "--listen", "127.0.0.1:0", "--socket"])
+        .arg(socket)
+        .args(extra);
+    launch(cmd, socket)
+}
+
+/// Starts `cmd` (a patienced command line) and waits for it to listen.
+fn launch(mut cmd: Command, socket: &Path) -> Daemon {
+    cmd.env_remove("PATIENCE_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut guard = Guard::new(cmd.spawn().expect("spawn patienced"));
+    let err = guard.child().stderr.take().expect("stderr");
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let _ = tx.send(rest.split('/').next().unwrap_or("").to_string());
+            }
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    let addr = rx
+        .recv_timeout(LONG)
+        .unwrap_or_else(|_| panic!("patienced did not start: {}", log.lock().unwrap()));
+    Daemon {
+        guard,
+        addr,
+        socket: socket.to_path_buf(),
+        log,
+    }
+}
+
+impl Daemon {
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn scrape(&self) -> String {
+        let (status, head, body) = http(
+            &self.addr,
+            "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(status, 200, "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
+            "{head}"
+        );
+        body
+    }
+
+    /// Waits until `series` has `want`, and panics with the exposition if not.
+    fn expect(&self, series: &str, want: f64) {
+        let mut last = String::new();
+        let ok = eventually(LONG, || {
+            last = self.scrape();
+            sample(&last, series) == Some(want)
+        });
+        assert!(ok, "expected {series} = {want}; exposition:\n{last}");
+    }
+
+    /// Sends raw datagrams with blocking sends, so none is lost.
+    fn send(&self, datagrams: &[Vec<u8>]) {
+        let s = UnixDatagram::unbound().unwrap();
+        s.set_write_timeout(Some(LONG)).unwrap();
+        for d in datagrams {
+            s.send_to(d, &self.socket).expect("send datagram");
+        }
+    }
+
+    fn patience(&self, dir: &TempDir) -> Command {
+        let mut c = patience(dir);
+        c.env("PATIENCE_SOCKET", &self.socket);
+        c
+    }
+}
+
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// One HTTP exchange by hand: (status, head, body).
+fn http(addr: &str, request: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(LONG)).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read response");
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    Guard::new(child).wait_output(LONG * 3)
+}
+
+/// A tool from Debian's `prometheus` package, or None (with a notice) when
+/// it is not installed outside CI. Under CI its absence is a failure.
+fn prometheus_tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{name} is required under CI (Debian package prometheus; .ci/run installs it)");
+        }
+        eprintln!("NOTICE: {name} not found (apt-get install prometheus): skipping this check");
+    }
+    found
+}
+
+fn unix_now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn runs_and_attempts_are_counted_by_label() {
+    let dir = TempDir::new("d-count");
+    let d = start_daemon(&dir, &[]);
+    let before = unix_now_secs();
+    let out = run_ok(d.patience(&dir).args([
+        "-a", "3", "-d", "10ms", "--name", "flaky", "--", "sh", "-c", "exit 3",
+    ]));
+    assert_eq!(code(&out), 3);
+    let out = run_ok(d.patience(&dir).args(["--name", "flaky", "--", "true"]));
+    assert_eq!(code(&out), 0);
+    let out = run_ok(
+        d.patience(&dir)
+            .args(["-a", "1", "-t", "100ms", "--name", "slow", "--", "sleep", "5"]),
+    );
+    assert_eq!(code(&out), 124);
+    let out = run_ok(d.patience(&dir).args([
+        "-a",
+        "2",
+        "-d",
+        "1ms",
+        "--name",
+        "killed",
+        "--",
+        "sh",
+        "-c",
+        "kill -9 $$",
+    ]));
+    assert_eq!(code(&out), 137);
+    let out = run_ok(
+        d.patience(&dir)
+            .args(["--name", "missing", "--", "/nonexistent/cmd"]),
+    );
+    assert_eq!(code(&out), 127);
+    let out = run_ok(d.patience(&dir).args(["--", "true", "unnamed"]));
+    assert_eq!(code(&out), 0);
+
+    d.expect(r#"patience_runs_total{command="flaky",status="failed"}"#, 1.0);
+    d.expect(r#"patience_runs_total{command="flaky",status="succeeded"}"#, 1.0);
+    d.expect(r#"patience_attempts_total{command="flaky",exit_code="3"}"#, 3.0);
+    d.expect(r#"patience_attempts_total{command="flaky",exit_code="0"}"#, 1.0);
+    d.expect(
+        r#"patience_attempts_total{command="slow",exit_code="timeout"}"#,
+        1.0,
+    );
+    d.expect(r#"patience_runs_total{command="slow",status="failed"}"#, 1.0);
+    d.expect(
+        r#"patience_attempts_total{command="killed",exit_code="SIGKILL"}"#,
+        2.0,
+    );
+    d.expect(
+        r#"patience_attempts_total{command="missing",exit_code="127"}"#,
+        1.0,
+    );
+    let text = d.scrape();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(r#"patience_runs_total{command="true-"#) && l.ends_with(" 1")),
+        "the default name is the basename and a hash:\n{text}"
+    );
+    // Histograms: counts, +Inf equal to _count, cumulative buckets.
+    let v = |s: &str| sample(&text, s).unwrap_or_else(|| panic!("{s} missing:\n{text}"));
+    assert_eq!(
+        v(r#"patience_attempt_duration_seconds_count{command="flaky"}"#),
+        4.0
+    );
+    assert_eq!(
+        v(r#"patience_attempt_duration_seconds_bucket{command="flaky",le="+Inf"}"#),
+        4.0
+    );
+    assert_eq!(v(r#"patience_run_duration_seconds_count{command="flaky"}"#), 2.0);
+    assert_eq!(
+        v(r#"patience_attempt_duration_seconds_bucket{command="slow",le="0.05"}"#),
+        0.0
+    );
+    assert_eq!(
+        v(r#"patience_attempt_duration_seconds_bucket{command="slow",le="5"}"#),
+        1.0
+    );
+    assert!(v(r#"patience_attempt_duration_seconds_sum{command="slow"}"#) >= 0.1);
+    let mut previous = 0.0;
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with(r#"patience_attempt_duration_seconds_bucket{command="flaky""#))
+    {
+        let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(n >= previous, "buckets are cumulative: {line}");
+        previous = n;
+    }
+    // The last-run timestamp is when the run ended.
+    let ts = v(r#"patience_last_run_timestamp_seconds{command="flaky",status="succeeded"}"#);
+    assert!(
+        ts >= before - 1.0 && ts <= unix_now_secs() + 1.0,
+        "{ts} vs {before}"
+    );
+    assert_eq!(
+        v(r#"patienced_datagrams_total{result="accepted"}"#),
+        4.0 + 2.0 + 2.0 + 3.0 + 2.0 + 2.0
+    );
+    assert_eq!(v("patienced_active"), 1.0);
+}
+
+#[test]
+fn no_metrics_sends_nothing() {
+    let dir = TempDir::new("d-nometrics");
+    let d = start_daemon(&dir, &[]);
+    let out = run_ok(
+        d.patience(&dir)
+            .args(["--no-metrics", "--name", "quiet", "--", "true"]),
+    );
+    assert_eq!(code(&out), 0);
+    let out = run_ok(d.patience(&dir).args(["--name", "loud", "--", "true"]));
+    assert_eq!(code(&out), 0);
+    d.expect(r#"patience_runs_total{command="loud",status="succeeded"}"#, 1.0);
+    assert!(!d.scrape().contains("quiet"));
+}
+
+#[test]
+fn names_full_of_special_characters_round_trip_escaped() {
+    let dir = TempDir::new("d-escape");
+    let d = start_daemon(&dir, &[]);
+    let name = "we\"ird\\na}me{\nwith=\"quotes\",\tand é 😀";
+    let out = run_ok(d.patience(&dir).args(["--name", name, "--", "true"]));
+    assert_eq!(code(&out), 0);
+    let escaped = "we\\\"ird\\\\na}me{\\nwith=\\\"quotes\\\",\tand é 😀";
+    d.expect(
+        &format!("patience_runs_total{{command=\"{escaped}\",status=\"succeeded\"}}"),
+        1.0,
+    );
+    // A name too long for a datagram is cut, not dropped.
+    let long = "x".repeat(10_000);
+    let out = run_ok(d.patience(&dir).args(["--name", &long, "--", "true"]));
+    assert_eq!(code(&out), 0);
+    let cut = &long[..3072];
+    d.expect(
+        &format!("patience_runs_total{{command=\"{cut}\",status=\"succeeded\"}}"),
+        1.0,
+    );
+    d.expect(
+        &format!("patience_attempts_total{{command=\"{cut}\",exit_code=\"0\"}}"),
+        1.0,
+    );
+    if let Some(promtool) = prometheus_tool("promtool") {
+        check_with_promtool(&promtool, &d.scrape());
+    }
+}
+
+fn check_with_promtool(promtool: &Path, text: &str) {
+    let mut child = Guard::new(
+        Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn promtool"),
+    );
+    // A write error shows up as promtool's own complaint below.
+    let _ = child.child().stdin.take().unwrap().write_all(text.as_bytes());
+    let out = child.wait_output(LONG);
+    let said = format!("{}{}", common::stdout(&out), stderr(&out));
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}\n{text}"
+    );
+}
+
+#[test]
+fn promtool_accepts_the_whole_exposition() {
+    let Some(promtool) = prometheus_tool("promtool") else {
+        return;
+    };
+    let dir = TempDir::new("d-promtool");
+    let d = start_daemon(&dir, &[]);
+    for (name, cmd) in [("ok", "true"), ("bad", "false")] {
+        run_ok(
+            d.patience(&dir)
+                .args(["-a", "2", "-d", "1ms", "--name", name, "--", cmd]),
+        );
+    }
+    run_ok(
+        d.patience(&dir)
+            .args(["-a", "1", "-t", "50ms", "--name", "t", "--", "sleep", "3"]),
+    );
+    d.send(&[b"garbage".to_vec()]);
+    d.expect(r#"patience_runs_total{command="t",status="failed"}"#, 1.0);
+    d.expect(
+        r#"patienced_datagrams_total{result="rejected",reason="json"}"#,
+        1.0,
+    );
+    check_with_promtool(&promtool, &d.scrape());
+    // And the exposition of an empty daemon.
+    let empty = start_daemon_at(&dir.join("e.sock"), &[]);
+    check_with_promtool(&promtool, &empty.scrape());
+}
+
+#[test]
+fn a_real_prometheus_scrapes_and_answers_a_query() {
+    let Some(prometheus) = prometheus_tool("prometheus") else {
+        return;
+    };
+    let dir = TempDir::new("d-prometheus");
+    let d = start_daemon(&dir, &[]);
+    let name = "nightly \"backup\"";
+    let out = run_ok(
+        d.patience(&dir)
+            .args(["-a", "3", "-d", "1ms", "--name", name, "--", "false"]),
+    );
+    assert_eq!(code(&out), 1);
+    d.expect(
+        r#"patience_attempts_total{command="nightly \"backup\"",exit_code="1"}"#,
+        3.0,
+    );
+
+    let port = free_port();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: patienced\n    \
+             static_configs:\n      - targets: ['{}']\n",
+            d.addr
+        ),
+    )
+    .unwrap();
+    let mut prom = Guard::new(
+        Command::new(prometheus)
+            .current_dir(dir.path())
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn prometheus"),
+    );
+    let query = r#"patience_attempts_total{command="nightly \"backup\""}"#;
+    let encoded: String = query
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let request =
+        format!("GET /api/v1/query?query={encoded} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let mut last = String::new();
+    let found = eventually(Duration::from_secs(90), || {
+        if let Ok(Some(st)) = prom.child().try_wait() {
+            panic!("prometheus exited early: {st:?}");
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_err() {
+            return false;
+        }
+        let (_, _, body) = http(&format!("127.0.0.1:{port}"), &request);
+        last = body;
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&last) else {
+            return false;
+        };
+        let result = &v["data"]["result"];
+        result.as_array().is_some_and(|r| r.len() == 1)
+            && result[0]["value"][1] == "3"
+            && result[0]["metric"]["exit_code"] == "1"
+            && result[0]["metric"]["command"] == name
+    });
+    assert!(found, "Prometheus never answered 3 for {query}: {last}");
+    // Prometheus saw a healthy target.
+    let (_, _, targets) = http(
+        &format!("127.0.0.1:{port}"),
+        "GET /api/v1/targets HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert!(targets.contains(r#""health":"up""#), "{targets}");
+}
+
+/// A tiny deterministic PRNG (xorshift64*), so a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn two_thousand_bad_datagrams_are_all_rejected_and_counted() {
+    let dir = TempDir::new("d-fuzz");
+    let d = start_daemon(&dir, &[]);
+    let valid = r#"{"v":1,"event":"attempt","name":"x","attempt":2,"exit_code":7,"signal":null,"timed_out":false,"duration_s":0.53,"ts":1764000000.1}"#;
+    let templates = [
+        r#"{"v":2,"event":"run","name":"x","status":"failed","duration_s":1}"#,
+        r#"{"v":"1","event":"run","name":"x","status":"failed","duration_s":1}"#,
+        r#"{"v":1,"event":"run","name":"x","status":"failed","duration_s":-0.5}"#,
+        r#"{"v":1,"event":"run","name":"x","status":"failed","duration_s":NaN}"#,
+        r#"{"v":1,"event":"run","name":"x","status":"failed","duration_s":1e400}"#,
+        r#"{"v":1,"event":"run","name":"x","status":"failed","duration_s":"1"}"#,
+        r#"{"v":1,"event":"run","name":"x","status":"exploded","duration_s":1}"#,
+        r#"{"v":1,"event":"run","name":"","status":"failed","duration_s":1}"#,
+        r#"{"v":1,"event":"run","name":["x"],"status":"failed","duration_s":1}"#,
+        r#"{"v":1,"event":"launch","name":"x","duration_s":1}"#,
+        r#"{"v":1,"event":"attempt","name":"x","duration_s":1}"#,
+        r#"{"v":1,"event":"attempt","name":"x","exit_code":"7","duration_s":1}"#,
+        r#"{"v":1,"event":"attempt","name":"x","exit_code":7,"signal":"SIGWHAT","duration_s":1}"#,
+        r#"{"v":1,"event":"attempt","name":"x","exit_code":99999999999,"duration_s":1}"#,
+        r#"[{"v":1}]"#,
+        r#"null"#,
+        "",
+    ];
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut datagrams = Vec::new();
+    for i in 0..2000 {
+        let d: Vec<u8> = match i % 5 {
+            // Random bytes of random length, some over the limit.
+            0 => (0..1 + rng.below(6000)).map(|_| rng.next() as u8).collect(),
+            // A valid datagram cut short: never valid JSON.
+            1 => valid.as_bytes()[..rng.below(valid.len() as u64) as usize].to_vec(),
+            // Oversized, otherwise valid.
+            2 => {
+                let pad = "p".repeat(4097 + rng.below(2000) as usize);
+                format!(
+                    r#"{{"v":1,"event":"run","name":"x","status":"failed","duration_s":1,"pad":"{pad}"}}"#
+                )
+                .into_bytes()
+            }
+            _ => templates[rng.below(templates.len() as u64) as usize]
+                .as_bytes()
+                .to_vec(),
+        };
+        datagrams.push(d);
+    }
+    d.send(&datagrams);
+    let total = |text: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(r#"patienced_datagrams_total{result="rejected""#))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    let mut text = String::new();
+    assert!(eventually(LONG, || {
+        text = d.scrape();
+        total(&text) >= 2000.0
+    }));
+    assert_eq!(total(&text), 2000.0, "{text}");
+    assert_eq!(
+        sample(&text, r#"patienced_datagrams_total{result="accepted"}"#),
+        Some(0.0)
+    );
+    assert_eq!(sample(&text, "patienced_series"), Some(0.0));
+    for reason in [
+        "size", "json", "version", "duration", "status", "name", "event", "field",
+    ] {
+        let n = sample(
+            &text,
+            &format!(r#"patienced_datagrams_total{{result="rejected",reason="{reason}"}}"#),
+        );
+        assert!(n.unwrap_or(0.0) > 0.0, "{reason}: {text}");
+    }
+    // Still alive and still counting.
+    assert_eq!(
+        http(
+            &d.addr,
+            "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        .0,
+        200
+    );
+    d.send(&[valid.as_bytes().to_vec()]);
+    d.expect(r#"patience_attempts_total{command="x",exit_code="7"}"#, 1.0);
+    if let Some(promtool) = prometheus_tool("promtool") {
+        check_with_promtool(&promtool, &d.scrape());
+    }
+}
+
+#[test]
+fn max_series_bounds_memory_and_counts_what_it_drops() {
+    let dir = TempDir::new("d-series");
+    let d = start_daemon(&dir, &["--max-series", "500"]);
+    let datagrams: Vec<Vec<u8>> = (0..5000)
+        .map(|i| {
+            format!(r#"{{"v":1,"event":"run","name":"job-{i}","status":"succeeded","duration_s":0.1}}"#)
+                .into_bytes()
+        })
+        .collect();
+    d.send(&datagrams);
+    let mut text = String::new();
+    assert!(eventually(LONG, || {
+        text = d.scrape();
+        let a = sample(&text, r#"patienced_datagrams_total{result="accepted"}"#).unwrap_or(0.0);
+        let x = sample(&text, r#"patienced_datagrams_total{result="dropped"}"#).unwrap_or(0.0);
+        a + x >= 5000.0
+    }));
+    // Each new command's run holds 3 series (counter, timestamp, histogram).
+    assert_eq!(sample(&text, "patienced_series"), Some(498.0), "{text}");
+    assert_eq!(
+        sample(&text, r#"patienced_datagrams_total{result="accepted"}"#),
+        Some(166.0)
+    );
+    assert_eq!(
+        sample(&text, r#"patienced_datagrams_total{result="dropped"}"#),
+        Some(4834.0)
+    );
+    assert_eq!(
+        sample(&text, "patienced_series_dropped_total"),
+        Some(4834.0 * 3.0)
+    );
+    let runs = text
+        .lines()
+        .filter(|l| l.starts_with("patience_runs_total{"))
+        .count();
+    assert_eq!(runs, 166);
+    assert!(
+        text.len() < 166 * 2_000 + 10_000,
+        "the exposition stays bounded: {} bytes",
+        text.len()
+    );
+    assert!(d.log().contains("--max-series 500 reached"), "{}", d.log());
+    // Known series keep counting once full.
+    d.send(&datagrams[..1]);
+    d.expect(r#"patience_runs_total{command="job-0",status="succeeded"}"#, 2.0);
+}
+
+#[test]
+fn http_paths_and_methods() {
+    let dir = TempDir::new("d-http");
+    let d = start_daemon(&dir, &[]);
+    let get = |path: &str, method: &str| {
+        http(
+            &d.addr,
+            &format!("{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    let (st, _, body) = get("/", "GET");
+    assert_eq!(st, 200);
+    assert!(body.contains("/metrics"), "{body}");
+    assert_eq!(get("/healthz", "GET").0, 200);
+    assert_eq!(get("/metrics?x=1", "GET").0, 200);
+    let (st, head, body) = get("/metrics", "HEAD");
+    assert_eq!((st, body.as_str()), (200, ""), "{head}");
+    assert_eq!(get("/nope", "GET").0, 404);
+    assert_eq!(get("/metrics/extra", "GET").0, 404);
+    let (st, head, _) = get("/metrics", "POST");
+    assert_eq!(st, 405);
+    assert!(head.contains("Allow: GET, HEAD"), "{head}");
+    assert_eq!(get("/", "DELETE").0, 405);
+    assert_eq!(get("/healthz", "PUT").0, 405);
+}
+
+#[test]
+fn stalled_http_clients_block_neither_scrapes_nor_intake() {
+    let dir = TempDir::new("d-stall");
+    let d = start_daemon(&dir, &[]);
+    // Eight clients send half a request and stall, more than the workers.
+    let stalled: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = TcpStream::connect(&d.addr).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: stall\r\nX-Half: ")
+                .unwrap();
+            s
+        })
+        .collect();
+    // And eight more open a connection and say nothing at all.
+    let silent: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(&d.addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    for _ in 0..5 {
+        d.scrape();
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "scrapes took {:?}",
+        start.elapsed()
+    );
+    let out = run_ok(d.patience(&dir).args(["--name", "during-stall", "--", "true"]));
+    assert_eq!(code(&out), 0);
+    d.expect(
+        r#"patience_runs_total{command="during-stall",status="succeeded"}"#,
+        1.0,
+    );
+    drop((stalled, silent));
+}
+
+#[test]
+fn clients_that_do_not_read_their_response_hold_a_worker_for_seconds_only() {
+    let dir = TempDir::new("d-noread");
+    let d = start_daemon(&dir, &["--max-series", "20000"]);
+    // About 10 MB of exposition: more than loopback buffers absorb, so a
+    // writer to a client that does not read blocks.
+    let datagrams: Vec<Vec<u8>> = (0..3000)
+        .flat_map(|i| {
+            [
+                format!(r#"{{"v":1,"event":"run","name":"big-{i}","status":"failed","duration_s":1}}"#),
+                format!(r#"{{"v":1,"event":"attempt","name":"big-{i}","exit_code":1,"duration_s":1}}"#),
+            ]
+        })
+        .map(String::into_bytes)
+        .collect();
+    d.send(&datagrams);
+    d.expect("patienced_series", 15000.0);
+    // More such clients than workers.
+    let stuck: Vec<TcpStream> = (0..6)
+        .map(|_| {
+            let mut s = TcpStream::connect(&d.addr).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let start = Instant::now();
+    let text = d.scrape();
+    assert!(text.len() > 8_000_000, "{}", text.len());
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "a scrape waited {:?}",
+        start.elapsed()
+    );
+    drop(stuck);
+}
+
+#[test]
+fn http_recovers_after_running_out_of_descriptors() {
+    let dir = TempDir::new("d-emfile");
+    let socket = dir.join("d.sock");
+    // A low descriptor limit (soft and hard), so that idle connections
+    // exhaust it and accept(2) fails with EMFILE.
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "ulimit -n 48 && exec \"$0\" \"$@\"", patienced_bin()])
+        .args(["--no-config", "--listen", "127.0.0.1:0", "--socket"])
+        .arg(&socket);
+    let d = launch(cmd, &socket);
+    let idle: Vec<TcpStream> = (0..80).filter_map(|_| TcpStream::connect(&d.addr).ok()).collect();
+    assert!(
+        eventually(LONG, || d.log().contains("stopped accepting")),
+        "accept never failed: {}",
+        d.log()
+    );
+    drop(idle);
+    // Datagrams kept flowing meanwhile, and HTTP comes back.
+    d.send(&state_datagrams());
+    let mut last = String::new();
+    let back = eventually(LONG, || {
+        let Ok(mut s) = TcpStream::connect(&d.addr) else {
+            return false;
+        };
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+        last.clear();
+        let _ = s.read_to_string(&mut last);
+        last.contains(r#"patience_runs_total{command="keep",status="succeeded"} 1"#)
+    });
+    assert!(back, "HTTP did not come back: {}\n{last}", d.log());
+    assert!(d.log().contains("listening again on"), "{}", d.log());
+}
+
+#[test]
+fn sigterm_and_sigint_exit_zero_and_remove_the_socket() {
+    for sig in ["TERM", "INT"] {
+        let dir = TempDir::new("d-term");
+        let mut d = start_daemon(&dir, &[]);
+        assert!(d.socket.exists());
+        send_signal(d.guard.id(), sig);
+        let st = d.guard.wait_status(LONG);
+        assert_eq!(st.code(), Some(0), "SIG{sig}: {st:?} {}", d.log());
+        assert!(!d.socket.exists(), "socket left behind after SIG{sig}");
+        assert!(
+            eventually(LONG, || d.log().contains(&format!("stopped by SIG{sig}"))),
+            "{}",
+            d.log()
+        );
+    }
+}
+
+fn state_datagrams() -> Vec<Vec<u8>> {
+    vec![
+        br#"{"v":1,"event":"attempt","name":"keep","exit_code":3,"duration_s":0.2}"#.to_vec(),
+        br#"{"v":1,"event":"attempt","name":"keep","exit_code":0,"duration_s":0.3}"#.to_vec(),
+        br#"{"v":1,"event":"run","name":"keep","status":"succeeded","attempts":2,"exit_code":0,"duration_s":1.5,"ts":1764000000.5}"#.to_vec(),
+    ]
+}
+
+#[test]
+fn counters_survive_a_restart_with_state_file() {
+    let dir = TempDir::new("d-state");
+    let state = dir.join("state.json");
+    let state_arg = state.to_str().unwrap();
+    let mut d = start_daemon(&dir, &["--state-file", state_arg]);
+    d.send(&state_datagrams());
+    d.send(&state_datagrams());
+    d.expect(r#"patience_runs_total{command="keep",status="succeeded"}"#, 2.0);
+    let before = d.scrape();
+    // SIGHUP writes the state and keeps running.
+    assert!(
+        !std::fs::read_to_string(&state).unwrap().contains("keep"),
+        "written at start, empty"
+    );
+    send_signal(d.guard.id(), "HUP");
+    assert!(eventually(LONG, || std::fs::read_to_string(&state)
+        .is_ok_and(|t| t.contains("\"keep\""))));
+    assert_eq!(
+        http(
+            &d.addr,
+            "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        .0,
+        200
+    );
+    send_signal(d.guard.id(), "TERM");
+    assert_eq!(d.guard.wait_status(LONG).code(), Some(0));
+    assert!(state.exists(), "state written at shutdown");
+    let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    let d = start_daemon(&dir, &["--state-file", state_arg]);
+    let after = d.scrape();
+    let keep = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.contains("\"keep\""))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(
+        keep(&before),
+        keep(&after),
+        "every counter, histogram and timestamp survives"
+    );
+    assert!(keep(&after).len() > 10);
+    assert_eq!(
+        sample(
+            &after,
+            r#"patience_last_run_timestamp_seconds{command="keep",status="succeeded"}"#
+        ),
+        Some(1764000000.5)
+    );
+    d.send(&state_datagrams());
+    d.expect(r#"patience_runs_total{command="keep",status="succeeded"}"#, 3.0);
+    // No temp file is left next to the state.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.to_string_lossy().contains(".tmp")),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn state_is_written_every_ten_seconds_without_a_signal() {
+    let dir = TempDir::new("d-flush");
+    let state = dir.join("state.json");
+    let mut d = start_daemon(&dir, &["--state-file", state.to_str().unwrap()]);
+    d.send(&state_datagrams());
+    d.expect(r#"patience_runs_total{command="keep",status="succeeded"}"#, 1.0);
+    assert!(!std::fs::read_to_string(&state).unwrap().contains("keep"));
+    let written = eventually(Duration::from_secs(25), || {
+        std::fs::read_to_string(&state).is_ok_and(|t| t.contains("\"keep\""))
+    });
+    assert!(written, "no periodic write");
+    // Killed without a chance to flush: the periodic write is what remains.
+    let _ = d.guard.child().kill();
+    let _ = d.guard.wait_status(LONG);
+    let _ = std::fs::remove_file(&d.socket);
+    let d = start_daemon(&dir, &["--state-file", state.to_str().unwrap()]);
+    assert_eq!(
+        sample(
+            &d.scrape(),
+            r#"patience_runs_total{command="keep",status="succeeded"}"#
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn a_state_file_that_cannot_be_written_stops_the_start() {
+    let dir = TempDir::new("d-nostate");
+    let sock = dir.join("d.sock");
+    let state = dir.join("no/such/dir/state.json");
+    let (st, err) = start_fails(&sock, &["--state-file", state.to_str().unwrap()]);
+    assert_eq!(st, 1, "{err}");
+    assert!(err.contains("cannot write state file"), "{err}");
+    assert!(!sock.exists());
+    // A directory is not a state file.
+    let (st, err) = start_fails(&sock, &["--state-file", dir.path().to_str().unwrap()]);
+    assert_eq!(st, 1, "{err}");
+    assert!(err.contains("cannot read state file"), "{err}");
+}
+
+#[test]
+fn a_corrupt_state_file_is_set_aside_not_fatal() {
+    for garbage in [&b"{\"v\":1,\"buckets\":[1],\"comm"[..], b"\0\0\0\0", b"", b"[]"] {
+        let dir = TempDir::new("d-corrupt");
+        let state = dir.join("state.json");
+        std::fs::write(&state, garbage).unwrap();
+        let d = start_daemon(&dir, &["--state-file", state.to_str().unwrap()]);
+        assert!(d.log().contains("is not valid"), "{}", d.log());
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("state.json.corrupt-"))
+            .collect();
+        assert_eq!(aside.len(), 1);
+        assert_eq!(std::fs::read(aside[0].path()).unwrap(), garbage, "kept as it was");
+        d.send(&state_datagrams());
+        d.expect(r#"patience_runs_total{command="keep",status="succeeded"}"#, 1.0);
+    }
+}
+
+fn start_fails(socket: &Path, extra: &[&str]) -> (i32, String) {
+    let out = run_ok(
+        Command::new(patienced_bin())
+            .args(["--no-config", "--listen", "127.0.0.1:0", "--socket"])
+            .arg(socket)
+            .args(extra),
+    );
+    (code(&out), stderr(&out))
+}
+
+#[test]
+fn what_is_not_ours_at_the_socket_path_is_left_alone() {
+    let dir = TempDir::new("d-safe");
+    // A regular file.
+    let file = dir.join("file.sock");
+    std::fs::write(&file, "precious").unwrap();
+    let (st, err) = start_fails(&file, &[]);
+    assert_eq!(st, 1, "{err}");
+    assert!(err.contains("not a socket") && err.contains("refusing"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "precious");
+    // A symlink to a socket is not a socket.
+    let d = start_daemon(&dir, &[]);
+    let link = dir.join("link.sock");
+    std::os::unix::fs::symlink(&d.socket, &link).unwrap();
+    let (st, err) = start_fails(&link, &[]);
+    assert_eq!(st, 1, "{err}");
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    // A live daemon on the socket is reported and keeps working.
+    let (st, err) = start_fails(&d.socket, &[]);
+    assert_eq!(st, 1, "{err}");
+    assert!(err.contains("already listening"), "{err}");
+    d.send(&state_datagrams());
+    d.expect(r#"patience_runs_total{command="keep",status="succeeded"}"#, 1.0);
+}
+
+#[test]
+fn a_stale_socket_is_replaced_and_modes_are_applied() {
+    let dir = TempDir::new("d-stale");
+    let path = dir.join("stale.sock");
+    drop(UnixDatagram::bind(&path).unwrap());
+    assert!(path.exists());
+    let d = start_daemon_at(&path, &[]);
+    assert!(d.log().contains("removed stale socket"), "{}", d.log());
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    drop(d);
+    let _ = std::fs::remove_file(&path);
+    let d = start_daemon_at(&path, &["--socket-mode", "0660"]);
+    let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+}
+
+#[test]
+fn bad_options_and_config_exit_125_with_one_line() {
+    let dir = TempDir::new("d-usage");
+    let sock = dir.join("u.sock");
+    for extra in [
+        &["--max-series", "zero"][..],
+        &["--socket-mode", "9"],
+        &["--listen", "x"],
+        &["--bogus"],
+    ] {
+        let (st, err) = start_fails(&sock, extra);
+        assert_eq!(st, 125, "{extra:?}: {err}");
+        assert!(err.contains(extra[0]), "{err}");
+    }
+    let cfg = dir.join("p.toml");
+    std::fs::write(&cfg, "[defaults]\nattempts = 2\n[daemon]\nmax-series = -1\n").unwrap();
+    let out = run_ok(Command::new(patienced_bin()).arg("--config").arg(&cfg));
+    assert_eq!(code(&out), 125);
+    assert!(
+        stderr(&out).contains("p.toml:4: [daemon] max-series"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!sock.exists());
+    let out = run_ok(Command::new(patienced_bin()).arg("--help"));
+    assert_eq!(code(&out), 0);
+    assert!(common::stdout(&out).contains("--state-file"));
+}
+
+#[test]
+fn the_daemon_table_of_a_config_file_is_read() {
+    let dir = TempDir::new("d-config");
+    let cfg = dir.join("c.toml");
+    let sock = dir.join("from-config.sock");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[daemon]\nsocket = \"{}\"\nsocket-mode = \"0640\"\nlisten = \"127.0.0.1:0\"\nmax-series = 7\nbuckets = [0.5, 2]\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(patienced_bin());
+    cmd.arg("--config")
+        .arg(&cfg)
+        .env_remove("PATIENCE_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut guard = Guard::new(cmd.spawn().unwrap());
+    let mut line = String::new();
+    BufReader::new(guard.child().stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.contains("from-config.sock") && line.contains("0640"),
+        "{line}"
+    );
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    UnixDatagram::unbound()
+        .unwrap()
+        .send_to(
+            br#"{"v":1,"event":"run","name":"c","status":"failed","duration_s":1}"#,
+            &sock,
+        )
+        .unwrap();
+    let mut body = String::new();
+    assert!(
+        eventually(LONG, || {
+            body = http(
+                &addr,
+                "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            )
+            .2;
+            body.contains(r#"patience_run_duration_seconds_bucket{command="c",le="2"} 1"#)
+        }),
+        "{body}"
+    );
+    assert!(!body.contains("le=\"0.005\""), "configured buckets only: {body}");
+}
+
+#[test]
+fn patience_output_and_status_do_not_change_with_a_daemon() {
+    let dir = TempDir::new("d-same");
+    let d = start_daemon(&dir, &[]);
+    let args = [
+        "-a",
+        "2",
+        "-d",
+        "1ms",
+        "--name",
+        "same",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 4",
+    ];
+    let with = run_ok(d.patience(&dir).args(args));
+    let without = run_ok(patience(&dir).args(args));
+    assert_eq!(code(&with), 4);
+    assert_eq!(code(&with), code(&without));
+    assert_eq!(with.stdout, without.stdout);
+    // Identical but for the time the run took ("0.0s").
+    let took = regex_lite::Regex::new(r"\d+\.\ds\)").unwrap();
+    let text = |b: &[u8]| took.replace_all(&String::from_utf8_lossy(b), "T)").into_owned();
+    assert_eq!(text(&with.stderr), text(&without.stderr));
+    assert!(
+        text(&with.stderr).contains("failed after 2 attempts (exit code 4, T)"),
+        "{}",
+        text(&with.stderr)
+    );
+    d.expect(r#"patience_runs_total{command="same",status="failed"}"#, 1.0);
+}
+
+#[test]
+fn patience_without_a_daemon_opens_no_socket_and_costs_nothing_measurable() {
+    let dir = TempDir::new("d-cost");
+    // The second attempt lists patience's descriptors and the system's Unix
+    // sockets, after the first attempt's datagram would have been sent.
+    let script = "[ \"$PATIENCE_ATTEMPT\" = 2 ] && ls -l /proc/$PPID/fd && cat /proc/net/unix; exit 1";
+    // How many unconnected datagram sockets (what the sender would create;
+    // signal-hook's pair is a stream, std's spawn may briefly hold a
+    // connected datagram pair) patience has open.
+    let senders = |cmd: &mut Command| {
+        let out = run_ok(cmd.args(["-a", "2", "-d", "1ms", "--", "sh", "-c", script]));
+        let listing = common::stdout(&out);
+        let inodes: Vec<&str> = listing
+            .split("socket:[")
+            .skip(1)
+            .filter_map(|rest| rest.split(']').next())
+            .collect();
+        assert!(!inodes.is_empty(), "{listing}");
+        listing
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            // Num RefCount Protocol Flags Type St Inode [Path]
+            .filter(|f| f.len() >= 7 && f[4] == "0002" && f[5] == "01" && inodes.contains(&f[6]))
+            .count()
+    };
+    assert_eq!(senders(patience(&dir).arg("--no-metrics")), 0);
+    assert_eq!(senders(&mut patience(&dir)), 0, "no daemon: no socket");
+    // The same check sees the socket when a daemon exists: it can fail.
+    let d = start_daemon(&dir, &[]);
+    assert_eq!(senders(&mut d.patience(&dir)), 1);
+    drop(d);
+
+    // Timing: no daemon against --no-metrics, interleaved, medians compared.
+    let time = |extra: &[&str]| {
+        let start = Instant::now();
+        let out = run_ok(patience(&dir).args(extra).args(["--", "true"]));
+        assert_eq!(code(&out), 0);
+        start.elapsed()
+    };
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for _ in 0..25 {
+        on.push(time(&[]));
+        off.push(time(&["--no-metrics"]));
+    }
+    on.sort();
+    off.sort();
+    // The lower quartile: what a run costs when the shared machine lets it.
+    let (on, off) = (on[6], off[6]);
+    assert!(
+        on < off + Duration::from_millis(5),
+        "no daemon: {on:?} vs --no-metrics {off:?}"
+    );
+    eprintln!(
+        "patience -- true, lower quartile: {on:?} with metrics and no daemon, {off:?} with --no-metrics"
+    );
+}
+
+#[test]
+fn a_stuck_daemon_never_delays_patience() {
+    let dir = TempDir::new("d-stuck");
+    let d = start_daemon(&dir, &[]);
+    send_signal(d.guard.id(), "STOP");
+    // Fill the socket's queue; then every send would block, were it blocking.
+    let filler = UnixDatagram::unbound().unwrap();
+    filler.set_nonblocking(true).unwrap();
+    while filler.send_to(b"x", &d.socket).is_ok() {}
+    let start = Instant::now();
+    for _ in 0..5 {
+        let out = run_ok(d.patience(&dir).args(["-a", "2", "-d", "1ms", "--", "false"]));
+        assert_eq!(code(&out), 1);
+    }
+    let took = start.elapsed();
+    send_signal(d.guard.id(), "CONT");
+    assert!(
+        took < Duration::from_secs(5),
+        "5 runs took {took:?} with a stuck daemon"
+    );
+    assert_eq!(
+        http(
+            &d.addr,
+            "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        .0,
+        200
+    );
+}
+
+/// The literal blocks (`.nf` … `.fi`) of a man page, with roff escapes undone.
+fn man_examples(page: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("man").join(page)).unwrap();
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        match (line, current.as_mut()) {
+            (".nf", None) => current = Some(String::new()),
+            (".fi", Some(_)) => blocks.extend(current.take()),
+            (l, Some(b)) => {
+                b.push_str(&l.replace("\\-", "-").replace("\\(aq", "'").replace("\\(rs", "\\"));
+                b.push('\n');
+            }
+            _ => {}
+        }
+    }
+    blocks
+}
+
+#[test]
+fn the_man_page_examples_pass_prometheus_tools() {
+    let blocks = man_examples("patienced.8");
+    let find = |start: &str| {
+        blocks
+            .iter()
+            .find(|b| b.starts_with(start))
+            .unwrap_or_else(|| panic!("{start}"))
+            .clone()
+    };
+    let (scrape, rules, protocol) = (find("scrape_configs:"), find("groups:"), find("msg="));
+    // The protocol example is a valid datagram.
+    let msg = protocol.split('\'').nth(1).unwrap();
+    let dir = TempDir::new("d-man");
+    let d = start_daemon(&dir, &[]);
+    d.send(&[msg.as_bytes().to_vec()]);
+    d.expect(
+        r#"patience_runs_total{command="rsync-home",status="succeeded"}"#,
+        1.0,
+    );
+    let Some(promtool) = prometheus_tool("promtool") else {
+        return;
+    };
+    std::fs::write(dir.join("rules.yml"), &rules).unwrap();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!("{scrape}rule_files: [rules.yml]\n"),
+    )
+    .unwrap();
+    // Scraped every minute: a daily job that succeeds every 24 h, one that
+    // last succeeded at 0 h, and one that never succeeded. The rule must
+    // fire for the last two only, and for the second only after 25 h.
+    std::fs::write(
+        dir.join("test.yml"),
+        r#"rule_files: [rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'patience_last_run_timestamp_seconds{command="healthy",status="succeeded"}'
+        values: '0x1439 86400x1439'
+      - series: 'patience_last_run_timestamp_seconds{command="stuck",status="succeeded"}'
+        values: '0x2879'
+      - series: 'patience_last_run_timestamp_seconds{command="broken",status="failed"}'
+        values: '0x2879'
+    alert_rule_test:
+      - eval_time: 24h
+        alertname: PatienceNoSuccessFor25h
+        exp_alerts:
+          - exp_labels: {command: broken, severity: warning}
+            exp_annotations: {summary: 'broken has not succeeded for 25 hours'}
+      - eval_time: 26h
+        alertname: PatienceNoSuccessFor25h
+        exp_alerts:
+          - exp_labels: {command: broken, severity: warning}
+            exp_annotations: {summary: 'broken has not succeeded for 25 hours'}
+          - exp_labels: {command: stuck, severity: warning}
+            exp_annotations: {summary: 'stuck has not succeeded for 25 hours'}
+"#,
+    )
+    .unwrap();
+    for args in [
+        &["check", "config", "prometheus.yml"][..],
+        &["check", "rules", "rules.yml"],
+        &["test", "rules", "test.yml"],
+    ] {
+        let out = run_ok(Command::new(&promtool).current_dir(dir.path()).args(args));
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            common::stdout(&out),
+            stderr(&out)
+        );
+    }
+}
