@@ -12,6 +12,10 @@
 //!
 //! The main thread is also the one that forks, so `PR_SET_PDEATHSIG` (which
 //! follows the forking *thread*) lasts as long as patience does.
+//!
+//! In init mode (PID 1 or `--init`) the run's one `Reaper` thread takes the
+//! waiter's place: it forwards the attempt's exit the same way, unreaped, and
+//! reaps orphans itself (see reaper.rs). The rule above is unchanged.
 
 use std::ffi::OsString;
 use std::io;
@@ -20,6 +24,7 @@ use std::process::Command;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
+use crate::reaper::Reaper;
 use crate::sys::{self, ExitKind, SigMask};
 
 /// What reaches the attempt loop while it waits.
@@ -75,6 +80,9 @@ pub struct Spec<'a> {
     pub stop_at: Option<Instant>,
     pub signal: i32,
     pub kill_after: Duration,
+    /// The init-mode reaper, which then waits for the attempt instead of a
+    /// waiter thread of its own.
+    pub reaper: Option<&'a Reaper>,
 }
 
 /// Why an attempt could not start.
@@ -130,7 +138,11 @@ pub fn run(
         },
     );
     let started = Instant::now();
-    let child = cmd.spawn().map_err(|e| match e.kind() {
+    let spawned = match spec.reaper {
+        Some(reaper) => reaper.spawn(&mut cmd),
+        None => cmd.spawn(),
+    };
+    let child = spawned.map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => SpawnError::NotFound(e),
         _ => SpawnError::NotExecutable(e),
     })?;
@@ -139,13 +151,19 @@ pub fn run(
     // after the group is cleaned up. Dropping Child neither kills nor waits.
     drop(child);
 
-    let waiter_tx = tx.clone();
-    let waiter = std::thread::Builder::new()
-        .name("waiter".into())
-        .spawn(move || {
-            let _ = waiter_tx.send(Event::Exited(pid, sys::wait_exit(pid)));
-        })
-        .expect("spawning the waiter thread");
+    let waiter = match spec.reaper {
+        Some(_) => None,
+        None => {
+            let waiter_tx = tx.clone();
+            let waiter = std::thread::Builder::new()
+                .name("waiter".into())
+                .spawn(move || {
+                    let _ = waiter_tx.send(Event::Exited(pid, sys::wait_exit(pid)));
+                })
+                .expect("spawning the waiter thread");
+            Some(waiter)
+        }
+    };
 
     let target = Target {
         pid,
@@ -199,15 +217,28 @@ pub fn run(
     // a timeout or a forwarded signal with SIGKILL, after a normal exit with
     // the polite signal, so retries never pile up on a previous attempt.
     if target.group {
-        if timed_out || interrupted.is_some() {
-            let _ = sys::kill_group(pid, libc::SIGKILL);
+        let cleanup = if timed_out || interrupted.is_some() {
+            libc::SIGKILL
         } else {
-            let _ = sys::kill_group(pid, spec.signal);
+            spec.signal
+        };
+        let _ = sys::kill_group(pid, cleanup);
+        if cleanup != libc::SIGKILL {
             let _ = sys::kill_group(pid, libc::SIGCONT);
         }
+        // In init mode the orphans that left the group (setsid, double
+        // fork) are patience's children now: they go the same way.
+        if let Some(reaper) = spec.reaper {
+            reaper.signal_orphans(pid, cleanup);
+        }
     }
-    sys::reap(pid);
-    let _ = waiter.join();
+    match spec.reaper {
+        Some(reaper) => reaper.reap_attempt(pid),
+        None => sys::reap(pid),
+    }
+    if let Some(waiter) = waiter {
+        let _ = waiter.join();
+    }
     Ok(Ended {
         exit,
         timed_out,

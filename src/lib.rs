@@ -16,6 +16,7 @@ pub mod config;
 pub mod duration;
 pub mod error;
 pub mod executor;
+pub mod reaper;
 pub mod report;
 pub mod settings;
 pub mod signals;
