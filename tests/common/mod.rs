@@ -49,7 +49,9 @@ pub fn run(dir: &TempDir, args: &[&str]) -> Output {
 
 /// Exit code of an output, panicking with stderr if it was a signal.
 pub fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or_else(|| panic!("killed by a signal: {:?}\nstderr: {}", out.status, stderr(out)))
+    out.status
+        .code()
+        .unwrap_or_else(|| panic!("killed by a signal: {:?}\nstderr: {}", out.status, stderr(out)))
 }
 
 pub fn stderr(out: &Output) -> String {
@@ -66,7 +68,9 @@ pub struct TempDir(PathBuf);
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         static N: AtomicU32 = AtomicU32::new(0);
-        let base = std::env::var_os("TMPDIR").map(PathBuf::from).unwrap_or_else(|| "/tmp".into());
+        let base = std::env::var_os("TMPDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "/tmp".into());
         let p = base.join(format!(
             "patience-test-{tag}-{}-{}",
             std::process::id(),
@@ -139,11 +143,18 @@ impl Guard {
                 let _ = child.kill();
                 let st = child.wait().expect("wait");
                 let err = err_t.join().unwrap_or_default();
-                panic!("process ran over {limit:?} ({st:?}); stderr: {}", String::from_utf8_lossy(&err));
+                panic!(
+                    "process ran over {limit:?} ({st:?}); stderr: {}",
+                    String::from_utf8_lossy(&err)
+                );
             }
             std::thread::sleep(Duration::from_millis(5));
         };
-        Output { status, stdout: out_t.join().unwrap_or_default(), stderr: err_t.join().unwrap_or_default() }
+        Output {
+            status,
+            stdout: out_t.join().unwrap_or_default(),
+            stderr: err_t.join().unwrap_or_default(),
+        }
     }
 
     /// Waits for the exit with a bound (no output capture).
@@ -175,7 +186,11 @@ impl Drop for Guard {
 
 /// Sends `sig` to `pid` (via kill(1), to keep tests free of unsafe).
 pub fn send_signal(pid: i32, sig: &str) {
-    let st = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().expect("kill(1)");
+    let st = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill(1)");
     assert!(st.success(), "kill -{sig} {pid} failed");
 }
 
@@ -183,10 +198,18 @@ pub fn send_signal(pid: i32, sig: &str) {
 pub fn processes_matching(needle: &str) -> Vec<i32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
         let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next()).unwrap_or("");
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or("");
         if state == "Z" || state == "X" {
             continue;
         }
@@ -214,7 +237,12 @@ pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 /// no other process on the machine uses, found later in /proc.
 pub fn unique_sleep_secs() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{}.{:03}{:04}", 300 + std::process::id() % 500, N.fetch_add(1, Ordering::Relaxed), std::process::id() % 9973)
+    format!(
+        "{}.{:03}{:04}",
+        300 + std::process::id() % 500,
+        N.fetch_add(1, Ordering::Relaxed),
+        std::process::id() % 9973
+    )
 }
 
 pub fn os(s: &str) -> &OsStr {
