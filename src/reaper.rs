@@ -58,7 +58,14 @@ impl Reaper {
     /// Makes patience a child subreaper and starts the reaper thread, which
     /// sends the attempt's exit on `tx`. Call once, before the first attempt.
     pub fn start(tx: Sender<Event>) -> io::Result<Reaper> {
-        sys::set_child_subreaper()?;
+        // PID 1 adopts orphans anyway; elsewhere, without the prctl (a kernel
+        // before 3.4, a seccomp filter) orphans go to init as usual, and
+        // patience still reaps what is its own.
+        if let Err(e) = sys::set_child_subreaper() {
+            if sys::getpid() != 1 {
+                crate::report::say(&format!("--init: cannot become a child subreaper: {e}"));
+            }
+        }
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
