@@ -4,6 +4,8 @@ BINDIR ?= $(PREFIX)/bin
 MANDIR ?= $(PREFIX)/share/man
 CARGO ?= cargo
 INSTALL ?= install
+# Where the binaries to install are; the install test points it elsewhere.
+BUILD_DIR ?= target/release
 # `make static`: glibc linked statically (crt-static; no musl toolchain
 # needed). An explicit --target keeps RUSTFLAGS away from build scripts and
 # proc macros, and puts the binaries in target/$(STATIC_TARGET)/release/.
@@ -33,7 +35,7 @@ bench: build
 
 install:
 	$(INSTALL) -d $(DESTDIR)$(BINDIR)
-	for b in $(BINS); do $(INSTALL) -m 755 target/release/$$b $(DESTDIR)$(BINDIR)/$$b; done
+	for b in $(BINS); do $(INSTALL) -m 755 $(BUILD_DIR)/$$b $(DESTDIR)$(BINDIR)/$$b; done
 	$(INSTALL) -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
 	for m in $(MAN1); do $(INSTALL) -m 644 $$m $(DESTDIR)$(MANDIR)/man1/; done
 	for m in $(MAN5); do $(INSTALL) -m 644 $$m $(DESTDIR)$(MANDIR)/man5/; done

@@ -43,6 +43,7 @@ pub struct Inherited {
     pipe_ignored: bool,
     ttin_ignored: bool,
     ttou_ignored: bool,
+    chld_ignored: bool,
     mask: SigMask,
 }
 
@@ -50,17 +51,26 @@ impl Inherited {
     /// Records the inherited dispositions, then sets patience's own: SIGPIPE
     /// ignored (a closed stdout is an EPIPE to handle, not a death), and
     /// SIGTTIN/SIGTTOU ignored (writing a diagnostic from a background job
-    /// must not stop patience). Call first thing in `main`.
+    /// must not stop patience). SIGCHLD goes back to default, since an
+    /// inherited SIG_IGN would make the kernel reap children on its own and
+    /// `waitid` would never see the attempt's exit (GNU timeout 8.29 fix);
+    /// and the signals patience acts on are unblocked, whatever mask it
+    /// inherited. Call first thing in `main`, before any thread starts.
     pub fn capture_and_prepare() -> Inherited {
         let inherited = Inherited {
             pipe_ignored: sys::is_ignored(libc::SIGPIPE),
             ttin_ignored: sys::is_ignored(libc::SIGTTIN),
             ttou_ignored: sys::is_ignored(libc::SIGTTOU),
+            chld_ignored: sys::is_ignored(libc::SIGCHLD),
             mask: SigMask::current(),
         };
         for sig in [libc::SIGPIPE, libc::SIGTTIN, libc::SIGTTOU] {
             sys::ignore(sig);
         }
+        sys::set_default(libc::SIGCHLD);
+        let mut wanted = crate::signals::FORWARDED.to_vec();
+        wanted.push(libc::SIGCHLD);
+        sys::unblock(&wanted);
         inherited
     }
 
@@ -131,6 +141,7 @@ pub fn run(
                 (libc::SIGPIPE, inherited.pipe_ignored),
                 (libc::SIGTTIN, inherited.ttin_ignored),
                 (libc::SIGTTOU, inherited.ttou_ignored),
+                (libc::SIGCHLD, inherited.chld_ignored),
             ],
             mask: inherited.mask,
             die_with_parent: true,

@@ -7,6 +7,7 @@
 //! `patience -a 5 cmd -a 1` gives `-a 1` to `cmd`.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 
 use lexopt::prelude::*;
 
@@ -30,6 +31,12 @@ pub struct Invocation {
     /// Settings options in the order given: (long name, value or None for a
     /// switch). Later ones win, as usual.
     pub assignments: Vec<(&'static str, Option<String>)>,
+    /// `--config PATH`: read only this file.
+    pub config: Option<PathBuf>,
+    /// `--no-config`: read no file at all.
+    pub no_config: bool,
+    /// `-p/--profile NAME`: the `[profile.NAME]` table to layer over `[defaults]`.
+    pub profile: Option<String>,
     pub command: Vec<OsString>,
 }
 
@@ -42,6 +49,9 @@ where
     let mut parser = lexopt::Parser::from_args(args);
     let mut action = Action::Run;
     let mut assignments = Vec::new();
+    let mut config = None;
+    let mut no_config = false;
+    let mut profile = None;
     let mut command = Vec::new();
     while let Some(arg) = parser.next()? {
         let opt = match arg {
@@ -57,6 +67,29 @@ where
                 if action == Action::Run {
                     action = Action::DryRun;
                 }
+                continue;
+            }
+            Long("config") => {
+                let path = PathBuf::from(parser.value()?);
+                if path.as_os_str().is_empty() {
+                    return Err(Error::Usage("--config: the path is empty".into()));
+                }
+                config = Some(path);
+                continue;
+            }
+            Long("no-config") => {
+                no_config = true;
+                continue;
+            }
+            Short('p') | Long("profile") => {
+                let name = parser
+                    .value()?
+                    .into_string()
+                    .map_err(|raw| Error::Usage(format!("--profile: the name {raw:?} is not valid UTF-8")))?;
+                if name.is_empty() {
+                    return Err(Error::Usage("--profile: the name is empty".into()));
+                }
+                profile = Some(name);
                 continue;
             }
             Value(first) => {
@@ -82,23 +115,31 @@ where
         };
         assignments.push((opt.long, value));
     }
-    if action == Action::Help || action == Action::Version {
-        return Ok(Invocation {
-            action,
-            assignments,
-            command,
-        });
+    let inv = Invocation {
+        action,
+        assignments,
+        config,
+        no_config,
+        profile,
+        command,
+    };
+    if inv.action == Action::Help || inv.action == Action::Version {
+        return Ok(inv);
     }
-    match command.first() {
+    if inv.no_config && inv.config.is_some() {
+        return Err(Error::Usage("--config and --no-config exclude each other".into()));
+    }
+    if inv.no_config && inv.profile.is_some() {
+        return Err(Error::Usage(
+            "--profile needs a config file, but --no-config reads none".into(),
+        ));
+    }
+    match inv.command.first() {
         None => return Err(Error::Usage("no command given".into())),
         Some(c) if c.is_empty() => return Err(Error::Usage("the command is an empty string".into())),
         Some(_) => {}
     }
-    Ok(Invocation {
-        action,
-        assignments,
-        command,
-    })
+    Ok(inv)
 }
 
 /// The `--help` text, built from the same table the parser uses so the two
@@ -109,7 +150,7 @@ pub fn help() -> String {
          Run COMMAND, and run it again when it fails.\n\nOptions:\n",
     );
     let mut line = |short: Option<char>, long: &str, value: Option<&str>, help: &str| {
-        let short = short.map(|c| format!("-{c}, ")).unwrap_or_default();
+        let short = short.map(|c| format!("-{c}, ")).unwrap_or_else(|| "    ".into());
         let value = value.map(|v| format!(" {v}")).unwrap_or_default();
         let left = format!("  {short}--{long}{value}");
         out.push_str(&format!("{left:<30} {help}\n"));
@@ -117,6 +158,19 @@ pub fn help() -> String {
     for o in OPTIONS {
         line(o.short, o.long, o.value, o.help);
     }
+    line(
+        Some('p'),
+        "profile",
+        Some("NAME"),
+        "layer [profile.NAME] of the config file over [defaults]",
+    );
+    line(
+        None,
+        "config",
+        Some("PATH"),
+        "read only this config file (see patience.toml(5))",
+    );
+    line(None, "no-config", None, "read no config file");
     line(
         None,
         "dry-run",
@@ -175,6 +229,21 @@ mod tests {
     }
 
     #[test]
+    fn config_options_are_not_settings() {
+        let inv = parse_ok(&["-p", "quick", "--config", "/x.toml", "-a", "2", "cmd"]);
+        assert_eq!(inv.profile.as_deref(), Some("quick"));
+        assert_eq!(inv.config, Some(PathBuf::from("/x.toml")));
+        assert!(!inv.no_config);
+        assert_eq!(inv.assignments, [("attempts", Some("2".to_string()))]);
+        assert!(parse_ok(&["--no-config", "cmd"]).no_config);
+        let err = |args: &[&str]| parse(args.iter().copied()).unwrap_err().to_string();
+        assert!(err(&["--config", "/x", "--no-config", "cmd"]).contains("exclude"));
+        assert!(err(&["--no-config", "--profile=q", "cmd"]).contains("--profile"));
+        assert!(err(&["--config=", "cmd"]).contains("--config"));
+        assert!(err(&["--profile", "", "cmd"]).contains("--profile"));
+    }
+
+    #[test]
     fn help_and_version_need_no_command() {
         assert_eq!(parse_ok(&["--help"]).action, Action::Help);
         assert_eq!(parse_ok(&["-V"]).action, Action::Version);
@@ -185,6 +254,9 @@ mod tests {
         let h = help();
         for o in OPTIONS {
             assert!(h.contains(&format!("--{}", o.long)), "{}", o.long);
+        }
+        for long in ["--config", "--no-config", "--profile", "--dry-run"] {
+            assert!(h.contains(long), "{long}");
         }
     }
 }

@@ -7,6 +7,9 @@ use std::fmt;
 pub enum Error {
     /// A bad command line: the message names the option and the value.
     Usage(String),
+    /// A bad config file, profile or environment value: the message names
+    /// the file, the line and the key (or the variable).
+    Config(String),
     /// Any other failure of patience itself (I/O, threads, state).
     Internal(String),
 }
@@ -15,7 +18,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Usage(m) => write!(f, "{m}\nTry 'patience --help' for more information."),
-            Error::Internal(m) => f.write_str(m),
+            Error::Config(m) | Error::Internal(m) => f.write_str(m),
         }
     }
 }

@@ -23,9 +23,11 @@ pub const EXIT_REFUSED: i32 = 75;
 pub const EXIT_TIMEOUT: i32 = 124;
 
 /// Writes one `[patience]` line to stderr, ignoring errors (EPIPE, EBADF).
+/// The line goes out in one write, so it never interleaves with the
+/// child's own stderr mid-line.
 pub fn say(line: &str) {
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "[patience] {line}");
+    let text = format!("[patience] {line}\n");
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// The exit status of a finished run: decided here and nowhere else.
@@ -293,12 +295,17 @@ pub fn write_json(o: &Outcome, s: &Settings, path: &std::path::Path) {
     }
 }
 
-/// The `--dry-run` text: every setting with where it came from, then the
-/// delays that would follow the first attempts.
+/// The `--dry-run` text: the config files and profile, every setting with
+/// where it came from, then the delays that would follow the first attempts.
 pub fn dry_run(r: &Resolved) -> String {
     let s = &r.settings;
     let b = &s.backoff;
     let opt_dur = |d: Option<Duration>| d.map(fmt_dur).unwrap_or_else(|| "none".into());
+    let opt_path = |p: &Option<std::path::PathBuf>| {
+        p.as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "none".into())
+    };
     let cmd: Vec<_> = s
         .command
         .iter()
@@ -327,11 +334,31 @@ pub fn dry_run(r: &Resolved) -> String {
         ("foreground", s.foreground.to_string()),
         ("init", s.init_mode().to_string()),
         ("name", s.run_name()),
+        ("verbosity", format!("{:?}", s.verbosity).to_lowercase()),
+        ("color", format!("{:?}", s.color).to_lowercase()),
+        ("summary", s.summary.to_string()),
+        ("summary-json", opt_path(&s.summary_json)),
+        ("socket", opt_path(&s.socket)),
+        ("state-dir", opt_path(&s.state_dir)),
     ];
     let mut out = format!("command: {}\n", cmd.join(" "));
+    if r.files.is_empty() {
+        out.push_str("config: none (--no-config)\n");
+    }
+    for f in &r.files {
+        let state = if f.found { "read" } else { "not found" };
+        out.push_str(&format!("config: {} ({state})\n", f.path.display()));
+    }
+    if let Some((name, by)) = &r.profile {
+        out.push_str(&format!("profile: {name} ({by})\n"));
+    }
     for (key, value) in rows {
+        // Some rows are set by more than one option; the config merge keeps
+        // only the source of the one applied last.
         let source = match key {
             "attempts" if r.sources.contains_key("forever") => r.source("forever"),
+            "verbosity" if r.sources.contains_key("quiet") => r.source("quiet"),
+            "verbosity" => r.source("verbose"),
             _ => r.source(key),
         };
         out.push_str(&format!("{key:<12} {value:<24} ({source})\n"));

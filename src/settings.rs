@@ -133,6 +133,24 @@ pub const OPTIONS: &[Opt] = &[
     ),
 ];
 
+/// Settings that only a config file's `[defaults]`/`[profile.NAME]` or the
+/// environment can set: they have no command-line option, but `apply`
+/// validates them like the others.
+pub const CONFIG_ONLY: &[Opt] = &[
+    opt(
+        "socket",
+        None,
+        Some("PATH"),
+        "the metrics socket patience sends to (env PATIENCE_SOCKET)",
+    ),
+    opt(
+        "state-dir",
+        None,
+        Some("PATH"),
+        "the directory of the cross-process state (env PATIENCE_STATE_DIR)",
+    ),
+];
+
 /// Looks an option up by its long name.
 pub fn find(long: &str) -> Option<&'static Opt> {
     OPTIONS.iter().find(|o| o.long == long)
@@ -216,6 +234,12 @@ pub struct Settings {
     pub color: Color,
     pub summary: bool,
     pub summary_json: Option<PathBuf>,
+    /// The metrics socket (config `socket`, env `PATIENCE_SOCKET`); `None`
+    /// means the built-in search.
+    pub socket: Option<PathBuf>,
+    /// The state directory (config `state-dir`, env `PATIENCE_STATE_DIR`);
+    /// `None` means the built-in search.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -237,6 +261,8 @@ impl Default for Settings {
             color: Color::Auto,
             summary: false,
             summary_json: None,
+            socket: None,
+            state_dir: None,
         }
     }
 }
@@ -331,23 +357,35 @@ impl Settings {
                 }
                 self.name = Some(name.to_string());
             }
-            "quiet" => {
-                if switch(value)? {
-                    self.verbosity = Verbosity::Quiet
-                }
-            }
-            "verbose" => {
-                if switch(value)? {
-                    self.verbosity = Verbosity::Verbose
-                }
-            }
+            // `false` undoes a `true` from a lower layer (a profile over
+            // `[defaults]`) and leaves the other level alone.
+            "quiet" => self.set_level(Verbosity::Quiet, switch(value)?),
+            "verbose" => self.set_level(Verbosity::Verbose, switch(value)?),
             "color" => self.color = text()?.parse()?,
             "summary" => self.summary = switch(value)?,
             "summary-json" => self.summary_json = Some(PathBuf::from(text()?)),
+            "socket" => self.socket = Some(non_empty_path(text()?)?),
+            "state-dir" => self.state_dir = Some(non_empty_path(text()?)?),
             _ => return Err(format!("unknown option '{long}'")),
         }
         Ok(())
     }
+
+    /// Sets (`on`) or clears (`!on`, back to normal) one verbosity level.
+    fn set_level(&mut self, level: Verbosity, on: bool) {
+        if on {
+            self.verbosity = level;
+        } else if self.verbosity == level {
+            self.verbosity = Verbosity::Normal;
+        }
+    }
+}
+
+fn non_empty_path(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("the path must not be empty".into());
+    }
+    Ok(PathBuf::from(s))
 }
 
 #[cfg(test)]
@@ -356,7 +394,7 @@ mod tests {
 
     #[test]
     fn every_table_entry_is_understood_by_apply() {
-        for o in OPTIONS {
+        for o in OPTIONS.iter().chain(CONFIG_ONLY) {
             let mut s = Settings::default();
             let sample = match o.value {
                 None => None,
@@ -402,6 +440,26 @@ mod tests {
         let mut named = with(&["x"]);
         named.name = Some("nightly".into());
         assert_eq!(named.run_name(), "nightly");
+    }
+
+    #[test]
+    fn a_false_switch_undoes_its_level_only() {
+        let mut s = Settings::default();
+        s.apply("quiet", Some("true")).unwrap();
+        s.apply("verbose", Some("false")).unwrap();
+        assert_eq!(s.verbosity, Verbosity::Quiet);
+        s.apply("quiet", Some("false")).unwrap();
+        assert_eq!(s.verbosity, Verbosity::Normal);
+        s.apply("verbose", None).unwrap();
+        assert_eq!(s.verbosity, Verbosity::Verbose);
+    }
+
+    #[test]
+    fn config_only_paths() {
+        let mut s = Settings::default();
+        assert!(s.apply("socket", Some("")).is_err());
+        s.apply("state-dir", Some("/var/lib/p")).unwrap();
+        assert_eq!(s.state_dir, Some(PathBuf::from("/var/lib/p")));
     }
 
     #[test]

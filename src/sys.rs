@@ -60,6 +60,27 @@ pub fn ignore(sig: i32) {
     unsafe { libc::signal(sig, libc::SIG_IGN) };
 }
 
+/// Sets `sig` back to its default disposition in patience itself.
+pub fn set_default(sig: i32) {
+    // SAFETY: SIG_DFL is a valid disposition for every signal.
+    unsafe { libc::signal(sig, libc::SIG_DFL) };
+}
+
+/// Unblocks `sigs` for the calling thread (and the threads it starts later),
+/// so a mask inherited from the caller cannot hide them from patience.
+pub fn unblock(sigs: &[i32]) {
+    // SAFETY: the set is initialised by sigemptyset before use, and
+    // pthread_sigmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in sigs {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 /// The signal mask patience inherited, to be given back to the child.
 #[derive(Clone, Copy)]
 pub struct SigMask(libc::sigset_t);
@@ -90,7 +111,7 @@ pub struct ChildSetup {
     /// Dispositions to put back (signal, was ignored): std resets SIGPIPE to
     /// default, patience ignored TTIN/TTOU for itself; the caller's SIG_IGN
     /// must survive, everything else starts at default.
-    pub restore: [(i32, bool); 3],
+    pub restore: [(i32, bool); 4],
     /// The mask patience inherited (std empties it before exec).
     pub mask: SigMask,
     /// Kill the child with SIGKILL if patience dies (PR_SET_PDEATHSIG).

@@ -19,12 +19,18 @@ pub fn patienced_bin() -> &'static str {
     env!("CARGO_BIN_EXE_patienced")
 }
 
-/// A `patience` command with a clean environment: no config files, no
-/// metrics socket, no colour, a private state dir.
+/// A `patience` command with a clean environment: no config files (the
+/// system file is moved into `dir` through the test-only
+/// PATIENCE_SYSTEM_CONFIG, so the machine's /etc is never read), no metrics
+/// socket, no colour, a private state dir.
 pub fn patience(dir: &TempDir) -> Command {
     let mut c = Command::new(patience_bin());
     c.env_remove("PATIENCE_CONFIG")
         .env_remove("PATIENCE_PROFILE")
+        .env(
+            "PATIENCE_SYSTEM_CONFIG",
+            dir.path().join("etc/patience/config.toml"),
+        )
         .env("NO_COLOR", "1")
         .env("XDG_CONFIG_HOME", dir.path().join("config"))
         .env("XDG_STATE_HOME", dir.path().join("state"))
@@ -194,7 +200,7 @@ pub fn send_signal(pid: i32, sig: &str) {
     assert!(st.success(), "kill -{sig} {pid} failed");
 }
 
-/// Pids of live (non-zombie) processes whose command line contains `needle`.
+/// Pids of live (non-zombie) processes whose command line starts with `needle`.
 pub fn processes_matching(needle: &str) -> Vec<i32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -214,7 +220,7 @@ pub fn processes_matching(needle: &str) -> Vec<i32> {
             continue;
         }
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(needle) {
+        if cmdline.starts_with(needle) {
             found.push(pid);
         }
     }
