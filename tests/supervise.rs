@@ -68,17 +68,14 @@ fn children_of(parent: i32) -> Vec<(i32, char)> {
     found
 }
 
-/// Live `sleep` processes with `marker` in their command line (not the
-/// shell whose script mentions it).
+/// Live `sleep MARKER` processes (not the shell or unshare whose command
+/// line mentions the marker too).
 fn sleeps_matching(marker: &str) -> Vec<i32> {
-    processes_matching(marker)
-        .into_iter()
-        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep"))
-        .collect()
+    processes_matching(&format!("sleep {marker}"))
 }
 
-fn kill_matching(needle: &str) {
-    for pid in processes_matching(needle) {
+fn kill_sleeps(marker: &str) {
+    for pid in sleeps_matching(marker) {
         let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
     }
 }
@@ -317,17 +314,17 @@ fn supervisor_logs_each_exit_and_sigterm_stops_it() {
     );
     assert!(err.contains("stopped by SIGTERM after 3 attempts"), "{err}");
     assert!(
-        processes_matching(&marker).is_empty(),
+        sleeps_matching(&marker).is_empty(),
         "the attempt outlived patience"
     );
 }
 
-/// Kills leftover processes of a test by their unique marker, on drop.
+/// Kills a test's leftover `sleep MARKER` processes, on drop.
 struct Cleanup(String);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        kill_matching(&self.0);
+        kill_sleeps(&self.0);
     }
 }
 
@@ -569,7 +566,7 @@ fn pid1_stops_on_sigterm_from_outside_with_143() {
     let err = stderr(&out);
     assert_eq!(code(&out), 143, "{err}");
     assert!(err.contains("stopped by SIGTERM after 1 attempt"), "{err}");
-    assert!(processes_matching(&marker).is_empty());
+    assert!(sleeps_matching(&marker).is_empty());
 }
 
 #[test]
