@@ -728,10 +728,25 @@ fn a_child_inherited_from_the_exec_ing_shell_does_not_confuse_patience() {
     // which thus has a child it never started.
     let script = format!("sleep 0.3 & exec {} -a 1 -t 5s -- sh -c 'exit 6'", patience_bin());
     let start = Instant::now();
-    let out = std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
-    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(start.elapsed() < Duration::from_secs(3));
     let script = format!("sleep 0.2 & exec {} -a 1 -t 2s -- sleep 1", patience_bin());
-    let out = std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "the stranger's exit is not the attempt's");
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the stranger's exit is not the attempt's"
+    );
 }
