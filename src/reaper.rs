@@ -20,6 +20,7 @@
 //!   not recycled between the listing and the signal). The reaper holds it
 //!   to decide and to reap.
 
+use std::collections::HashSet;
 use std::io;
 use std::process::{Child, Command};
 use std::sync::mpsc::Sender;
@@ -52,6 +53,10 @@ struct State {
     attempt: Option<i32>,
     /// Its exit was sent to the main thread already.
     forwarded: bool,
+    /// Children patience had before its first attempt, which it did not
+    /// start (a shell's background job, inherited through exec): reaped when
+    /// they exit, never signalled. Their pids stay reserved until reaped.
+    strangers: HashSet<i32>,
 }
 
 impl Reaper {
@@ -66,8 +71,12 @@ impl Reaper {
                 crate::report::say(&format!("--init: cannot become a child subreaper: {e}"));
             }
         }
+        let state = State {
+            strangers: children().into_iter().collect(),
+            ..State::default()
+        };
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
             changed: Condvar::new(),
         });
         let for_thread = Arc::clone(&shared);
@@ -108,13 +117,13 @@ impl Reaper {
     }
 
     /// Sends `sig` (then SIGCONT, unless it is SIGKILL) to every child of
-    /// patience other than the attempt `except`: the orphans an attempt left
-    /// behind outside its process group (after `setsid`), which are killed
-    /// with the attempt as its group is.
+    /// patience other than the attempt `except` and the strangers: the
+    /// orphans an attempt left behind outside its process group (after
+    /// `setsid`), which are killed with the attempt as its group is.
     pub fn signal_orphans(&self, except: i32, sig: i32) {
-        let _state = self.lock();
+        let state = self.lock();
         for pid in children() {
-            if pid != except {
+            if pid != except && !state.strangers.contains(&pid) {
                 let _ = sys::kill(pid, sig);
                 if sig != libc::SIGKILL {
                     let _ = sys::kill(pid, libc::SIGCONT);
@@ -159,8 +168,8 @@ fn reap_forever(shared: &Shared, tx: &Sender<Event>) {
                     while state.attempt == Some(pid) {
                         state = shared.changed.wait(state).unwrap_or_else(|e| e.into_inner());
                     }
-                } else {
-                    sys::reap_if_exited(pid);
+                } else if sys::reap_if_exited(pid) {
+                    state.strangers.remove(&pid);
                 }
             }
             Ok(None) => {

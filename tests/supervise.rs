@@ -74,6 +74,17 @@ fn sleeps_matching(marker: &str) -> Vec<i32> {
     processes_matching(&format!("sleep {marker}"))
 }
 
+/// Gives `c` the clean environment `common::patience` gives patience, for
+/// commands that start patience themselves.
+fn with_clean_env(c: &mut Command, dir: &TempDir) {
+    for (k, v) in patience(dir).get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+}
+
 fn kill_sleeps(marker: &str) {
     for pid in sleeps_matching(marker) {
         let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
@@ -451,6 +462,36 @@ fn init_kills_orphans_that_left_the_group_with_the_attempt() {
     );
 }
 
+#[test]
+fn init_leaves_alone_a_child_it_did_not_start() {
+    let dir = TempDir::new("init-stranger");
+    let marker = unique_sleep_secs();
+    let _cleanup = Cleanup(marker.clone());
+    // The shell's background job becomes patience's child through exec:
+    // patience reaps it if it exits, but it is no orphan of an attempt.
+    let script = format!(
+        "sleep {marker} </dev/null >/dev/null 2>&1 & exec {} --init -a 2 -d 10ms -- false",
+        patience_bin()
+    );
+    let mut sh = Command::new("sh");
+    with_clean_env(&mut sh, &dir);
+    let child = sh
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let out = Guard::new(child).wait_output(Duration::from_secs(20));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(
+        sleeps_matching(&marker).len(),
+        1,
+        "the stranger was signalled: {}",
+        stderr(&out)
+    );
+}
+
 // ---- PID 1 in a new PID namespace ----
 
 /// Whether `unshare --fork --pid --mount-proc` works here; the reason if not.
@@ -483,17 +524,11 @@ fn namespaces(test: &str) -> bool {
 /// with the clean environment of `common::patience`. --kill-child: if the
 /// test kills unshare, patience (and with it the namespace) dies too.
 fn as_pid1(dir: &TempDir, args: &[&str]) -> Command {
-    let model = patience(dir);
     let mut c = Command::new("unshare");
     c.args(["--fork", "--pid", "--mount-proc", "--kill-child", "--"])
         .arg(patience_bin())
         .args(args);
-    for (k, v) in model.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
+    with_clean_env(&mut c, dir);
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
