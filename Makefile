@@ -6,18 +6,26 @@ CARGO ?= cargo
 INSTALL ?= install
 # Where the binaries to install are; the install test points it elsewhere.
 BUILD_DIR ?= target/release
+# `make static`: glibc linked statically (crt-static; no musl toolchain
+# needed). An explicit --target keeps RUSTFLAGS away from build scripts and
+# proc macros, and puts the binaries in target/$(STATIC_TARGET)/release/.
+STATIC_TARGET ?= $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 
 BINS = patience patienced
 MAN1 = $(wildcard man/*.1)
 MAN5 = $(wildcard man/*.5)
 MAN8 = $(wildcard man/*.8)
 
-.PHONY: all build test bench install uninstall clean
+.PHONY: all build static test bench install uninstall clean
 
 all: build
 
 build:
 	$(CARGO) build --release --locked
+
+static:
+	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked --target $(STATIC_TARGET)
+	@ls -l target/$(STATIC_TARGET)/release/patience target/$(STATIC_TARGET)/release/patienced
 
 test:
 	$(CARGO) test --locked -- --test-threads=4

@@ -18,6 +18,10 @@
 //! the group cleaned up and the leader reaped, then the readers get a short
 //! grace to reach end of file, so a grandchild holding the pipes open cannot
 //! keep the attempt from ending.
+//!
+//! In init mode (PID 1 or `--init`) the run's one `Reaper` thread takes the
+//! waiter's place: it forwards the attempt's exit the same way, unreaped, and
+//! reaps orphans itself (see reaper.rs). The rule above is unchanged.
 
 use std::ffi::OsString;
 use std::io;
@@ -27,6 +31,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use crate::output::{self, Captured};
+use crate::reaper::Reaper;
 use crate::sys::{self, ExitKind, SigMask};
 
 /// What reaches the attempt loop while it waits.
@@ -94,6 +99,9 @@ pub struct Spec<'a> {
     pub kill_after: Duration,
     /// What the child's stdin, stdout and stderr are.
     pub stdio: &'a output::Plan,
+    /// The init-mode reaper, which then waits for the attempt instead of a
+    /// waiter thread of its own.
+    pub reaper: Option<&'a Reaper>,
 }
 
 /// Why an attempt could not start.
@@ -158,7 +166,10 @@ pub fn run(
     let (stdio, capture) = spec.stdio.prepare().map_err(SpawnError::Setup)?;
     stdio.apply(&mut cmd);
     let started = Instant::now();
-    let spawned = cmd.spawn();
+    let spawned = match spec.reaper {
+        Some(reaper) => reaper.spawn(&mut cmd),
+        None => cmd.spawn(),
+    };
     // The Command holds patience's copies of the child's pipe ends: closed
     // now, so the readers see end of file once the child's side is done.
     drop(cmd);
@@ -171,13 +182,19 @@ pub fn run(
     // after the group is cleaned up. Dropping Child neither kills nor waits.
     drop(child);
 
-    let waiter_tx = tx.clone();
-    let waiter = std::thread::Builder::new()
-        .name("waiter".into())
-        .spawn(move || {
-            let _ = waiter_tx.send(Event::Exited(pid, sys::wait_exit(pid)));
-        })
-        .expect("spawning the waiter thread");
+    let waiter = match spec.reaper {
+        Some(_) => None,
+        None => {
+            let waiter_tx = tx.clone();
+            let waiter = std::thread::Builder::new()
+                .name("waiter".into())
+                .spawn(move || {
+                    let _ = waiter_tx.send(Event::Exited(pid, sys::wait_exit(pid)));
+                })
+                .expect("spawning the waiter thread");
+            Some(waiter)
+        }
+    };
 
     let target = Target {
         pid,
@@ -231,15 +248,28 @@ pub fn run(
     // a timeout or a forwarded signal with SIGKILL, after a normal exit with
     // the polite signal, so retries never pile up on a previous attempt.
     if target.group {
-        if timed_out || interrupted.is_some() {
-            let _ = sys::kill_group(pid, libc::SIGKILL);
+        let cleanup = if timed_out || interrupted.is_some() {
+            libc::SIGKILL
         } else {
-            let _ = sys::kill_group(pid, spec.signal);
+            spec.signal
+        };
+        let _ = sys::kill_group(pid, cleanup);
+        if cleanup != libc::SIGKILL {
             let _ = sys::kill_group(pid, libc::SIGCONT);
         }
+        // In init mode the orphans that left the group (setsid, double
+        // fork) are patience's children now: they go the same way.
+        if let Some(reaper) = spec.reaper {
+            reaper.signal_orphans(pid, cleanup);
+        }
     }
-    sys::reap(pid);
-    let _ = waiter.join();
+    match spec.reaper {
+        Some(reaper) => reaper.reap_attempt(pid),
+        None => sys::reap(pid),
+    }
+    if let Some(waiter) = waiter {
+        let _ = waiter.join();
+    }
     let output = capture.finish(output::DRAIN_GRACE);
     Ok(Ended {
         exit,

@@ -12,8 +12,9 @@ use crate::child::{self, Ended, Event, Inherited, SpawnError};
 use crate::conditions::Verdict;
 use crate::error::Error;
 use crate::output;
-use crate::report::Reporter;
-use crate::settings::{Restart, Settings};
+use crate::reaper::Reaper;
+use crate::report::{self, Reporter};
+use crate::settings::{Restart, Settings, Verbosity};
 use crate::sys::ExitKind;
 
 /// How many attempt records an outcome keeps: a supervisor restarting for
@@ -73,11 +74,20 @@ impl Outcome {
 pub fn run(settings: &Settings, inherited: &Inherited, reporter: &mut Reporter) -> Result<Outcome, Error> {
     let (tx, rx) = mpsc::channel();
     let signal_tx = tx.clone();
+    // Handlers first: as PID 1, a signal without a handler is dropped by the
+    // kernel, so SIGTERM (`docker stop`) works only once they are installed.
     crate::signals::listen(move |sig| signal_tx.send(Event::Signal(sig)).is_ok())
         .map_err(|e| Error::Internal(format!("cannot install signal handlers: {e}")))?;
     let stdio = output::Plan::new(settings)
         .map_err(|e| Error::Internal(format!("cannot read stdin for --stdin replay: {e}")))?;
-    Loop {
+    let reaper = if settings.init_mode() {
+        let reaper = Reaper::start(tx.clone())
+            .map_err(|e| Error::Internal(format!("cannot start the init-mode reaper: {e}")))?;
+        Some(reaper)
+    } else {
+        None
+    };
+    let mut run = Loop {
         settings,
         inherited,
         reporter,
@@ -86,8 +96,13 @@ pub fn run(settings: &Settings, inherited: &Inherited, reporter: &mut Reporter) 
         stdio,
         held: None,
         metrics: crate::metrics::Sender::for_settings(settings),
+        reaper: reaper.as_ref(),
+    };
+    let outcome = run.run()?;
+    if let Some(reaper) = &reaper {
+        run.last_rites(reaper);
     }
-    .run()
+    Ok(outcome)
 }
 
 struct Loop<'a> {
@@ -101,10 +116,11 @@ struct Loop<'a> {
     /// The last attempt's output, with `--output final|failure`.
     held: Option<std::sync::Arc<output::Held>>,
     metrics: crate::metrics::Sender,
+    reaper: Option<&'a Reaper>,
 }
 
 impl Loop<'_> {
-    fn run(mut self) -> Result<Outcome, Error> {
+    fn run(&mut self) -> Result<Outcome, Error> {
         let s = self.settings;
         let start = Instant::now();
         let mut outcome = Outcome {
@@ -128,7 +144,7 @@ impl Loop<'_> {
                 break Ending::Interrupted(sig);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                break Ending::Failed("deadline reached".into());
+                break stopped_by_limit(outcome.last(), "deadline reached");
             }
             number += 1;
             self.reporter.starting(number, s);
@@ -153,11 +169,7 @@ impl Loop<'_> {
                 (Verdict::Retry(_), Restart::OnSuccess) => {
                     Err(Ending::Failed("failed under --restart on-success".into()))
                 }
-                _ if last_allowed => Err(if verdict.is_success() {
-                    Ending::Succeeded
-                } else {
-                    Ending::Failed("max attempts reached".into())
-                }),
+                _ if last_allowed => Err(stopped_by_limit(outcome.last(), "max attempts reached")),
                 _ => Ok(()),
             };
             if let Err(ending) = again {
@@ -171,7 +183,7 @@ impl Loop<'_> {
                 // A delay that would reach the deadline could only be
                 // followed by no attempt at all: stop now instead of waiting.
                 if Instant::now().checked_add(delay).is_none_or(|end| end >= d) {
-                    break Ending::Failed("deadline reached".into());
+                    break stopped_by_limit(outcome.last(), "deadline reached");
                 }
             }
             if let Some(last) = outcome.attempts.back_mut() {
@@ -210,6 +222,7 @@ impl Loop<'_> {
             signal: s.signal,
             kill_after: s.kill_after,
             stdio: &self.stdio,
+            reaper: self.reaper,
         };
         // Only the last attempt's held output is ever shown.
         self.held = None;
@@ -243,6 +256,40 @@ impl Loop<'_> {
         }
     }
 
+    /// What PID 1 does before it exits (the kernel then SIGKILLs whatever is
+    /// left in its namespace, with no warning): every other process gets the
+    /// attempt's stop signal and `--kill-after` to finish, as `docker stop`
+    /// gives (tini#180), then SIGKILL. A signal to patience cuts the grace
+    /// short. Outside PID 1 nothing happens: the orphans an attempt left went
+    /// with it.
+    fn last_rites(&mut self, reaper: &Reaper) {
+        let s = self.settings;
+        if !reaper.signal_everyone(s.signal) {
+            return;
+        }
+        let end = Instant::now().checked_add(s.kill_after);
+        while reaper.signal_everyone(0) {
+            let left = match end {
+                Some(end) => end.saturating_duration_since(Instant::now()),
+                None => Duration::from_millis(20),
+            };
+            if left.is_zero() {
+                break;
+            }
+            if let Ok(Event::Signal(_)) = self.rx.recv_timeout(left.min(Duration::from_millis(20))) {
+                break;
+            }
+        }
+        // Silent when everyone left in time: the common case needs no words.
+        if reaper.signal_everyone(libc::SIGKILL) && s.verbosity > Verbosity::Quiet {
+            report::say(&format!(
+                "processes left in the container did not exit within {} of {}: sent SIGKILL",
+                crate::duration::format(s.kill_after),
+                crate::signals::name(s.signal)
+            ));
+        }
+    }
+
     /// A signal received and not yet acted on, if any.
     fn pending_signal(&self) -> Option<i32> {
         while let Ok(event) = self.rx.try_recv() {
@@ -271,6 +318,17 @@ impl Loop<'_> {
                 Err(RecvTimeoutError::Disconnected) => return None,
             }
         }
+    }
+}
+
+/// How the run ends when a limit (`--attempts`, `--deadline`) stops it:
+/// as the last attempt did. Under `--restart on-failure` that is always a
+/// failure; under `always` or `on-success` a last attempt that succeeded
+/// makes a successful run (exit status 0 and a message that agrees).
+fn stopped_by_limit(last: Option<&Attempt>, reason: &str) -> Ending {
+    match last {
+        Some(a) if a.verdict.is_success() => Ending::Succeeded,
+        _ => Ending::Failed(reason.into()),
     }
 }
 

@@ -22,6 +22,7 @@ pub mod error;
 pub mod executor;
 pub mod metrics;
 pub mod output;
+pub mod reaper;
 pub mod report;
 pub mod settings;
 pub mod signals;

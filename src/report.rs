@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::config::Resolved;
 use crate::duration::format as fmt_dur;
 use crate::executor::{Attempt, Ending, Outcome};
-use crate::settings::{Color, Settings, Verbosity};
+use crate::settings::{Color, Restart, Settings, Verbosity};
 use crate::signals;
 use crate::sys::{self, ExitKind};
 
@@ -156,12 +156,15 @@ impl Reporter {
         } else {
             "failed"
         };
+        // A supervisor (`--restart always`) logs every exit with its status
+        // and the delay before the restart, success or not.
         let next = match delay {
+            Some(d) if s.restart == Restart::Always => format!("; restarting in {}", fmt_dur(d)),
             Some(d) if a.verdict.is_success() => format!("; running again in {}", fmt_dur(d)),
             Some(d) => format!("; retrying in {}", fmt_dur(d)),
             None => String::new(),
         };
-        let what = if a.verdict.is_success() && !a.timed_out {
+        let what = if a.verdict.is_success() && !a.timed_out && s.restart == Restart::OnFailure {
             String::new()
         } else {
             format!(" ({})", how(a, self.timeout))
@@ -374,6 +377,7 @@ pub fn dry_run(r: &Resolved) -> String {
         ("match-stream", format!("{:?}", c.match_stream).to_lowercase()),
         ("output", s.output.to_string()),
         ("stdin", s.stdin.to_string()),
+        ("init", s.init_mode().to_string()),
         ("name", s.run_name()),
         ("verbosity", format!("{:?}", s.verbosity).to_lowercase()),
         ("color", format!("{:?}", s.color).to_lowercase()),

@@ -124,6 +124,12 @@ pub const OPTIONS: &[Opt] = &[
         "keep the command in patience's process group (terminal access)",
     ),
     opt(
+        "init",
+        None,
+        None,
+        "reap every orphan, as PID 1 does (on by itself as PID 1)",
+    ),
+    opt(
         "name",
         None,
         Some("NAME"),
@@ -303,6 +309,9 @@ pub struct Settings {
     pub reset_after: Option<Duration>,
     pub restart: Restart,
     pub foreground: bool,
+    /// Init duty (`--init`): subreaper, reap every child. Also on whenever
+    /// patience is PID 1; see `init_mode`.
+    pub init: bool,
     pub name: Option<String>,
     /// Exit codes and patterns deciding each attempt's verdict.
     pub conditions: Conditions,
@@ -337,6 +346,7 @@ impl Default for Settings {
             reset_after: None,
             restart: Restart::OnFailure,
             foreground: false,
+            init: false,
             name: None,
             conditions: Conditions::default(),
             output: output::Mode::Live,
@@ -404,6 +414,12 @@ impl Settings {
         format!("{base}-{:08x}", (hash ^ (hash >> 32)) as u32)
     }
 
+    /// True when patience must do init's duty: `--init`, or being PID 1 (a
+    /// container's entrypoint), where nobody else would reap orphans.
+    pub fn init_mode(&self) -> bool {
+        self.init || crate::sys::getpid() == 1
+    }
+
     /// Sets option `long` from `value` (`None` for a switch given on the
     /// command line). The error says what is wrong with the value; the
     /// caller names where it came from.
@@ -428,6 +444,7 @@ impl Settings {
             "reset-after" => self.reset_after = optional_duration(text()?)?,
             "restart" => self.restart = text()?.parse()?,
             "foreground" => self.foreground = switch(value)?,
+            "init" => self.init = switch(value)?,
             "name" => {
                 let name = text()?;
                 if name.is_empty() {

@@ -528,3 +528,33 @@ pub fn return_large_frees_to_the_system() {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
+
+// ---- supervise ----
+
+/// Reaps child `pid` if it has exited, without blocking; true when it was
+/// reaped. For orphans, which the init-mode reaper saw exit with
+/// `wait_any_exit`: if the number is no longer a zombie child of ours (std
+/// reaped a child whose exec failed), nothing happens.
+pub fn reap_if_exited(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid writes only into `status`.
+        let ret = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if ret == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        return ret == pid;
+    }
+}
+
+/// Sends `sig` to every process this one may signal except itself
+/// (`kill(-1, sig)`); true when at least one process got it. Only for
+/// PID 1, where "every process" means the rest of its PID namespace: the
+/// caller checks `getpid() == 1`. Signal 0 only asks whether anyone is left.
+pub fn kill_everyone_else(sig: i32) -> bool {
+    // SAFETY: kill has no memory arguments.
+    unsafe { libc::kill(-1, sig) == 0 }
+}
