@@ -462,6 +462,81 @@ pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !p.is_null()
 }
 
+// ---- state (cross-process resilience) ----
+
+/// How `open_private` opens a file in the state directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Read an existing file.
+    Read,
+    /// Read and write, creating the file (mode 0600) if missing: lock files.
+    Lock,
+    /// Write a new file (mode 0600) that must not exist yet: temp files.
+    CreateNew,
+}
+
+/// Opens `path` for the state store: never through a symlink at its last
+/// component (O_NOFOLLOW fails with ELOOP), never blocking on a FIFO planted
+/// there (O_NONBLOCK; it changes nothing for regular files), and close-on-exec
+/// like every descriptor std opens, so no command ever inherits it. The
+/// caller still checks with `fstat` (`File::metadata`) what it opened.
+pub fn open_private(path: &std::path::Path, mode: OpenMode) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = std::fs::OpenOptions::new();
+    match mode {
+        OpenMode::Read => o.read(true),
+        OpenMode::Lock => o.read(true).write(true).create(true),
+        OpenMode::CreateNew => o.write(true).create_new(true),
+    };
+    o.mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Tries once to take an exclusive `flock` on `file` without blocking:
+/// `Ok(true)` when taken, `Ok(false)` when another open file holds it. Other
+/// errors (ENOLCK on some NFS mounts, EIO) are returned for the caller to
+/// fail open on.
+pub fn try_lock_exclusive(file: &std::fs::File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock takes a descriptor the File keeps open for the
+        // duration of the call, and no memory.
+        let ret = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if ret == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            _ => return Err(e),
+        }
+    }
+}
+
+/// Releases a `flock` taken by `try_lock_exclusive` (closing the file would
+/// too; the store keeps its lock file open for the whole run).
+pub fn unlock(file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: as in try_lock_exclusive; LOCK_UN on an unlocked file is a no-op.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+}
+
+/// When process `pid` started, in clock ticks after boot (field 22 of
+/// /proc/PID/stat), or `None` if that cannot be read. Stored next to a PID so
+/// that a recycled PID is not mistaken for the process that held a slot.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    if pid <= 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces or
+    // ')' itself: the fields that follow start after the *last* ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 // ---- metrics and daemon ----
 
 /// The effective user id: who owns the files and sockets we create.
