@@ -8,6 +8,9 @@
 //! Each finished attempt and run is also sent as a datagram ([`metrics`]) to
 //! `patienced` ([`daemon`]), which serves them to Prometheus.
 //!
+//! [`state`] is the state shared by every patience process of a key (circuit
+//! breaker, rate limit, concurrency limit), consulted by the attempt loop.
+//!
 //! [`sys`] holds every `unsafe` block and libc call behind a safe API.
 
 pub mod app;
@@ -26,4 +29,5 @@ pub mod reaper;
 pub mod report;
 pub mod settings;
 pub mod signals;
+pub mod state;
 pub mod sys;

@@ -15,6 +15,7 @@ use crate::backoff::{self, Backoff};
 use crate::conditions::{CodeSet, Conditions, Pattern};
 use crate::duration;
 use crate::output;
+use crate::state::ratelimit::Rate;
 
 /// One option patience understands.
 #[derive(Debug)]
@@ -214,6 +215,42 @@ pub const OPTIONS: &[Opt] = &[
         None,
         "send nothing to patienced, even if its socket exists",
     ),
+    opt(
+        "key",
+        None,
+        Some("NAME"),
+        "state shared by --breaker, --rate-limit, --max-concurrent [the run's name]",
+    ),
+    opt(
+        "breaker",
+        None,
+        Some("N"),
+        "refuse runs (exit 75) after N consecutive failed attempts of the key [off]",
+    ),
+    opt(
+        "breaker-cooldown",
+        None,
+        Some("DUR"),
+        "how long the breaker refuses runs before one probe run [30s]",
+    ),
+    opt(
+        "rate-limit",
+        None,
+        Some("N/DUR"),
+        "at most N attempts per DUR across runs of the key, bursts of N [off]",
+    ),
+    opt(
+        "max-concurrent",
+        None,
+        Some("N"),
+        "at most N runs of the key at once; others exit 75 [off]",
+    ),
+    opt(
+        "slot-wait",
+        None,
+        Some("DUR"),
+        "wait up to DUR for a free --max-concurrent slot instead [0]",
+    ),
 ];
 
 /// Settings that only a config file's `[defaults]`/`[profile.NAME]` or the
@@ -331,6 +368,14 @@ pub struct Settings {
     pub state_dir: Option<PathBuf>,
     /// Send no datagrams to patienced.
     pub no_metrics: bool,
+    /// The key of the shared state; `None` is the run's name.
+    pub key: Option<String>,
+    /// Consecutive failed attempts that open the circuit breaker.
+    pub breaker: Option<u64>,
+    pub breaker_cooldown: Duration,
+    pub rate_limit: Option<Rate>,
+    pub max_concurrent: Option<u64>,
+    pub slot_wait: Duration,
 }
 
 impl Default for Settings {
@@ -358,6 +403,12 @@ impl Default for Settings {
             socket: None,
             state_dir: None,
             no_metrics: false,
+            key: None,
+            breaker: None,
+            breaker_cooldown: Duration::from_secs(30),
+            rate_limit: None,
+            max_concurrent: None,
+            slot_wait: Duration::ZERO,
         }
     }
 }
@@ -369,6 +420,17 @@ fn parse_attempts(s: &str) -> Result<u64, String> {
         _ => Err(format!(
             "invalid number of attempts '{s}' (expected a whole number from 0 to {}; 0 = unlimited)",
             u32::MAX
+        )),
+    }
+}
+
+/// A count for the shared-state limits: `0` means "off".
+fn optional_count(s: &str) -> Result<Option<u64>, String> {
+    match s.trim().parse::<u64>() {
+        Ok(0) => Ok(None),
+        Ok(n) if n <= 1_000_000 => Ok(Some(n)),
+        _ => Err(format!(
+            "invalid number '{s}' (expected a whole number from 0 to 1000000; 0 = off)"
         )),
     }
 }
@@ -478,6 +540,25 @@ impl Settings {
             "socket" => self.socket = Some(non_empty_path(text()?)?),
             "state-dir" => self.state_dir = Some(non_empty_path(text()?)?),
             "no-metrics" => self.no_metrics = switch(value)?,
+            "key" => self.key = Some(crate::state::parse_key(text()?)?),
+            "breaker" => self.breaker = optional_count(text()?)?,
+            "breaker-cooldown" => {
+                let d = duration::parse(text()?)?;
+                if d.is_zero() {
+                    return Err("the cooldown must be longer than 0".into());
+                }
+                self.breaker_cooldown = d;
+            }
+            "rate-limit" => {
+                let t = text()?;
+                self.rate_limit = if t.trim() == "0" {
+                    None
+                } else {
+                    Some(Rate::parse(t)?)
+                };
+            }
+            "max-concurrent" => self.max_concurrent = optional_count(text()?)?,
+            "slot-wait" => self.slot_wait = duration::parse(text()?)?,
             _ => return Err(format!("unknown option '{long}'")),
         }
         Ok(())
@@ -522,6 +603,7 @@ mod tests {
                 Some("STREAM") => Some("stderr"),
                 Some("MODE") if o.long == "output" => Some("final"),
                 Some("MODE") if o.long == "stdin" => Some("null"),
+                Some("N/DUR") => Some("10/1s"),
                 Some(_) => Some("x"),
             };
             s.apply(o.long, sample)
@@ -592,6 +674,34 @@ mod tests {
         assert_eq!(s.output, output::Mode::Failure);
         for o in OPTIONS.iter().filter(|o| o.long.ends_with("-pattern")) {
             assert!(o.repeat, "{}", o.long);
+        }
+    }
+
+    #[test]
+    fn shared_state_options() {
+        let mut s = Settings::default();
+        assert_eq!(s.breaker_cooldown, Duration::from_secs(30));
+        s.apply("breaker", Some("5")).unwrap();
+        s.apply("max-concurrent", Some("1")).unwrap();
+        s.apply("rate-limit", Some("100/1m")).unwrap();
+        assert_eq!((s.breaker, s.max_concurrent), (Some(5), Some(1)));
+        assert_eq!(s.rate_limit.unwrap().per, Duration::from_secs(60));
+        s.apply("breaker", Some("0")).unwrap();
+        s.apply("rate-limit", Some("0")).unwrap();
+        assert_eq!((s.breaker, s.rate_limit), (None, None));
+        for (opt, bad) in [
+            ("breaker", "-1"),
+            ("breaker", "x"),
+            ("breaker", "1.5"),
+            ("max-concurrent", "99999999999"),
+            ("breaker-cooldown", "0"),
+            ("breaker-cooldown", "-1s"),
+            ("rate-limit", "10"),
+            ("rate-limit", "0/1s"),
+            ("slot-wait", "NaN"),
+            ("key", ""),
+        ] {
+            assert!(s.apply(opt, Some(bad)).is_err(), "--{opt} {bad}");
         }
     }
 
