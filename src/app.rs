@@ -24,12 +24,21 @@ pub fn main(args: Vec<std::ffi::OsString>, inherited: Inherited) -> i32 {
 
 fn run(args: Vec<std::ffi::OsString>, inherited: Inherited) -> Result<i32, Error> {
     let inv = cli::parse(args)?;
-    match inv.action {
+    match &inv.action {
         Action::Help => return Ok(print(&cli::help())),
         Action::Version => return Ok(print(&format!("patience {}\n", env!("CARGO_PKG_VERSION")))),
-        Action::DryRun | Action::Run => {}
+        Action::DryRun | Action::Run | Action::ShowState(_) | Action::ResetState(_) => {}
     }
     let resolved = config::resolve(&inv)?;
+    // The state actions need the settings for the state directory only.
+    match &inv.action {
+        Action::ShowState(key) => return Ok(print(&crate::state::show(key, &resolved.settings)?)),
+        Action::ResetState(key) => {
+            crate::state::reset(key, &resolved.settings)?;
+            return Ok(0);
+        }
+        _ => {}
+    }
     if inv.action == Action::DryRun {
         return Ok(print(&report::dry_run(&resolved)));
     }

@@ -22,6 +22,10 @@ pub enum Action {
     DryRun,
     Help,
     Version,
+    /// `--state KEY`: print the shared state of KEY as JSON.
+    ShowState(String),
+    /// `--reset-state KEY`: clear the shared state of KEY.
+    ResetState(String),
 }
 
 /// The command line, parsed but not yet validated into settings.
@@ -61,6 +65,20 @@ where
             }
             Short('V') | Long("version") => {
                 action = Action::Version;
+                continue;
+            }
+            Long("state") | Long("reset-state") => {
+                let show = arg == Long("state");
+                let key = parser
+                    .value()?
+                    .into_string()
+                    .map_err(|raw| Error::Usage(format!("--state: the key {raw:?} is not valid UTF-8")))?;
+                let key = crate::state::parse_key(&key).map_err(Error::Usage)?;
+                action = if show {
+                    Action::ShowState(key)
+                } else {
+                    Action::ResetState(key)
+                };
                 continue;
             }
             Long("dry-run") => {
@@ -135,6 +153,8 @@ where
         ));
     }
     match inv.command.first() {
+        // The state actions read the config (for its state-dir) but run nothing.
+        _ if matches!(inv.action, Action::ShowState(_) | Action::ResetState(_)) => {}
         None => return Err(Error::Usage("no command given".into())),
         Some(c) if c.is_empty() => return Err(Error::Usage("the command is an empty string".into())),
         Some(_) => {}
@@ -176,6 +196,18 @@ pub fn help() -> String {
         "dry-run",
         None,
         "print the resolved settings and delays; run nothing",
+    );
+    line(
+        None,
+        "state",
+        Some("KEY"),
+        "print the shared state of KEY as JSON; run nothing",
+    );
+    line(
+        None,
+        "reset-state",
+        Some("KEY"),
+        "clear the shared state of KEY; run nothing",
     );
     line(Some('h'), "help", None, "print this help");
     line(Some('V'), "version", None, "print the version");
@@ -247,6 +279,17 @@ mod tests {
     fn help_and_version_need_no_command() {
         assert_eq!(parse_ok(&["--help"]).action, Action::Help);
         assert_eq!(parse_ok(&["-V"]).action, Action::Version);
+    }
+
+    #[test]
+    fn state_actions_need_no_command() {
+        assert_eq!(parse_ok(&["--state", "k"]).action, Action::ShowState("k".into()));
+        assert_eq!(
+            parse_ok(&["--reset-state=k"]).action,
+            Action::ResetState("k".into())
+        );
+        assert!(parse(["--state"]).is_err());
+        assert!(parse(["--state", ""]).is_err());
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub enum Ending {
     Failed(String),
     /// patience received this signal and stopped.
     Interrupted(i32),
+    /// Refused before any attempt by the shared state (circuit breaker open,
+    /// no free slot, no token before the deadline): exit 75.
+    Rejected(String),
 }
 
 /// The result of a whole run.
@@ -137,6 +140,7 @@ impl Loop<'_> {
         let deadline = s.deadline.and_then(|d| start.checked_add(d));
         let mut schedule = Schedule::new(s.backoff.clone(), Rng::from_entropy());
         let mut number: u64 = 0;
+        let mut gate = crate::state::Gate::new(s)?;
         let ending = loop {
             // A signal that arrived during set-up or a delay ends the run
             // before another attempt starts.
@@ -146,9 +150,19 @@ impl Loop<'_> {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break stopped_by_limit(outcome.last(), "deadline reached");
             }
+            if let Err(stop) = gate.before_attempt(number + 1, deadline, &mut |d| self.sleep(d)) {
+                break match stop {
+                    crate::state::Stop::Refused(why) => Ending::Rejected(why),
+                    crate::state::Stop::Failed(why) => Ending::Failed(why),
+                    crate::state::Stop::Interrupted(sig) => Ending::Interrupted(sig),
+                };
+            }
             number += 1;
             self.reporter.starting(number, s);
             let (attempt, interrupted) = self.attempt(number, deadline);
+            if interrupted.is_none() {
+                gate.after_attempt(attempt.verdict.is_success());
+            }
             outcome.total += 1;
             if attempt.verdict.is_success() {
                 outcome.succeeded += 1;
@@ -195,6 +209,8 @@ impl Loop<'_> {
                 break Ending::Interrupted(sig);
             }
         };
+        // Slot and probe lease go back before the run is reported.
+        drop(gate);
         output::show_held(s.output, self.held.as_deref(), ending == Ending::Succeeded);
         outcome.ending = ending;
         outcome.duration = start.elapsed();

@@ -35,6 +35,7 @@ pub fn exit_status(outcome: &Outcome) -> i32 {
     match &outcome.ending {
         Ending::Succeeded => 0,
         Ending::Interrupted(sig) => 128 + sig,
+        Ending::Rejected(_) => EXIT_REFUSED,
         Ending::Failed(_) => match outcome.last() {
             None => 1,
             Some(last) => attempt_status(last),
@@ -198,6 +199,7 @@ impl Reporter {
                     ),
                 )
             }
+            Ending::Rejected(why) => ("❌", format!("rejected: {why}")),
             Ending::Interrupted(sig) => (
                 "❌",
                 format!(
@@ -231,6 +233,7 @@ fn reason(e: &Ending) -> String {
         Ending::Succeeded => "succeeded".into(),
         Ending::Failed(r) => r.clone(),
         Ending::Interrupted(s) => format!("stopped by {}", signals::name(*s)),
+        Ending::Rejected(r) => r.clone(),
     }
 }
 
@@ -251,6 +254,7 @@ pub fn status_word(e: &Ending) -> &'static str {
         Ending::Succeeded => "succeeded",
         Ending::Failed(_) => "failed",
         Ending::Interrupted(_) => "aborted",
+        Ending::Rejected(_) => "rejected",
     }
 }
 

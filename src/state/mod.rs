@@ -84,14 +84,15 @@ pub fn wall_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// Where the state lives, from the environment `var` and the user id:
-/// `$PATIENCE_STATE_DIR`, else `$XDG_STATE_HOME/patience`, else
-/// `~/.local/state/patience`, else `/tmp/patience-UID`. Relative
-/// XDG_STATE_HOME or HOME values are ignored, as the XDG spec says.
-pub fn dir_candidate(var: impl Fn(&str) -> Option<OsString>, uid: u32) -> PathBuf {
+/// Where the state lives: `configured` (`$PATIENCE_STATE_DIR`, else the
+/// config's `state-dir`, as `config` resolved them), else
+/// `$XDG_STATE_HOME/patience`, else `~/.local/state/patience`, else
+/// `/tmp/patience-UID`, from the environment `var` and the user id.
+/// Relative XDG_STATE_HOME or HOME values are ignored, as the XDG spec says.
+pub fn dir_candidate(configured: Option<&Path>, var: impl Fn(&str) -> Option<OsString>, uid: u32) -> PathBuf {
     let set = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-    if let Some(dir) = set("PATIENCE_STATE_DIR") {
-        return dir;
+    if let Some(dir) = configured {
+        return dir.to_path_buf();
     }
     if let Some(xdg) = set("XDG_STATE_HOME").filter(|p| p.is_absolute()) {
         return xdg.join("patience");
@@ -141,10 +142,10 @@ pub fn prepare_dir(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The state directory, created and checked; an unsafe one is an error
-/// (exit 125) before anything runs.
-pub fn state_dir() -> Result<PathBuf, Error> {
-    let dir = dir_candidate(|k| std::env::var_os(k), sys::getuid());
+/// The state directory of these settings, created and checked; an unsafe
+/// one is an error (exit 125) before anything runs.
+pub fn state_dir(s: &Settings) -> Result<PathBuf, Error> {
+    let dir = dir_candidate(s.state_dir.as_deref(), |k| std::env::var_os(k), sys::getuid());
     prepare_dir(&dir).map_err(Error::Internal)?;
     Ok(dir)
 }
@@ -321,7 +322,7 @@ impl Gate {
             return Ok(Gate { active: None });
         }
         let key = s.key.clone().unwrap_or_else(|| s.run_name());
-        let dir = state_dir()?;
+        let dir = state_dir(s)?;
         let store = match Store::open(&dir, &key, &file_stem(&key)) {
             Ok(store) => store,
             Err(StoreError::Refused(m)) => return Err(Error::Internal(m)),
@@ -541,8 +542,8 @@ fn fail_open(key: &str, why: &str) {
 
 /// `patience --state KEY`: the key's state as JSON on stdout (breaker,
 /// tokens, live slot holders), read without taking the lock.
-pub fn show(key: &str) -> Result<String, Error> {
-    let dir = state_dir()?;
+pub fn show(key: &str, s: &Settings) -> Result<String, Error> {
+    let dir = state_dir(s)?;
     let path = store::state_path(&dir, &file_stem(key));
     let (state, problem) = store::read_state(&path).map_err(|e| Error::Internal(e.to_string()))?;
     if let Some(why) = problem {
@@ -601,8 +602,8 @@ pub fn view(
 }
 
 /// `patience --reset-state KEY`: deletes the key's state.
-pub fn reset(key: &str) -> Result<(), Error> {
-    let dir = state_dir()?;
+pub fn reset(key: &str, s: &Settings) -> Result<(), Error> {
+    let dir = state_dir(s)?;
     let store = Store::open(&dir, key, &file_stem(key)).map_err(|e| Error::Internal(e.to_string()))?;
     store.reset().map_err(|e| Error::Internal(e.to_string()))
 }
@@ -619,25 +620,18 @@ mod tests {
 
     #[test]
     fn the_state_directory_follows_the_spec_order() {
-        let all = [
-            ("PATIENCE_STATE_DIR", "/p"),
-            ("XDG_STATE_HOME", "/x"),
-            ("HOME", "/h"),
-        ];
-        assert_eq!(dir_candidate(env(&all), 7), PathBuf::from("/p"));
-        assert_eq!(dir_candidate(env(&all[1..]), 7), PathBuf::from("/x/patience"));
+        let all = [("XDG_STATE_HOME", "/x"), ("HOME", "/h")];
+        let p = Some(Path::new("/p"));
+        assert_eq!(dir_candidate(p, env(&all), 7), PathBuf::from("/p"));
+        assert_eq!(dir_candidate(None, env(&all), 7), PathBuf::from("/x/patience"));
         assert_eq!(
-            dir_candidate(env(&all[2..]), 7),
+            dir_candidate(None, env(&all[1..]), 7),
             PathBuf::from("/h/.local/state/patience")
         );
-        assert_eq!(dir_candidate(env(&[]), 7), PathBuf::from("/tmp/patience-7"));
+        assert_eq!(dir_candidate(None, env(&[]), 7), PathBuf::from("/tmp/patience-7"));
         // Empty or relative values do not count.
-        let odd = [
-            ("PATIENCE_STATE_DIR", ""),
-            ("XDG_STATE_HOME", "rel"),
-            ("HOME", ""),
-        ];
-        assert_eq!(dir_candidate(env(&odd), 7), PathBuf::from("/tmp/patience-7"));
+        let odd = [("XDG_STATE_HOME", "rel"), ("HOME", "")];
+        assert_eq!(dir_candidate(None, env(&odd), 7), PathBuf::from("/tmp/patience-7"));
     }
 
     #[test]
