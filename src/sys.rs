@@ -515,6 +515,24 @@ pub fn try_lock_exclusive(file: &std::fs::File) -> io::Result<bool> {
     }
 }
 
+/// Takes an exclusive `flock` on `file`, blocking until it is free. Only
+/// called on a helper thread that the caller may abandon (see
+/// `state::store`): patience's own threads never block on a lock.
+pub fn lock_exclusive(file: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: as in try_lock_exclusive.
+        let ret = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if ret == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
 /// Releases a `flock` taken by `try_lock_exclusive` (closing the file would
 /// too; the store keeps its lock file open for the whole run).
 pub fn unlock(file: &std::fs::File) {

@@ -247,7 +247,9 @@ pub fn admit(
         ..me.clone()
     };
     let take_slot = first && limits.max_concurrent.is_some();
-    if take_slot {
+    // Checking holders costs a kill(2) and a read of /proc each, under the
+    // lock: only done when they would keep this run out.
+    if take_slot && !state.slots.has_room(limits.max_concurrent.unwrap_or(0)) {
         state.slots.sweep(alive);
     }
     let mut next = state.clone();

@@ -22,7 +22,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -178,6 +178,21 @@ pub fn read_state(path: &Path) -> Result<(State, Option<String>), StoreError> {
     }
 }
 
+/// The key's lock, held until dropped: on the store's own lock file, or on
+/// the one a helper thread opened and locked (closing it unlocks).
+enum Held<'a> {
+    Main(&'a File),
+    Helper(#[allow(dead_code)] File),
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Held::Main(f) = self {
+            sys::unlock(f);
+        }
+    }
+}
+
 /// One key's state store, open for the whole run.
 pub struct Store {
     dir: File,
@@ -245,21 +260,36 @@ impl Store {
     /// back if it changed (or if the file had to be replaced). `clock` is
     /// read once the lock is held, so the time given to `change` is never
     /// older than the last write.
+    ///
+    /// Fast path: `change` is first tried on a snapshot read without the
+    /// lock; if it changes nothing (a success on a closed breaker, the
+    /// common case), that is its result and no lock is taken. This is
+    /// exact, not a heuristic: the snapshot is a whole file (renames are
+    /// atomic), and a transaction that writes nothing is ordered at the
+    /// moment of the read, before any later writer.
     pub fn update<R>(
         &self,
         clock: &dyn Fn() -> u64,
-        change: impl FnOnce(&mut State, u64) -> R,
+        change: impl Fn(&mut State, u64) -> R,
     ) -> Result<R, StoreError> {
-        self.lock()?;
-        let result = self.update_locked(clock, change);
-        sys::unlock(&self.lock);
-        result
+        if let Ok((loaded, None)) = read_state(&self.path()) {
+            let now = clock();
+            let mut state = loaded.clone();
+            state.normalise(now);
+            state.key.clone_from(&self.key);
+            let result = change(&mut state, now);
+            if state == loaded {
+                return Ok(result);
+            }
+        }
+        let _held = self.lock()?;
+        self.update_locked(clock, change)
     }
 
     fn update_locked<R>(
         &self,
         clock: &dyn Fn() -> u64,
-        change: impl FnOnce(&mut State, u64) -> R,
+        change: impl Fn(&mut State, u64) -> R,
     ) -> Result<R, StoreError> {
         let path = self.path();
         let (loaded, problem) = read_state(&path)?;
@@ -275,60 +305,87 @@ impl Store {
         state.key.clone_from(&self.key);
         let result = change(&mut state, now);
         if state != loaded || problem.is_some() {
+            // The breaker is what must survive a power cut; slots and tokens
+            // mean nothing after one (every holder is gone, the bucket has
+            // refilled), so their changes skip the two fsyncs that would
+            // otherwise be most of the cost of a run.
+            let durable = state.breaker != loaded.breaker || problem.is_some() || loaded.updated_ns == 0;
             state.updated_ns = now;
-            self.write(&state)?;
+            self.write(&state, durable)?;
         }
         Ok(result)
     }
 
     /// Deletes the key's state (the lock file stays).
     pub fn reset(&self) -> Result<(), StoreError> {
-        self.lock()?;
-        let path = self.path();
-        let result = match std::fs::remove_file(&path) {
+        let _held = self.lock()?;
+        match std::fs::remove_file(self.path()) {
             Ok(()) => self.dir.sync_all().map_err(|e| self.unavailable("sync", e)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.unavailable("remove", e)),
-        };
-        sys::unlock(&self.lock);
-        result
+        }
     }
 
     fn unavailable(&self, what: &str, e: io::Error) -> StoreError {
         StoreError::Unavailable(format!("cannot {what} {}: {e}", self.path().display()))
     }
 
-    /// Takes the lock, polling with growing pauses up to `LOCK_TIMEOUT`.
-    fn lock(&self) -> Result<(), StoreError> {
-        let start = Instant::now();
-        let mut pause = Duration::from_micros(100);
-        loop {
-            match sys::try_lock_exclusive(&self.lock) {
-                Ok(true) => return Ok(()),
-                Ok(false) => {}
-                Err(e) => {
-                    return Err(StoreError::Unavailable(format!(
-                        "cannot lock {}.lock: {e}",
-                        self.dir_path.join(&self.stem).display()
-                    )))
+    /// Takes the key's lock. Uncontended, that is one non-blocking flock.
+    /// Contended, a helper thread opens the lock file again and waits in
+    /// the kernel's queue (so the lock is handed over the moment it is free,
+    /// with no polling delay), while this thread waits at most
+    /// `LOCK_TIMEOUT` for it. If the time runs out the helper is abandoned:
+    /// should it get the lock later, its send fails, its file is closed and
+    /// the lock released at once.
+    fn lock(&self) -> Result<Held<'_>, StoreError> {
+        let lock_path = self.dir_path.join(format!("{}.lock", self.stem));
+        let cannot =
+            |e: io::Error| StoreError::Unavailable(format!("cannot lock {}: {e}", lock_path.display()));
+        if sys::try_lock_exclusive(&self.lock).map_err(cannot)? {
+            return Ok(Held::Main(&self.lock));
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let path = lock_path.clone();
+        std::thread::Builder::new()
+            .name("state-lock".into())
+            .spawn(move || {
+                let locked = sys::open_private(&path, OpenMode::Lock).and_then(|f| {
+                    sys::lock_exclusive(&f)?;
+                    Ok(f)
+                });
+                let _ = tx.send(locked);
+            })
+            .map_err(cannot)?;
+        match rx.recv_timeout(LOCK_TIMEOUT) {
+            Ok(Ok(file)) => {
+                // The same inode as the lock file opened at start, or the
+                // lock means nothing (the directory is private, so only a
+                // bug could make them differ).
+                let same = match (file.metadata(), self.lock.metadata()) {
+                    (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                    _ => false,
+                };
+                if !same {
+                    return Err(cannot(io::Error::other("the lock file was replaced")));
                 }
+                Ok(Held::Helper(file))
             }
-            if start.elapsed() >= LOCK_TIMEOUT {
-                return Err(StoreError::Unavailable(format!(
-                    "{}.lock is held by another process for more than {}",
-                    self.dir_path.join(&self.stem).display(),
-                    crate::duration::format(LOCK_TIMEOUT)
-                )));
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(10));
+            Ok(Err(e)) => Err(cannot(e)),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "{} is held by another process for more than {}",
+                lock_path.display(),
+                crate::duration::format(LOCK_TIMEOUT)
+            ))),
         }
     }
 
     /// Replaces the state file atomically: temp file in the same directory,
     /// fsync, rename over, fsync of the directory. On any failure the old
-    /// file is intact and the temp file is removed.
-    fn write(&self, state: &State) -> Result<(), StoreError> {
+    /// file is intact and the temp file is removed. Without `durable`, the
+    /// fsyncs are skipped: readers still see the old file or the new one,
+    /// never a mix, and after a crash the file may be lost or empty, which
+    /// the next run reports and replaces.
+    fn write(&self, state: &State, durable: bool) -> Result<(), StoreError> {
         let tmp = self.dir_path.join(format!("{}.json.tmp", self.stem));
         let mut text = serde_json::to_vec(state).expect("the state always serialises");
         text.push(b'\n');
@@ -338,7 +395,9 @@ impl Store {
         let written = (|| {
             let mut f = sys::open_private(&tmp, OpenMode::CreateNew)?;
             f.write_all(&text)?;
-            f.sync_all()?;
+            if durable {
+                f.sync_all()?;
+            }
             drop(f);
             std::fs::rename(&tmp, self.path())
         })();
@@ -346,15 +405,19 @@ impl Store {
             let _ = std::fs::remove_file(&tmp);
             return Err(self.unavailable("write", e));
         }
-        self.dir
-            .sync_all()
-            .map_err(|e| self.unavailable("sync the directory of", e))
+        if durable {
+            self.dir
+                .sync_all()
+                .map_err(|e| self.unavailable("sync the directory of", e))?;
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     struct Dir(PathBuf);
     impl Dir {
@@ -488,13 +551,17 @@ mod tests {
     fn a_held_lock_times_out_instead_of_hanging() {
         let dir = Dir::new("held");
         let holder = Store::open(&dir.0, "k", "k").unwrap();
-        holder.lock().unwrap();
+        let held = holder.lock().unwrap();
         let other = Store::open(&dir.0, "k", "k").unwrap();
         let start = Instant::now();
         let err = other.update(&clock, |_, _| ()).unwrap_err();
         assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
         assert!(start.elapsed() >= LOCK_TIMEOUT && start.elapsed() < LOCK_TIMEOUT * 3);
-        sys::unlock(&holder.lock);
+        drop(held);
+        // The abandoned helper got the lock when it was freed and let go of
+        // it: the next update is not blocked.
+        let start = Instant::now();
         other.update(&clock, |_, _| ()).unwrap();
+        assert!(start.elapsed() < LOCK_TIMEOUT);
     }
 }
