@@ -1,0 +1,768 @@
+//! Cross-process resilience: the concurrency limit, the circuit breaker and
+//! the rate limit shared by every patience process of a key, and the state
+//! store under them (locking, atomicity, corrupt files, unsafe paths). Each
+//! test has its own temporary state directory (`PATIENCE_STATE_DIR`, set by
+//! `common::patience`).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The state directory `common::patience` points patience at.
+fn state_dir(dir: &TempDir) -> PathBuf {
+    dir.join("state-dir")
+}
+
+/// Creates the state directory by hand (0700), for tests that plant files.
+fn make_state_dir(dir: &TempDir) -> PathBuf {
+    let d = state_dir(dir);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+    d
+}
+
+/// `patience --state KEY`, parsed.
+fn state(dir: &TempDir, key: &str) -> serde_json::Value {
+    let out = run(dir, &["--state", key]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))
+}
+
+/// Starts `patience ARGS` in the background, output captured.
+fn spawn(dir: &TempDir, args: &[&str]) -> Guard {
+    let child = patience(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn patience");
+    Guard::new(child)
+}
+
+/// Runs and also returns how long it took.
+fn timed(dir: &TempDir, args: &[&str]) -> (Output, Duration) {
+    let start = Instant::now();
+    let out = run(dir, args);
+    (out, start.elapsed())
+}
+
+fn slot_pids(dir: &TempDir, key: &str) -> Vec<i64> {
+    state(dir, key)["slots"]["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_i64().unwrap())
+        .collect()
+}
+
+const LONG: Duration = Duration::from_secs(30);
+
+// ---- concurrency limit ----
+
+#[test]
+fn a_second_run_is_refused_while_the_first_holds_the_only_slot() {
+    let dir = TempDir::new("slot");
+    let marker = dir.join("ran");
+    let marker_s = marker.to_str().unwrap();
+    let first = spawn(&dir, &["--key", "k", "--max-concurrent", "1", "sleep", "2"]);
+    let pid = i64::from(first.id());
+    assert!(eventually(LONG, || slot_pids(&dir, "k") == [pid]));
+    let (out, took) = timed(
+        &dir,
+        &[
+            "--key",
+            "k",
+            "--max-concurrent",
+            "1",
+            "-a",
+            "1",
+            "touch",
+            marker_s,
+        ],
+    );
+    assert_eq!(code(&out), 75, "{}", stderr(&out));
+    assert!(
+        took < Duration::from_secs(2),
+        "refused at once, not after {took:?}"
+    );
+    assert!(!marker.exists(), "the command must not run");
+    let err = stderr(&out);
+    assert!(
+        err.contains("rejected") && err.contains(&pid.to_string()),
+        "{err}"
+    );
+    // The holder ends: its slot is given back and the next run gets in.
+    let done = first.wait_output(LONG);
+    assert_eq!(code(&done), 0, "{}", stderr(&done));
+    assert_eq!(slot_pids(&dir, "k"), Vec::<i64>::new());
+    let out = run(&dir, &["--key", "k", "--max-concurrent", "1", "touch", marker_s]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(marker.exists());
+}
+
+#[test]
+fn n_slots_admit_n_runs_and_refuse_one_more() {
+    let dir = TempDir::new("slots3");
+    let holders: Vec<Guard> = (0..3)
+        .map(|_| spawn(&dir, &["--key", "k", "--max-concurrent", "3", "sleep", "30"]))
+        .collect();
+    assert!(eventually(LONG, || slot_pids(&dir, "k").len() == 3));
+    let out = run(&dir, &["--key", "k", "--max-concurrent", "3", "true"]);
+    assert_eq!(code(&out), 75, "{}", stderr(&out));
+    // A different key is not affected.
+    let out = run(&dir, &["--key", "other", "--max-concurrent", "3", "true"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    drop(holders);
+}
+
+#[test]
+fn slot_wait_admits_the_run_when_the_holder_ends() {
+    let dir = TempDir::new("slotwait");
+    let first = spawn(&dir, &["--key", "k", "--max-concurrent", "1", "sleep", "1.5"]);
+    assert!(eventually(LONG, || slot_pids(&dir, "k").len() == 1));
+    let (out, took) = timed(
+        &dir,
+        &[
+            "--key",
+            "k",
+            "--max-concurrent",
+            "1",
+            "--slot-wait",
+            "20s",
+            "true",
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("waiting up to 20s"), "{}", stderr(&out));
+    assert!(
+        took > Duration::from_millis(300) && took < Duration::from_secs(15),
+        "{took:?}"
+    );
+    drop(first);
+}
+
+#[test]
+fn slot_wait_gives_up_after_its_time_and_ends_on_a_signal() {
+    let dir = TempDir::new("slotgiveup");
+    let first = spawn(&dir, &["--key", "k", "--max-concurrent", "1", "sleep", "30"]);
+    assert!(eventually(LONG, || slot_pids(&dir, "k").len() == 1));
+    let (out, took) = timed(
+        &dir,
+        &["--key", "k", "--max-concurrent", "1", "--slot-wait", "1s", "true"],
+    );
+    assert_eq!(code(&out), 75, "{}", stderr(&out));
+    assert!(stderr(&out).contains("after waiting"), "{}", stderr(&out));
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
+    // A signal ends the wait at once, with the signal's status.
+    let mut waiter = spawn(
+        &dir,
+        &["--key", "k", "--max-concurrent", "1", "--slot-wait", "1m", "true"],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    send_signal(waiter.id(), "TERM");
+    let st = waiter.wait_status(LONG);
+    assert_eq!(st.code(), Some(128 + 15));
+    assert!(start.elapsed() < Duration::from_secs(5));
+    drop(first);
+}
+
+#[test]
+fn the_slot_of_a_sigkilled_holder_is_swept() {
+    let dir = TempDir::new("slotkill");
+    let mut first = spawn(&dir, &["--key", "k", "--max-concurrent", "1", "sleep", "30"]);
+    let pid = i64::from(first.id());
+    assert!(eventually(LONG, || slot_pids(&dir, "k") == [pid]));
+    send_signal(first.id(), "KILL");
+    first.wait_status(LONG);
+    // The stale entry is still in the file, but its PID is dead: the next
+    // run sweeps it and gets in at once.
+    let (out, took) = timed(&dir, &["--key", "k", "--max-concurrent", "1", "true"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(took < Duration::from_secs(3), "{took:?}");
+}
+
+#[test]
+fn a_daemonizing_command_does_not_keep_the_slot() {
+    let dir = TempDir::new("daemon");
+    let secs = unique_sleep_secs();
+    let started = dir.join("started");
+    // The daemon leaves the command's process group (setsid) before the run
+    // ends, or the end-of-attempt group cleanup would take it down.
+    let script = format!(
+        "setsid sh -c 'echo > {0}; exec sleep {secs}' </dev/null >/dev/null 2>&1 & \
+         while [ ! -s {0} ]; do sleep 0.05; done",
+        started.display()
+    );
+    let out = run(
+        &dir,
+        &["--key", "k", "--max-concurrent", "1", "sh", "-c", &script],
+    );
+    let cleanup = || {
+        for pid in processes_matching(&format!("sleep {secs}")) {
+            send_signal(pid, "KILL");
+        }
+    };
+    let second = run(&dir, &["--key", "k", "--max-concurrent", "1", "true"]);
+    let still_there = !processes_matching(&format!("sleep {secs}")).is_empty();
+    cleanup();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        still_there,
+        "the daemon should outlive the run for this test to mean anything"
+    );
+    assert_eq!(code(&second), 0, "{}", stderr(&second));
+}
+
+// ---- circuit breaker ----
+
+fn breaker_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "--key",
+        "api",
+        "--breaker",
+        "3",
+        "--breaker-cooldown",
+        "2s",
+        "-a",
+        "1",
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+#[test]
+fn the_breaker_opens_refuses_then_lets_one_probe_through_and_closes() {
+    let dir = TempDir::new("breaker");
+    let marker = dir.join("ran");
+    let marker_s = marker.to_str().unwrap();
+    for _ in 0..3 {
+        let out = run(&dir, &breaker_args(&["false"]));
+        assert_eq!(code(&out), 1, "{}", stderr(&out));
+    }
+    let opened = Instant::now();
+    let s = state(&dir, "api");
+    assert_eq!(s["breaker"]["state"], "open");
+    assert_eq!(s["breaker"]["consecutive_failures"], 3);
+    // Open: refused at once, without running the command, with the time left.
+    let (out, took) = timed(&dir, &breaker_args(&["touch", marker_s]));
+    assert_eq!(code(&out), 75, "{}", stderr(&out));
+    assert!(took < Duration::from_secs(2));
+    assert!(!marker.exists(), "an open breaker must not run the command");
+    let err = stderr(&out);
+    assert!(
+        err.contains("circuit breaker") && err.contains("next try in"),
+        "{err}"
+    );
+    // After the cooldown, one probe: it succeeds and closes the breaker.
+    std::thread::sleep(Duration::from_millis(2300).saturating_sub(opened.elapsed()));
+    let out = run(&dir, &breaker_args(&["touch", marker_s]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(marker.exists());
+    let s = state(&dir, "api");
+    assert_eq!(s["breaker"]["state"], "closed");
+    assert_eq!(s["breaker"]["consecutive_failures"], 0);
+}
+
+#[test]
+fn one_probe_at_a_time_and_a_failed_probe_reopens() {
+    let dir = TempDir::new("probe");
+    let args = |cmd: &[&'static str]| {
+        let mut v = vec![
+            "--key",
+            "api",
+            "--breaker",
+            "1",
+            "--breaker-cooldown",
+            "1s",
+            "-a",
+            "1",
+        ];
+        v.extend_from_slice(cmd);
+        v
+    };
+    assert_eq!(code(&run(&dir, &args(&["false"]))), 1);
+    std::thread::sleep(Duration::from_millis(1200));
+    let probe = spawn(&dir, &args(&["sh", "-c", "sleep 2; exit 4"]));
+    let pid = probe.id();
+    assert!(eventually(LONG, || state(&dir, "api")["breaker"]["probe_pid"] == pid));
+    let out = run(&dir, &args(&["true"]));
+    assert_eq!(code(&out), 75, "{}", stderr(&out));
+    assert!(stderr(&out).contains("probe"), "{}", stderr(&out));
+    let done = probe.wait_output(LONG);
+    assert_eq!(code(&done), 4, "{}", stderr(&done));
+    let s = state(&dir, "api");
+    assert_eq!(s["breaker"]["state"], "open");
+    assert!(s["breaker"]["retry_in_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(code(&run(&dir, &args(&["true"]))), 75);
+}
+
+#[test]
+fn a_sigkilled_probe_is_forgotten() {
+    let dir = TempDir::new("probekill");
+    let args = |cmd: &[&'static str]| {
+        let mut v = vec![
+            "--key",
+            "api",
+            "--breaker",
+            "1",
+            "--breaker-cooldown",
+            "1s",
+            "-a",
+            "1",
+        ];
+        v.extend_from_slice(cmd);
+        v
+    };
+    assert_eq!(code(&run(&dir, &args(&["false"]))), 1);
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut probe = spawn(&dir, &args(&["sleep", "30"]));
+    let pid = probe.id();
+    assert!(eventually(LONG, || state(&dir, "api")["breaker"]["probe_pid"] == pid));
+    send_signal(pid, "KILL");
+    probe.wait_status(LONG);
+    // The lease of a dead process is not waited for.
+    let out = run(&dir, &args(&["true"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(state(&dir, "api")["breaker"]["state"], "closed");
+}
+
+#[test]
+fn a_breaker_opening_mid_run_stops_the_retries() {
+    let dir = TempDir::new("midrun");
+    let out = run(
+        &dir,
+        &[
+            "--key",
+            "k",
+            "--breaker",
+            "2",
+            "-a",
+            "10",
+            "--delay",
+            "0",
+            "sh",
+            "-c",
+            "exit 3",
+        ],
+    );
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("failed after 2 attempts") && err.contains("circuit breaker"),
+        "{err}"
+    );
+}
+
+#[test]
+fn twenty_four_concurrent_failures_are_all_counted() {
+    let dir = TempDir::new("many");
+    let procs: Vec<Guard> = (0..24)
+        .map(|_| spawn(&dir, &["--key", "many", "--breaker", "1000", "-a", "1", "false"]))
+        .collect();
+    for p in procs {
+        let out = p.wait_output(Duration::from_secs(60));
+        assert_eq!(code(&out), 1, "{}", stderr(&out));
+        assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    }
+    assert_eq!(state(&dir, "many")["breaker"]["consecutive_failures"], 24);
+}
+
+// ---- rate limit ----
+
+#[test]
+fn six_attempts_at_two_per_second_take_about_two_seconds() {
+    let dir = TempDir::new("rate");
+    let (out, took) = timed(
+        &dir,
+        &[
+            "--key",
+            "r",
+            "--rate-limit",
+            "2/1s",
+            "-a",
+            "6",
+            "--delay",
+            "0",
+            "false",
+        ],
+    );
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("failed after 6 attempts"), "{err}");
+    assert!(err.contains("waiting") && err.contains("for a token"), "{err}");
+    // Burst of 2, then one every 0.5 s: the 6th starts at 2.0 s.
+    assert!(
+        took >= Duration::from_millis(1800) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn the_rate_limit_is_shared_between_processes() {
+    let dir = TempDir::new("rateshared");
+    let start = Instant::now();
+    let args = [
+        "--key",
+        "r",
+        "--rate-limit",
+        "2/1s",
+        "-a",
+        "3",
+        "--delay",
+        "0",
+        "false",
+    ];
+    let (a, b) = (spawn(&dir, &args), spawn(&dir, &args));
+    assert_eq!(code(&a.wait_output(LONG)), 1);
+    assert_eq!(code(&b.wait_output(LONG)), 1);
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(1800) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn a_token_wait_respects_the_deadline_and_signals() {
+    let dir = TempDir::new("ratedeadline");
+    let args = ["--key", "r", "--rate-limit", "1/1m", "-a", "3", "--delay", "0"];
+    let (out, took) = timed(&dir, &[&args[..], &["--deadline", "2s", "false"]].concat());
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("deadline"), "{}", stderr(&out));
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // The bucket is empty: a first attempt whose token comes after the
+    // deadline is refused before running.
+    let marker = dir.join("ran");
+    let out = run(
+        &dir,
+        &[
+            &args[..],
+            &["--deadline", "1s", "touch", marker.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    assert_eq!(code(&out), 75, "{}", stderr(&out));
+    assert!(!marker.exists());
+    // A signal during the wait ends the run at once.
+    let mut waiting = spawn(&dir, &[&args[..], &["true"]].concat());
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    send_signal(waiting.id(), "INT");
+    assert_eq!(waiting.wait_status(LONG).code(), Some(128 + 2));
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+// ---- the store ----
+
+#[test]
+fn state_and_reset_state_need_no_command() {
+    let dir = TempDir::new("show");
+    let fresh = state(&dir, "never-used");
+    assert_eq!(fresh["breaker"]["state"], "closed");
+    assert_eq!(fresh["key"], "never-used");
+    for _ in 0..2 {
+        run(&dir, &["--key", "k", "--breaker", "5", "-a", "1", "false"]);
+    }
+    assert_eq!(state(&dir, "k")["breaker"]["consecutive_failures"], 2);
+    let out = run(&dir, &["--reset-state", "k"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(state(&dir, "k")["breaker"]["consecutive_failures"], 0);
+    assert_eq!(code(&run(&dir, &["--state"])), 125);
+    assert_eq!(code(&run(&dir, &["--state", ""])), 125);
+}
+
+#[test]
+fn bad_values_are_usage_errors_and_nothing_runs() {
+    let dir = TempDir::new("usage");
+    let marker = dir.join("ran");
+    let m = marker.to_str().unwrap();
+    for (opt, val) in [
+        ("--rate-limit", "10"),
+        ("--rate-limit", "0/1s"),
+        ("--rate-limit", "5/0s"),
+        ("--breaker", "-1"),
+        ("--breaker", "x"),
+        ("--max-concurrent", "1.5"),
+        ("--breaker-cooldown", "0"),
+        ("--slot-wait", "soon"),
+        ("--key", ""),
+    ] {
+        let out = run(&dir, &[opt, val, "touch", m]);
+        assert_eq!(code(&out), 125, "{opt} {val}: {}", stderr(&out));
+        assert!(stderr(&out).contains(opt), "{opt}: {}", stderr(&out));
+    }
+    assert!(!marker.exists());
+}
+
+#[test]
+fn a_rejected_run_reports_status_rejected() {
+    let dir = TempDir::new("rejected");
+    run(&dir, &["--key", "k", "--breaker", "1", "-a", "1", "false"]);
+    let report = dir.join("report.json");
+    let out = run(
+        &dir,
+        &[
+            "--key",
+            "k",
+            "--breaker",
+            "1",
+            "--summary-json",
+            report.to_str().unwrap(),
+            "true",
+        ],
+    );
+    assert_eq!(code(&out), 75);
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(json["status"], "rejected");
+    assert_eq!(json["exit_status"], 75);
+    assert_eq!(json["attempts_total"], 0);
+}
+
+#[test]
+fn corrupt_state_files_are_reported_and_replaced() {
+    let dir = TempDir::new("corrupt");
+    let d = make_state_dir(&dir);
+    let path = d.join("k.json");
+    let samples: [&[u8]; 4] = [
+        b"{\"version\":1,\"breaker\":{\"pha",
+        b"",
+        &[0u8; 100],
+        b"{\"version\":99}",
+    ];
+    for bad in samples {
+        std::fs::write(&path, bad).unwrap();
+        let shown = run(&dir, &["--state", "k"]);
+        assert_eq!(code(&shown), 0, "{}", stderr(&shown));
+        assert!(stderr(&shown).contains("unreadable"), "{}", stderr(&shown));
+        let out = run(&dir, &["--key", "k", "--breaker", "3", "-a", "1", "false"]);
+        assert_eq!(
+            code(&out),
+            1,
+            "the command's status, not a crash: {}",
+            stderr(&out)
+        );
+        let err = stderr(&out);
+        assert!(err.contains("unreadable") && err.contains("replacing"), "{err}");
+        let text = std::fs::read(&path).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&text).expect("rewritten cleanly");
+        assert_eq!(json["version"], 1);
+        assert_eq!(json["breaker"]["failures"], 1);
+        assert!(!d.join("k.json.tmp").exists());
+    }
+}
+
+fn refused(dir: &TempDir, what: &str) {
+    let marker = dir.join("ran");
+    let out = run(
+        dir,
+        &["--key", "k", "--breaker", "3", "touch", marker.to_str().unwrap()],
+    );
+    assert_eq!(code(&out), 125, "{what}: {}", stderr(&out));
+    assert!(!marker.exists(), "{what}: the command must not run");
+    assert!(stderr(&out).contains("refusing"), "{what}: {}", stderr(&out));
+}
+
+#[test]
+fn a_symlinked_state_directory_is_refused() {
+    let dir = TempDir::new("symdir");
+    let real = dir.join("real");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink(&real, state_dir(&dir)).unwrap();
+    refused(&dir, "symlinked dir");
+    assert_eq!(code(&run(&dir, &["--state", "k"])), 125);
+    assert_eq!(
+        std::fs::read_dir(&real).unwrap().count(),
+        0,
+        "nothing written through the link"
+    );
+}
+
+#[test]
+fn a_state_directory_others_can_write_or_own_is_refused() {
+    let dir = TempDir::new("baddir");
+    let d = make_state_dir(&dir);
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    refused(&dir, "world-writable dir");
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // Owned by another user: only root can set that up.
+    if std::process::Command::new("chown")
+        .arg("65534")
+        .arg(&d)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        refused(&dir, "dir owned by another user");
+    }
+    std::fs::remove_dir(&d).unwrap();
+    std::fs::write(&d, b"").unwrap();
+    refused(&dir, "a file, not a directory");
+}
+
+#[test]
+fn planted_symlinks_and_fifos_are_refused_without_blocking() {
+    let dir = TempDir::new("planted");
+    let d = make_state_dir(&dir);
+    let target = dir.join("precious");
+    std::fs::write(&target, b"keep me").unwrap();
+    std::os::unix::fs::symlink(&target, d.join("k.json")).unwrap();
+    refused(&dir, "state file symlink");
+    std::fs::remove_file(d.join("k.json")).unwrap();
+    let _ = std::fs::remove_file(d.join("k.lock"));
+    std::os::unix::fs::symlink(&target, d.join("k.lock")).unwrap();
+    refused(&dir, "lock file symlink");
+    std::fs::remove_file(d.join("k.lock")).unwrap();
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+    let st = std::process::Command::new("mkfifo")
+        .arg(d.join("k.json"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let start = Instant::now();
+    refused(&dir, "state file FIFO");
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn the_default_state_directory_is_created_private() {
+    let dir = TempDir::new("xdg");
+    let out = patience(&dir)
+        .env_remove("PATIENCE_STATE_DIR")
+        .env("XDG_STATE_HOME", dir.join("xdg/state"))
+        .args(["--key", "k", "--breaker", "3", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let d = dir.join("xdg/state/patience");
+    let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    assert!(d.join("k.json").exists() && d.join("k.lock").exists());
+    let mode = std::fs::metadata(d.join("k.json")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+/// A process holding `path`'s flock, as `flock(1)` does (without forking,
+/// so killing it releases the lock and leaves no orphan).
+fn hold_lock(path: &Path) -> Guard {
+    let child = std::process::Command::new("flock")
+        .args(["--no-fork", "--exclusive"])
+        .arg(path)
+        .args(["sleep", "60"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("flock(1) from util-linux");
+    Guard::new(child)
+}
+
+#[test]
+fn a_lock_held_too_long_fails_open_with_a_warning() {
+    let dir = TempDir::new("lockheld");
+    let d = make_state_dir(&dir);
+    let lock = d.join("k.lock");
+    let holder = hold_lock(&lock);
+    // Wait until it really holds the lock (flock -n fails while it does).
+    assert!(eventually(LONG, || {
+        std::process::Command::new("flock")
+            .args(["-n"])
+            .arg(&lock)
+            .arg("true")
+            .status()
+            .is_ok_and(|s| !s.success())
+    }));
+    let (out, took) = timed(
+        &dir,
+        &["--key", "k", "--breaker", "3", "-a", "1", "sh", "-c", "exit 3"],
+    );
+    assert_eq!(code(&out), 3, "the command's own status: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning") && err.contains("running without"),
+        "{err}"
+    );
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    drop(holder);
+    // Once released, the same key works again.
+    let out = run(&dir, &["--key", "k", "--breaker", "3", "-a", "1", "false"]);
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    assert_eq!(state(&dir, "k")["breaker"]["consecutive_failures"], 1);
+}
+
+#[test]
+fn lock_and_state_descriptors_are_not_inherited() {
+    let dir = TempDir::new("fds");
+    let out = run(
+        &dir,
+        &[
+            "--key",
+            "k",
+            "--breaker",
+            "3",
+            "--rate-limit",
+            "10/1s",
+            "--max-concurrent",
+            "2",
+            "-a",
+            "1",
+            "sh",
+            "-c",
+            "for f in /proc/$$/fd/*; do readlink \"$f\"; done; true",
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let fds = stdout(&out);
+    assert!(!fds.is_empty());
+    assert!(
+        !fds.contains("state-dir"),
+        "the child holds state files open:\n{fds}"
+    );
+}
+
+#[test]
+fn the_state_write_is_fsync_rename_fsync_dir() {
+    // RELIABILITY K.63, checked with strace when it is installed.
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
+        eprintln!("strace not installed: skipped");
+        return;
+    }
+    let dir = TempDir::new("strace");
+    let trace = dir.join("trace");
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-e", "trace=fsync,rename,renameat,renameat2", "-o"])
+        .arg(&trace)
+        .arg(patience_bin())
+        .envs(patience(&dir).get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .args(["--key", "k", "--breaker", "1", "-a", "1", "false"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let calls: Vec<&str> = text
+        .lines()
+        .filter_map(|l| ["fsync(", "rename"].into_iter().find(|c| l.contains(c)))
+        .collect();
+    // Each breaker change: fsync(tmp), rename(tmp, file), fsync(dir).
+    assert!(calls.len() >= 3, "{text}");
+    for w in calls.chunks(3) {
+        assert_eq!(w, ["fsync(", "rename", "fsync("], "{text}");
+    }
+    assert!(text.contains("k.json.tmp"), "{text}");
+}
