@@ -58,66 +58,65 @@ where
     let mut profile = None;
     let mut command = Vec::new();
     while let Some(arg) = parser.next()? {
-        let opt = match arg {
-            Short('h') | Long("help") => {
-                action = Action::Help;
-                continue;
-            }
-            Short('V') | Long("version") => {
-                action = Action::Version;
-                continue;
-            }
-            Long("state") | Long("reset-state") => {
-                let show = arg == Long("state");
-                let key = parser
-                    .value()?
-                    .into_string()
-                    .map_err(|raw| Error::Usage(format!("--state: the key {raw:?} is not valid UTF-8")))?;
-                let key = crate::state::parse_key(&key).map_err(Error::Usage)?;
-                action = if show {
-                    Action::ShowState(key)
-                } else {
-                    Action::ResetState(key)
-                };
-                continue;
-            }
-            Long("dry-run") => {
-                if action == Action::Run {
-                    action = Action::DryRun;
+        let opt =
+            match arg {
+                Short('h') | Long("help") => {
+                    action = Action::Help;
+                    continue;
                 }
-                continue;
-            }
-            Long("config") => {
-                let path = PathBuf::from(parser.value()?);
-                if path.as_os_str().is_empty() {
-                    return Err(Error::Usage("--config: the path is empty".into()));
+                Short('V') | Long("version") => {
+                    action = Action::Version;
+                    continue;
                 }
-                config = Some(path);
-                continue;
-            }
-            Long("no-config") => {
-                no_config = true;
-                continue;
-            }
-            Short('p') | Long("profile") => {
-                let name = parser
-                    .value()?
-                    .into_string()
-                    .map_err(|raw| Error::Usage(format!("--profile: the name {raw:?} is not valid UTF-8")))?;
-                if name.is_empty() {
-                    return Err(Error::Usage("--profile: the name is empty".into()));
+                Long("state") | Long("reset-state") => {
+                    let show = arg == Long("state");
+                    let key = parser.value()?.into_string().map_err(|raw| {
+                        Error::Usage(format!("--state: the key {raw:?} is not valid UTF-8"))
+                    })?;
+                    let key = crate::state::parse_key(&key).map_err(Error::Usage)?;
+                    action = if show {
+                        Action::ShowState(key)
+                    } else {
+                        Action::ResetState(key)
+                    };
+                    continue;
                 }
-                profile = Some(name);
-                continue;
-            }
-            Value(first) => {
-                command.push(first);
-                command.extend(parser.raw_args()?);
-                break;
-            }
-            Short(c) => OPTIONS.iter().find(|o| o.short == Some(c)),
-            Long(name) => settings::find(name),
-        };
+                Long("dry-run") => {
+                    if action == Action::Run {
+                        action = Action::DryRun;
+                    }
+                    continue;
+                }
+                Long("config") => {
+                    let path = PathBuf::from(parser.value()?);
+                    if path.as_os_str().is_empty() {
+                        return Err(Error::Usage("--config: the path is empty".into()));
+                    }
+                    config = Some(path);
+                    continue;
+                }
+                Long("no-config") => {
+                    no_config = true;
+                    continue;
+                }
+                Short('p') | Long("profile") => {
+                    let name = parser.value()?.into_string().map_err(|raw| {
+                        Error::Usage(format!("--profile: the name {raw:?} is not valid UTF-8"))
+                    })?;
+                    if name.is_empty() {
+                        return Err(Error::Usage("--profile: the name is empty".into()));
+                    }
+                    profile = Some(name);
+                    continue;
+                }
+                Value(first) => {
+                    command.push(first);
+                    command.extend(parser.raw_args()?);
+                    break;
+                }
+                Short(c) => OPTIONS.iter().find(|o| o.short == Some(c)),
+                Long(name) => settings::find(name),
+            };
         let Some(opt) = opt else {
             return Err(arg.unexpected().into());
         };

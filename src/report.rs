@@ -390,6 +390,15 @@ pub fn dry_run(r: &Resolved) -> String {
         ("socket", opt_path(&s.socket)),
         ("state-dir", opt_path(&s.state_dir)),
         ("no-metrics", s.no_metrics.to_string()),
+        ("key", s.key.clone().unwrap_or_else(|| s.run_name())),
+        ("breaker", s.breaker.map_or("off".into(), |n| n.to_string())),
+        ("breaker-cooldown", fmt_dur(s.breaker_cooldown)),
+        ("rate-limit", s.rate_limit.map_or("off".into(), |r| r.to_string())),
+        (
+            "max-concurrent",
+            s.max_concurrent.map_or("off".into(), |n| n.to_string()),
+        ),
+        ("slot-wait", fmt_dur(s.slot_wait)),
     ];
     let mut out = format!("command: {}\n", cmd.join(" "));
     if r.files.is_empty() {

@@ -633,7 +633,10 @@ mod tests {
         assert_eq!(dir_candidate(None, env(&[]), 7), PathBuf::from("/tmp/patience-7"));
         // Empty or relative values do not count.
         let odd = [("XDG_STATE_HOME", "rel"), ("HOME", "")];
-        assert_eq!(dir_candidate(None, env(&odd), 7), PathBuf::from("/tmp/patience-7"));
+        assert_eq!(
+            dir_candidate(None, env(&odd), 7),
+            PathBuf::from("/tmp/patience-7")
+        );
     }
 
     #[test]
