@@ -309,7 +309,11 @@ struct Active {
     limits: Limits,
     slot_wait: Duration,
     me: Holder,
-    verbosity: Verbosity,
+    /// Say what the gate waits for and when the breaker opens: not with
+    /// `--quiet`, nor in cron mode (`--output failure`), where a run that
+    /// succeeds prints nothing.
+    chatty: bool,
+    verbose: bool,
     holds_slot: bool,
     probe: bool,
 }
@@ -340,7 +344,9 @@ impl Gate {
                 limits,
                 slot_wait: s.slot_wait,
                 me: Holder::me(),
-                verbosity: s.verbosity,
+                chatty: s.verbosity == Verbosity::Verbose
+                    || (s.verbosity == Verbosity::Normal && s.output != crate::output::Mode::Failure),
+                verbose: s.verbosity == Verbosity::Verbose,
                 holds_slot: false,
                 probe: false,
             }),
@@ -397,14 +403,14 @@ impl Gate {
                 } => {
                     a.probe |= probe;
                     a.holds_slot |= slot;
-                    if probe && a.verbosity == Verbosity::Verbose {
+                    if probe && a.verbose {
                         say(&format!(
                             "circuit breaker for key '{}' is half-open: this run is the probe",
                             a.key
                         ));
                     }
                     if !token_wait.is_zero() {
-                        if a.verbosity > Verbosity::Quiet {
+                        if a.chatty {
                             let rate = a.limits.rate.map(|r| r.to_string()).unwrap_or_default();
                             say(&format!(
                                 "rate limit {rate} for key '{}': waiting {} for a token",
@@ -459,7 +465,7 @@ impl Gate {
                             list.join(", ")
                         ));
                     }
-                    if !announced && a.verbosity > Verbosity::Quiet {
+                    if !announced && a.chatty {
                         say(&format!(
                             "all {} slots for key '{}' are taken; waiting up to {} for one",
                             a.limits.max_concurrent.unwrap_or(0),
@@ -494,7 +500,7 @@ impl Gate {
         match recorded {
             Ok((opened, failures)) => {
                 a.probe = false;
-                if opened && a.verbosity > Verbosity::Quiet {
+                if opened && a.chatty {
                     say(&format!(
                         "circuit breaker for key '{}' opened after {failures} consecutive failed attempts; runs are refused for {}",
                         a.key,
