@@ -548,7 +548,15 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     if pid <= 0 {
         return None;
     }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // One read into a buffer: /proc reports a size of 0, which would make
+    // read_to_string probe with many small reads. The line is far shorter.
+    let mut buf = [0u8; 1024];
+    let n = std::io::Read::read(
+        &mut std::fs::File::open(format!("/proc/{pid}/stat")).ok()?,
+        &mut buf,
+    )
+    .ok()?;
+    let stat = std::str::from_utf8(&buf[..n]).ok()?;
     // The command name (field 2) is in parentheses and may contain spaces or
     // ')' itself: the fields that follow start after the *last* ')'.
     let rest = &stat[stat.rfind(')')? + 1..];

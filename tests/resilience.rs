@@ -408,6 +408,19 @@ fn six_attempts_at_two_per_second_take_about_two_seconds() {
 }
 
 #[test]
+fn waits_are_silent_in_cron_mode() {
+    let dir = TempDir::new("ratecron");
+    let args = ["--key", "r", "--rate-limit", "1/1s", "-a", "1"];
+    assert_eq!(code(&run(&dir, &[&args[..], &["true"]].concat())), 0);
+    // The bucket is empty: this run waits about a second, and says nothing
+    // about it since it succeeds under --hold-output.
+    let (out, took) = timed(&dir, &[&args[..], &["--hold-output", "true"]].concat());
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(took >= Duration::from_millis(700), "{took:?}");
+    assert_eq!(stderr(&out), "");
+}
+
+#[test]
 fn the_rate_limit_is_shared_between_processes() {
     let dir = TempDir::new("rateshared");
     let start = Instant::now();

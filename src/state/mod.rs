@@ -377,9 +377,14 @@ impl Gate {
         loop {
             let max_wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let (limits, me) = (a.limits, a.me.clone());
-            let decided = a.store.update(&wall_ns, |st, now| {
-                admit(st, &limits, &me, now, first, max_wait, &alive)
-            });
+            let admit = |st: &mut State, now| admit(st, &limits, &me, now, first, max_wait, &alive);
+            // Taking a slot or a token always writes: no read-only try first.
+            let writes = (first && limits.max_concurrent.is_some()) || limits.rate.is_some();
+            let decided = if writes {
+                a.store.modify(&wall_ns, admit)
+            } else {
+                a.store.update(&wall_ns, admit)
+            };
             let decision = match decided {
                 Ok(d) => d,
                 Err(e) => {
@@ -525,7 +530,7 @@ impl Drop for Gate {
             return;
         }
         let (pid, slot, probe) = (a.me.pid, a.holds_slot, a.probe);
-        let released = a.store.update(&wall_ns, |st, _| {
+        let released = a.store.modify(&wall_ns, |st, _| {
             if slot {
                 st.slots.release(pid);
             }
@@ -763,6 +768,22 @@ mod tests {
             admit(&mut st, &l, &h(2), 40 * S, true, None, &yes),
             Admission::Admitted { probe: true, .. }
         ));
+    }
+
+    #[test]
+    fn a_recycled_pid_is_not_alive() {
+        let me = Holder::me();
+        assert!(me.start.is_some(), "/proc is mounted on Linux");
+        assert!(alive(&me));
+        let recycled = Holder {
+            start: me.start.map(|s| s + 1),
+            ..me.clone()
+        };
+        assert!(!alive(&recycled));
+        // Unknown start time: the PID alone decides.
+        assert!(alive(&Holder { start: None, ..me }));
+        assert!(!alive(&h(0)));
+        assert!(!alive(&h(-5)));
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub const VERSION: u32 = 1;
 /// How long an update waits for the key's lock before running without it.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a contended lock is retried by yielding before a helper thread
+/// waits for it in the kernel's queue.
+const SPIN: Duration = Duration::from_millis(1);
+
 /// A state file larger than this is not ours: it is treated as corrupt.
 const MAX_FILE: u64 = 1 << 20;
 
@@ -164,7 +168,8 @@ pub fn read_state(path: &Path) -> Result<(State, Option<String>), StoreError> {
         .metadata()
         .map_err(|e| StoreError::Unavailable(format!("cannot stat {}: {e}", path.display())))?;
     check_own_file(&meta, path)?;
-    let mut bytes = Vec::new();
+    // Sized from fstat: one read for the whole file, one to see the end.
+    let mut bytes = Vec::with_capacity(meta.len().min(MAX_FILE) as usize + 1);
     (&mut file)
         .take(MAX_FILE + 1)
         .read_to_end(&mut bytes)
@@ -282,6 +287,17 @@ impl Store {
                 return Ok(result);
             }
         }
+        self.modify(clock, change)
+    }
+
+    /// `update` without the fast path, for a transaction known to write (a
+    /// slot or a token taken, a slot given back): it would only read the
+    /// file twice.
+    pub fn modify<R>(
+        &self,
+        clock: &dyn Fn() -> u64,
+        change: impl Fn(&mut State, u64) -> R,
+    ) -> Result<R, StoreError> {
         let _held = self.lock()?;
         self.update_locked(clock, change)
     }
@@ -344,10 +360,20 @@ impl Store {
         if sys::try_lock_exclusive(&self.lock).map_err(cannot)? {
             return Ok(Held::Main(&self.lock));
         }
+        // A holder is usually out within a fraction of a millisecond: give
+        // up the CPU to it a few times before paying for a thread.
+        let spin_until = std::time::Instant::now() + SPIN;
+        while std::time::Instant::now() < spin_until {
+            std::thread::yield_now();
+            if sys::try_lock_exclusive(&self.lock).map_err(cannot)? {
+                return Ok(Held::Main(&self.lock));
+            }
+        }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let path = lock_path.clone();
         std::thread::Builder::new()
             .name("state-lock".into())
+            .stack_size(64 * 1024)
             .spawn(move || {
                 let locked = sys::open_private(&path, OpenMode::Lock).and_then(|f| {
                     sys::lock_exclusive(&f)?;
@@ -389,11 +415,16 @@ impl Store {
         let tmp = self.dir_path.join(format!("{}.json.tmp", self.stem));
         let mut text = serde_json::to_vec(state).expect("the state always serialises");
         text.push(b'\n');
-        // Under the lock nobody else writes this temp file: one left over is
-        // from a writer that died, and goes.
-        let _ = std::fs::remove_file(&tmp);
         let written = (|| {
-            let mut f = sys::open_private(&tmp, OpenMode::CreateNew)?;
+            // Under the lock nobody else writes this temp file: one left over
+            // is from a writer that died, and goes.
+            let mut f = match sys::open_private(&tmp, OpenMode::CreateNew) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    std::fs::remove_file(&tmp)?;
+                    sys::open_private(&tmp, OpenMode::CreateNew)?
+                }
+                r => r?,
+            };
             f.write_all(&text)?;
             if durable {
                 f.sync_all()?;
