@@ -464,17 +464,17 @@ impl Gate {
                             format!(" after waiting {}", fmt_dur(now - started))
                         };
                         return refuse(format!(
-                            "all {} slots for key '{}' are taken (pid {}){waited}",
-                            a.limits.max_concurrent.unwrap_or(0),
+                            "no free slot for key '{}' (--max-concurrent {}, held by pid {}){waited}",
                             a.key,
+                            a.limits.max_concurrent.unwrap_or(0),
                             list.join(", ")
                         ));
                     }
                     if !announced && a.chatty {
                         say(&format!(
-                            "all {} slots for key '{}' are taken; waiting up to {} for one",
-                            a.limits.max_concurrent.unwrap_or(0),
+                            "no free slot for key '{}' (--max-concurrent {}); waiting up to {} for one",
                             a.key,
+                            a.limits.max_concurrent.unwrap_or(0),
                             fmt_dur(slot_end - started)
                         ));
                         announced = true;

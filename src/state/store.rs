@@ -552,6 +552,21 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_write_keeps_the_old_state_and_fails_open() {
+        let dir = Dir::new("failwrite");
+        let store = Store::open(&dir.0, "k", "k").unwrap();
+        store.update(&clock, |s, _| s.breaker.failures = 7).unwrap();
+        // Something that is not a file sits where the temp file goes: the
+        // write fails (as on a full or read-only disk) and is reported.
+        std::fs::create_dir(dir.0.join("k.json.tmp")).unwrap();
+        std::fs::write(dir.0.join("k.json.tmp/x"), b"").unwrap();
+        let err = store.update(&clock, |s, _| s.breaker.failures = 8).unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        let (s, problem) = read_state(&state_path(&dir.0, "k")).unwrap();
+        assert_eq!((s.breaker.failures, problem), (7, None));
+    }
+
+    #[test]
     fn symlinks_and_fifos_are_refused_without_blocking() {
         let dir = Dir::new("refuse");
         let target = dir.0.join("target");
