@@ -542,6 +542,23 @@ fn a_rejected_run_reports_status_rejected() {
 }
 
 #[test]
+fn a_rejected_run_sends_status_rejected_to_patienced() {
+    let dir = TempDir::new("rejectmetrics");
+    run(&dir, &["--key", "k", "--breaker", "1", "-a", "1", "false"]);
+    // Stand in for patienced on the socket common::patience points at.
+    let sock = std::os::unix::net::UnixDatagram::bind(dir.join("no-daemon.sock")).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let out = run(&dir, &["--key", "k", "--breaker", "1", "true"]);
+    assert_eq!(code(&out), 75, "{}", stderr(&out));
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("a run datagram");
+    let msg: serde_json::Value = serde_json::from_slice(&buf[..n]).unwrap();
+    assert_eq!(msg["event"], "run", "{msg}");
+    assert_eq!(msg["status"], "rejected", "{msg}");
+    assert_eq!(msg["attempts"], 0, "{msg}");
+}
+
+#[test]
 fn corrupt_state_files_are_reported_and_replaced() {
     let dir = TempDir::new("corrupt");
     let d = make_state_dir(&dir);
