@@ -363,7 +363,7 @@ pub fn dry_run(r: &Resolved) -> String {
         ("max-delay", fmt_dur(b.max_delay)),
         ("jitter", b.jitter.to_string()),
         ("reset-after", opt_dur(s.reset_after)),
-        ("restart", format!("{:?}", s.restart)),
+        ("restart", s.restart.to_string()),
         ("foreground", s.foreground.to_string()),
         ("success-exit", c.success_exit.to_string()),
         (
@@ -421,7 +421,7 @@ pub fn dry_run(r: &Resolved) -> String {
             "output" if r.sources.contains_key("hold-output") => r.source("hold-output"),
             _ => r.source(key),
         };
-        out.push_str(&format!("{key:<15} {value:<24} ({source})\n"));
+        out.push_str(&format!("{key:<17} {value:<24} ({source})\n"));
     }
     let shown = if s.attempts == 0 {
         10

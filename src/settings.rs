@@ -301,6 +301,16 @@ impl std::str::FromStr for Restart {
     }
 }
 
+impl std::fmt::Display for Restart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Restart::OnFailure => "on-failure",
+            Restart::Always => "always",
+            Restart::OnSuccess => "on-success",
+        })
+    }
+}
+
 /// How much patience says about the run on stderr.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Verbosity {
