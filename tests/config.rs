@@ -6,10 +6,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::Output;
 
-use common::{code, stderr, stdout, Guard, TempDir};
+use common::{code, output, stderr, stdout, TempDir};
 
 fn user_file(dir: &TempDir) -> PathBuf {
     dir.join("config/patience/config.toml")
@@ -22,17 +21,6 @@ fn system_file(dir: &TempDir) -> PathBuf {
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     std::fs::write(path, text).expect("write config");
-}
-
-/// Runs a prepared command to completion (stdin closed, output captured).
-fn output(mut c: Command) -> Output {
-    let child = c
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn patience");
-    Guard::new(child).wait_output(Duration::from_secs(60))
 }
 
 /// `patience --dry-run ARGS true`, with extra environment.

@@ -33,18 +33,6 @@ fn state(dir: &TempDir, key: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))
 }
 
-/// Starts `patience ARGS` in the background, output captured.
-fn spawn(dir: &TempDir, args: &[&str]) -> Guard {
-    let child = patience(dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn patience");
-    Guard::new(child)
-}
-
 /// Runs and also returns how long it took.
 fn timed(dir: &TempDir, args: &[&str]) -> (Output, Duration) {
     let start = Instant::now();

@@ -43,6 +43,25 @@ pub fn patience(dir: &TempDir) -> Command {
 
 /// Runs `patience ARGS` to completion with stdin closed.
 pub fn run(dir: &TempDir, args: &[&str]) -> Output {
+    let mut c = patience(dir);
+    c.args(args);
+    output(c)
+}
+
+/// Runs a prepared command to completion (stdin closed, output captured,
+/// killed if it runs over a minute).
+pub fn output(mut c: Command) -> Output {
+    let child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    Guard::new(child).wait_output(Duration::from_secs(60))
+}
+
+/// Starts `patience ARGS` in the background, stdin closed, output captured.
+pub fn spawn(dir: &TempDir, args: &[&str]) -> Guard {
     let child = patience(dir)
         .args(args)
         .stdin(Stdio::null())
@@ -50,7 +69,7 @@ pub fn run(dir: &TempDir, args: &[&str]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn patience");
-    Guard::new(child).wait_output(Duration::from_secs(60))
+    Guard::new(child)
 }
 
 /// Exit code of an output, panicking with stderr if it was a signal.
