@@ -593,27 +593,27 @@ pub fn raise_open_files_limit() {
     }
 }
 
-/// Sets SO_SNDTIMEO on a listening socket. Linux copies it to every socket
-/// that accept(2) returns, so a client that stops reading its response can
-/// hold a writer for at most `timeout` (accept itself is not affected).
-pub fn set_send_timeout(listener: &std::net::TcpListener, timeout: std::time::Duration) -> io::Result<()> {
-    use std::os::unix::io::AsRawFd;
-    let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+/// Waits up to `timeout` for `fd` to become readable (a listening socket:
+/// a connection to accept); false when the time ran out. EINTR counts as
+/// time run out, so the caller looks at its stop flag sooner, not later.
+pub fn readable_within(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
     };
-    // SAFETY: the descriptor is open for the listener's lifetime, and we pass
-    // a pointer to a live timeval with its exact size.
-    check(unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    })
-    .map(drop)
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: poll reads and writes only the one pollfd given.
+    let ret = unsafe { libc::poll(&mut p, 1, ms) };
+    if ret == -1 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(false)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(ret > 0)
 }
 
 /// Makes glibc's malloc give large freed blocks back to the system: the

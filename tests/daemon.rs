@@ -635,7 +635,7 @@ fn http_paths_and_methods() {
 fn stalled_http_clients_block_neither_scrapes_nor_intake() {
     let dir = TempDir::new("d-stall");
     let d = start_daemon(&dir, &[]);
-    // Eight clients send half a request and stall, more than the workers.
+    // Eight clients send half a request and stall.
     let stalled: Vec<TcpStream> = (0..8)
         .map(|_| {
             let mut s = TcpStream::connect(&d.addr).unwrap();
@@ -666,7 +666,7 @@ fn stalled_http_clients_block_neither_scrapes_nor_intake() {
 }
 
 #[test]
-fn clients_that_do_not_read_their_response_hold_a_worker_for_seconds_only() {
+fn clients_that_do_not_read_their_response_hold_a_thread_for_seconds_only() {
     let dir = TempDir::new("d-noread");
     let d = start_daemon(&dir, &["--max-series", "20000"]);
     // About 10 MB of exposition: more than loopback buffers absorb, so a
@@ -682,7 +682,7 @@ fn clients_that_do_not_read_their_response_hold_a_worker_for_seconds_only() {
         .collect();
     d.send(&datagrams);
     d.expect("patienced_series", 15000.0);
-    // More such clients than workers.
+    // Several such clients at once.
     let stuck: Vec<TcpStream> = (0..6)
         .map(|_| {
             let mut s = TcpStream::connect(&d.addr).unwrap();
@@ -704,37 +704,119 @@ fn clients_that_do_not_read_their_response_hold_a_worker_for_seconds_only() {
 
 #[test]
 fn http_recovers_after_running_out_of_descriptors() {
-    let dir = TempDir::new("d-emfile");
-    let socket = dir.join("d.sock");
-    // A low descriptor limit (soft and hard), so that idle connections
-    // exhaust it and accept(2) fails with EMFILE.
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", "ulimit -n 48 && exec \"$0\" \"$@\"", patienced_bin()])
-        .args(["--no-config", "--listen", "127.0.0.1:0", "--socket"])
-        .arg(&socket);
-    let d = launch(cmd, &socket);
-    let idle: Vec<TcpStream> = (0..80).filter_map(|_| TcpStream::connect(&d.addr).ok()).collect();
+    // Two limits, an odd and an even one: a server that needs a second
+    // descriptor per connection (tiny_http's try_clone) fails on one of them
+    // with a single descriptor left, not at accept(2).
+    for limit in [47, 48] {
+        let dir = TempDir::new("d-emfile");
+        let socket = dir.join("d.sock");
+        // A low descriptor limit (soft and hard), so that idle connections
+        // exhaust it and accept(2) fails with EMFILE.
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+            .arg(patienced_bin())
+            .args(["--no-config", "--listen", "127.0.0.1:0", "--socket"])
+            .arg(&socket);
+        let mut d = launch(cmd, &socket);
+        let idle: Vec<TcpStream> = (0..80).filter_map(|_| TcpStream::connect(&d.addr).ok()).collect();
+        assert!(
+            eventually(LONG, || d.log().contains("stopped accepting")),
+            "limit {limit}: accept never failed: {}",
+            d.log()
+        );
+        drop(idle);
+        // Datagrams kept flowing meanwhile, and HTTP comes back.
+        d.send(&state_datagrams());
+        let mut last = String::new();
+        let back = eventually(LONG, || {
+            let Ok(mut s) = TcpStream::connect(&d.addr) else {
+                return false;
+            };
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+            last.clear();
+            let _ = s.read_to_string(&mut last);
+            last.contains(r#"patience_runs_total{command="keep",status="succeeded"} 1"#)
+        });
+        assert!(back, "limit {limit}: HTTP did not come back: {}\n{last}", d.log());
+        assert!(d.log().contains("accepting connections again"), "{}", d.log());
+        assert!(
+            d.guard.child().try_wait().unwrap().is_none(),
+            "patienced died: {}",
+            d.log()
+        );
+    }
+}
+
+/// Threads of process `pid`, from /proc.
+fn threads_of(pid: i32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_flood_of_idle_connections_is_bounded_and_timed_out() {
+    let dir = TempDir::new("d-flood");
+    let d = start_daemon(&dir, &[]);
+    let before = threads_of(d.guard.id());
+    // More idle connections than patienced serves at once (64).
+    let mut idle: Vec<TcpStream> = (0..100).map(|_| TcpStream::connect(&d.addr).unwrap()).collect();
+    // The ones over the limit are answered 503 at once, without a request.
+    let mut last = idle.pop().unwrap();
+    last.set_read_timeout(Some(LONG)).unwrap();
+    let mut reply = String::new();
+    let _ = last.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 503 "), "{reply:?}");
+    let threads = threads_of(d.guard.id());
     assert!(
-        eventually(LONG, || d.log().contains("stopped accepting")),
-        "accept never failed: {}",
-        d.log()
+        threads <= before + 64,
+        "{threads} threads for 100 idle connections (idle daemon: {before})"
+    );
+    // The daemon closes the idle ones itself once their time to send a
+    // request (5 s) is up, and scrapes work again.
+    let start = Instant::now();
+    for s in &mut idle {
+        s.set_read_timeout(Some(LONG)).unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "idle connections kept {:?}",
+        start.elapsed()
     );
     drop(idle);
-    // Datagrams kept flowing meanwhile, and HTTP comes back.
-    d.send(&state_datagrams());
-    let mut last = String::new();
-    let back = eventually(LONG, || {
-        let Ok(mut s) = TcpStream::connect(&d.addr) else {
-            return false;
-        };
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
-        last.clear();
-        let _ = s.read_to_string(&mut last);
-        last.contains(r#"patience_runs_total{command="keep",status="succeeded"} 1"#)
-    });
-    assert!(back, "HTTP did not come back: {}\n{last}", d.log());
-    assert!(d.log().contains("listening again on"), "{}", d.log());
+    assert!(
+        eventually(LONG, || threads_of(d.guard.id()) <= before),
+        "threads left behind"
+    );
+    assert!(d.scrape().contains("patienced_active 1"));
+}
+
+#[test]
+fn a_client_sending_a_body_or_a_huge_head_still_gets_its_answer() {
+    let dir = TempDir::new("d-body");
+    let d = start_daemon(&dir, &[]);
+    // A body patienced does not read must not reset the connection before
+    // the 405 is read.
+    let body = "x".repeat(20_000);
+    let (st, head, _) = http(
+        &d.addr,
+        &format!(
+            "POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert_eq!(st, 405, "{head}");
+    let huge = format!("GET /metrics HTTP/1.1\r\nX-Big: {}\r\n\r\n", "y".repeat(20_000));
+    assert_eq!(http(&d.addr, &huge).0, 431);
+    assert_eq!(http(&d.addr, "BLAH\r\n\r\n").0, 400);
+    assert_eq!(http(&d.addr, "GET /healthz HTTP/1.0\n\n").0, 200);
 }
 
 #[test]

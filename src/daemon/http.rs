@@ -1,145 +1,412 @@
-//! patienced's HTTP side: `GET /metrics`, `GET /` and `GET /healthz` over
-//! tiny_http, answered by a fixed number of worker threads.
+//! patienced's HTTP side: `GET /metrics`, `GET /` and `GET /healthz`, one
+//! request per connection, over std's `TcpListener`.
 //!
-//! Why a slow or stalled client cannot stop other scrapes: tiny_http reads
-//! each connection on its own thread and hands a request to the workers only
-//! once its head has arrived in full, so half a request occupies no worker.
-//! A client that stops *reading* its response holds a worker for at most
-//! `SEND_TIMEOUT` (SO_SNDTIMEO, inherited by accepted sockets). The exposition
-//! is rendered into memory before anything is written, so the aggregate's
-//! lock, and with it datagram intake, is never held during network I/O.
+//! What bounds a slow, stalled or flooding client: one thread accepts; each
+//! connection is served on a thread of its own, at most `MAX_CONNECTIONS` at
+//! once (beyond that a connection gets 503 at once and is closed). A
+//! connection must deliver its request head within `HEAD_TIMEOUT` and take
+//! its response within `SEND_TIMEOUT`, so it holds a thread and a descriptor
+//! for seconds only. The exposition is rendered into memory before anything
+//! is written, so the aggregate's lock, and with it datagram intake, is never
+//! held during network I/O. accept(2) failing for want of descriptors or
+//! memory (EMFILE under a flood) is logged and tried again as connections
+//! close; it never stops the server.
 //!
-//! tiny_http stops accepting for good when accept(2) fails (EMFILE under a
-//! flood of idle connections); the worker that receives that error binds
-//! the address again, so the daemon recovers once the flood is over.
+//! Why not tiny_http, which the specification names: tiny_http 0.12 reads
+//! every connection on a thread of its own with no limit and no read timeout,
+//! and its accept thread unwraps `try_clone` on each accepted socket; with
+//! one descriptor left that panic aborts the release build (`panic =
+//! "abort"`) and, in a debug build, leaves a server that never accepts
+//! again. Prometheus needs a GET and a Content-Length; this is that.
 
-use std::io::Cursor;
-use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
-
-use tiny_http::{Header, Method, Request, Response, Server};
+use std::time::{Duration, Instant};
 
 use super::{exposition, log, Shared};
 
-/// Worker threads answering requests.
-pub const WORKERS: usize = 4;
+/// Connections served at once; each has its own thread.
+pub const MAX_CONNECTIONS: usize = 64;
 
-/// The longest a worker waits on a client that does not read its response.
+/// The longest a client may take to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest a client may take to read its response (per write).
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How often an idle worker looks at the stop flag.
+/// The largest request head read; a larger one is answered 431.
+const MAX_HEAD: usize = 8 * 1024;
+
+/// How often the acceptor looks at the stop flag when nobody connects.
 const POLL: Duration = Duration::from_millis(200);
+
+/// How long the acceptor waits before calling accept(2) again after it
+/// failed for want of resources (it would fail again at once, in a spin).
+const STARVED_RETRY: Duration = Duration::from_millis(100);
+
+/// A connection thread's stack: it parses a head and copies a rendered
+/// string; the exposition itself is on the heap.
+const STACK: usize = 256 * 1024;
+
+const PLAIN: &str = "text/plain; charset=utf-8";
 
 /// The running HTTP server.
 pub struct Http {
     pub addr: SocketAddr,
-    workers: Vec<JoinHandle<()>>,
+    acceptor: JoinHandle<()>,
 }
 
-fn listen(addr: SocketAddr) -> std::io::Result<Server> {
-    let listener = TcpListener::bind(addr)?;
-    crate::sys::set_send_timeout(&listener, SEND_TIMEOUT)?;
-    Server::from_listener(listener, None).map_err(std::io::Error::other)
-}
-
-/// Binds `addr` and starts the workers; they stop once `stop` is set.
+/// Binds `addr` and starts accepting; the acceptor stops once `stop` is set.
 pub fn start(addr: SocketAddr, shared: Arc<Shared>, stop: Arc<AtomicBool>) -> Result<Http, String> {
-    let server = listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let addr = match server.server_addr() {
-        tiny_http::ListenAddr::IP(a) => a,
-        _ => addr,
-    };
-    let current = Arc::new(RwLock::new(Arc::new(server)));
-    let mut workers = Vec::with_capacity(WORKERS);
-    for i in 0..WORKERS {
-        let (current, shared, stop) = (current.clone(), shared.clone(), stop.clone());
-        let worker = std::thread::Builder::new()
-            .name(format!("http-{i}"))
-            .spawn(move || work(addr, &current, &shared, &stop))
-            .map_err(|e| format!("cannot start an HTTP worker: {e}"))?;
-        workers.push(worker);
-    }
-    Ok(Http { addr, workers })
+    let cannot = |e: io::Error| format!("cannot listen on {addr}: {e}");
+    let listener = TcpListener::bind(addr).map_err(cannot)?;
+    // Non-blocking, so a connection reset between poll and accept cannot
+    // leave the acceptor blocked past a stop.
+    listener.set_nonblocking(true).map_err(cannot)?;
+    let addr = listener.local_addr().unwrap_or(addr);
+    let acceptor = std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || accept_loop(&listener, &shared, &stop))
+        .map_err(|e| format!("cannot start the HTTP thread: {e}"))?;
+    Ok(Http { addr, acceptor })
 }
 
 impl Http {
-    /// Waits for the workers to see the stop flag.
+    /// Waits for the acceptor to see the stop flag. Connections still being
+    /// served end with the process; they only read the aggregate.
     pub fn join(self) {
-        for w in self.workers {
-            let _ = w.join();
-        }
+        let _ = self.acceptor.join();
     }
 }
 
-fn work(addr: SocketAddr, current: &RwLock<Arc<Server>>, shared: &Shared, stop: &AtomicBool) {
+fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, stop: &AtomicBool) {
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut starved = false;
     while !stop.load(Ordering::Relaxed) {
-        let server = current
-            .read()
-            .map(|s| s.clone())
-            .unwrap_or_else(|e| e.into_inner().clone());
-        match server.recv_timeout(POLL) {
-            Ok(Some(request)) => respond(request, shared),
-            Ok(None) => {}
-            Err(e) => {
-                log(&format!(
-                    "HTTP server stopped accepting ({e}); listening again on {addr}"
-                ));
-                drop(server);
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_secs(1));
-                    match listen(addr) {
-                        Ok(s) => {
-                            *current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(s);
-                            log(&format!("listening again on {addr}"));
-                            break;
-                        }
-                        Err(e) => log(&format!("cannot listen on {addr} again: {e}")),
-                    }
-                }
+        match crate::sys::readable_within(listener.as_fd(), POLL) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(_) => {
+                std::thread::sleep(STARVED_RETRY);
+                continue;
             }
         }
+        match listener.accept() {
+            Ok((stream, _)) => {
+                if starved {
+                    log("HTTP: accepting connections again");
+                    starved = false;
+                }
+                admit(stream, shared, &open);
+            }
+            Err(e) if out_of_resources(&e) => {
+                if !starved {
+                    log(&format!(
+                        "HTTP: stopped accepting connections ({e}); trying again as they close"
+                    ));
+                    starved = true;
+                }
+                std::thread::sleep(STARVED_RETRY);
+            }
+            // EAGAIN (someone else's connection went first), ECONNABORTED,
+            // EINTR: nothing to do but wait for the next one.
+            Err(_) => {}
+        }
     }
 }
 
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("valid header")
+fn out_of_resources(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
-fn text(status: u16, body: String, content_type: &str) -> Response<Cursor<Vec<u8>>> {
-    // The body is in memory: always send a Content-Length, never chunks.
-    Response::from_data(body.into_bytes())
-        .with_chunked_threshold(usize::MAX)
-        .with_status_code(status)
-        .with_header(header("Content-Type", content_type))
+/// Counts a connection as open for as long as it lives.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
-/// Answers one request. Write errors (a client gone, a send timeout) only
-/// end that request.
-fn respond(request: Request, shared: &Shared) {
-    const PLAIN: &str = "text/plain; charset=utf-8";
-    let path = request.url().split('?').next().unwrap_or("");
-    let known = matches!(path, "/" | "/metrics" | "/healthz");
-    let readable = matches!(request.method(), Method::Get | Method::Head);
-    let response = if !known {
-        text(404, "not found: try /metrics\n".into(), PLAIN)
-    } else if !readable {
-        text(405, "method not allowed: use GET\n".into(), PLAIN).with_header(header("Allow", "GET, HEAD"))
-    } else {
-        match path {
-            "/metrics" => text(200, shared.render(), exposition::CONTENT_TYPE),
-            "/healthz" => text(200, "ok\n".into(), PLAIN),
-            _ => text(
-                200,
-                format!(
-                    "patienced {}\n\nPrometheus metrics: /metrics\nHealth check: /healthz\n",
-                    env!("CARGO_PKG_VERSION")
-                ),
-                PLAIN,
-            ),
-        }
+/// Serves `stream` on a thread of its own, or turns it away when
+/// `MAX_CONNECTIONS` are open or no thread can be started.
+fn admit(stream: TcpStream, shared: &Arc<Shared>, open: &Arc<AtomicUsize>) {
+    if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+        open.fetch_sub(1, Ordering::AcqRel);
+        turn_away(stream);
+        return;
+    }
+    let counted = Open(open.clone());
+    let shared = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("http-conn".into())
+        .stack_size(STACK)
+        .spawn(move || {
+            let _counted = counted;
+            serve(stream, &shared);
+        });
+    // On failure the closure, and with it the stream and the count, is
+    // dropped here: the client sees the connection closed.
+    if let Err(e) = spawned {
+        log(&format!("HTTP: cannot start a thread for a connection: {e}"));
+    }
+}
+
+/// Answers 503 without reading the request, on the acceptor's thread: the
+/// reply is small enough for the socket's buffer, and a short timeout
+/// bounds the write if it is not.
+fn turn_away(mut stream: TcpStream) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+    let body = b"too many connections: try again\n";
+    let _ = stream.write_all(&head(503, PLAIN, body.len(), ""));
+    let _ = stream.write_all(body);
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
+/// One exchange: read the head, answer, close.
+fn serve(mut stream: TcpStream, shared: &Shared) {
+    // Linux does not pass the listener's O_NONBLOCK on to accepted sockets;
+    // say so anyway, since the timeouts below rely on blocking I/O.
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_write_timeout(Some(SEND_TIMEOUT));
+    // The head and the body go out as two writes; without NODELAY the body
+    // could wait for the client's delayed ACK of the head.
+    let _ = stream.set_nodelay(true);
+    let (status, content_type, body, extra, with_body) = match read_head(&mut stream) {
+        Ok(raw) => match parse_request(&raw) {
+            Some(req) => {
+                let with_body = req.method != "HEAD";
+                match route(req.method, req.path) {
+                    Route::Metrics => (200, exposition::CONTENT_TYPE, shared.render(), "", with_body),
+                    Route::Health => (200, PLAIN, "ok\n".into(), "", with_body),
+                    Route::Index => (200, PLAIN, index_page(), "", with_body),
+                    Route::NotFound => (404, PLAIN, "not found: try /metrics\n".into(), "", with_body),
+                    Route::NotAllowed => (
+                        405,
+                        PLAIN,
+                        "method not allowed: use GET\n".into(),
+                        "Allow: GET, HEAD\r\n",
+                        with_body,
+                    ),
+                }
+            }
+            None => (400, PLAIN, "bad request\n".into(), "", true),
+        },
+        Err(HeadError::TooLarge) => (431, PLAIN, "request head too large\n".into(), "", true),
+        Err(HeadError::Gone) => return,
     };
-    let _ = request.respond(response);
+    let sent = stream
+        .write_all(&head(status, content_type, body.len(), extra))
+        .and_then(|()| match with_body {
+            true => stream.write_all(body.as_bytes()),
+            false => Ok(()),
+        });
+    drop(body);
+    if sent.is_ok() {
+        let _ = stream.shutdown(Shutdown::Write);
+        linger(&mut stream);
+    }
+}
+
+/// Reads, for a moment, what the client still sends (a body we did not
+/// ask for), so that closing does not reset the connection and throw away
+/// the response before the client has read it.
+fn linger(stream: &mut TcpStream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut sink = [0u8; 4096];
+    let mut left: usize = 64 * 1024;
+    while left > 0 {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+}
+
+fn index_page() -> String {
+    format!(
+        "patienced {}\n\nPrometheus metrics: /metrics\nHealth check: /healthz\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+enum HeadError {
+    /// The client closed, failed or took longer than `HEAD_TIMEOUT`.
+    Gone,
+    /// More than `MAX_HEAD` bytes without the blank line that ends a head.
+    TooLarge,
+}
+
+/// Reads up to the blank line that ends the request head (the head alone,
+/// without it), within `HEAD_TIMEOUT` in all.
+fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, HeadError> {
+    let deadline = Instant::now() + HEAD_TIMEOUT;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or(HeadError::Gone)?;
+        stream.set_read_timeout(Some(left)).map_err(|_| HeadError::Gone)?;
+        let n = match stream.read(&mut chunk) {
+            Ok(0) => return Err(HeadError::Gone),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return Err(HeadError::Gone),
+        };
+        // The end may straddle two reads: look again at the last 3 bytes.
+        let from = buf.len().saturating_sub(3);
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = head_end(&buf[from..]) {
+            buf.truncate(from + end);
+            return Ok(buf);
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(HeadError::TooLarge);
+        }
+    }
+}
+
+/// Where the head in `buf` ends: the position of the blank line's first
+/// newline. Bare `\n` line ends are accepted, as most servers do.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    (0..buf.len()).find(|&i| buf[i..].starts_with(b"\n\r\n") || buf[i..].starts_with(b"\n\n"))
+}
+
+/// The parts of a request line patienced looks at.
+#[derive(Debug, PartialEq)]
+struct Request<'a> {
+    method: &'a str,
+    /// The target without its query string.
+    path: &'a str,
+}
+
+/// Parses the request line at the start of `head`: `METHOD TARGET
+/// HTTP/1.x`. None when it is not one.
+fn parse_request(head: &[u8]) -> Option<Request<'_>> {
+    let line = head.split(|&b| b == b'\n').next()?;
+    let line = std::str::from_utf8(line.strip_suffix(b"\r").unwrap_or(line)).ok()?;
+    let mut parts = line.split(' ');
+    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    let method_ok = !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase());
+    if parts.next().is_some() || !method_ok || !target.starts_with('/') || !version.starts_with("HTTP/1.") {
+        return None;
+    }
+    let path = target.split('?').next().unwrap_or(target);
+    Some(Request { method, path })
+}
+
+#[derive(Debug, PartialEq)]
+enum Route {
+    Metrics,
+    Health,
+    Index,
+    NotFound,
+    NotAllowed,
+}
+
+/// What a request for `path` with `method` gets: unknown paths 404 whatever
+/// the method, known ones 405 unless read with GET or HEAD.
+fn route(method: &str, path: &str) -> Route {
+    let known = match path {
+        "/metrics" => Route::Metrics,
+        "/healthz" => Route::Health,
+        "/" => Route::Index,
+        _ => return Route::NotFound,
+    };
+    match method {
+        "GET" | "HEAD" => known,
+        _ => Route::NotAllowed,
+    }
+}
+
+/// A response head for a body of `len` bytes; `extra` is more header lines,
+/// each ending in CRLF. Always a Content-Length and `Connection: close`:
+/// one request per connection.
+fn head(status: u16, content_type: &str, len: usize, extra: &str) -> Vec<u8> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "",
+    };
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n\
+         {extra}Connection: close\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines_are_parsed_or_refused() {
+        let ok = |m, p| Some(Request { method: m, path: p });
+        assert_eq!(
+            parse_request(b"GET /metrics HTTP/1.1\r\nHost: x"),
+            ok("GET", "/metrics")
+        );
+        assert_eq!(parse_request(b"HEAD /?a=b HTTP/1.0"), ok("HEAD", "/"));
+        assert_eq!(
+            parse_request(b"GET /metrics?x=1&y HTTP/1.1\n"),
+            ok("GET", "/metrics")
+        );
+        for bad in [
+            &b""[..],
+            b"GET",
+            b"GET /metrics",
+            b"GET /metrics HTTP/2",
+            b"GET  /metrics HTTP/1.1",
+            b"get /metrics HTTP/1.1",
+            b"GET metrics HTTP/1.1",
+            b"GET /metrics HTTP/1.1 extra",
+            b"GET /\xff HTTP/1.1",
+        ] {
+            assert_eq!(parse_request(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn routes_follow_path_then_method() {
+        assert_eq!(route("GET", "/metrics"), Route::Metrics);
+        assert_eq!(route("HEAD", "/metrics"), Route::Metrics);
+        assert_eq!(route("GET", "/healthz"), Route::Health);
+        assert_eq!(route("GET", "/"), Route::Index);
+        assert_eq!(route("GET", "/metrics/"), Route::NotFound);
+        assert_eq!(route("POST", "/nope"), Route::NotFound);
+        assert_eq!(route("POST", "/metrics"), Route::NotAllowed);
+        assert_eq!(route("DELETE", "/"), Route::NotAllowed);
+    }
+
+    #[test]
+    fn the_head_ends_at_the_first_blank_line() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody"), Some(21));
+        assert_eq!(head_end(b"GET / HTTP/1.1\nA: b\n\nbody"), Some(19));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
+        assert_eq!(head_end(b""), None);
+    }
+
+    #[test]
+    fn response_heads_carry_length_and_close() {
+        let h = String::from_utf8(head(405, PLAIN, 12, "Allow: GET, HEAD\r\n")).unwrap();
+        assert_eq!(
+            h,
+            "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: 12\r\nAllow: GET, HEAD\r\nConnection: close\r\n\r\n"
+        );
+    }
 }

@@ -7,7 +7,8 @@
 //! [`exposition`] (the text format), [`http`] (serving it) and [`persist`]
 //! (`--state-file`).
 //!
-//! Threads: one reads datagrams, `http::WORKERS` answer requests, one writes
+//! Threads: one reads datagrams, one accepts HTTP connections and serves each
+//! on a thread of its own (at most `http::MAX_CONNECTIONS`), one writes
 //! the state file every `FLUSH_EVERY`; the main thread waits for signals and
 //! stops the others. They share one `Shared`, whose mutex is only ever held
 //! for in-memory work.
