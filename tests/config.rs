@@ -371,30 +371,19 @@ fn a_bad_value_names_file_line_and_key() {
     }
 }
 
-/// Regexes and code sets come with the output-rules options; these cases
-/// run once those options exist (they are skipped, with a note, before).
 #[test]
 fn bad_regexes_and_code_sets_name_file_line_and_key() {
     let dir = TempDir::new("cfg-rules");
     let f = user_file(&dir);
-    let has = |o: &str| patience::settings::find(o).is_some();
-    if has("success-exit") {
-        write(&f, "[defaults]\nsuccess-exit = [0, 2]\n");
-        let out = common::run(&dir, &["sh", "-c", "exit 2"]);
-        assert_eq!(code(&out), 0, "{}", stderr(&out));
-        write(&f, "[defaults]\nsuccess-exit = \"0,2\"\n");
-        ok(&dry(&dir, &[], &[]));
-        write(&f, "[defaults]\n\nsuccess-exit = \"0,x\"\n");
-        fails_at(&dry(&dir, &[], &[]), &f, 3, "success-exit");
-    } else {
-        eprintln!("note: no --success-exit yet; code-set cases skipped");
-    }
-    if has("retry-pattern") {
-        write(&f, "[defaults]\nretry-pattern = [\n  \"ok\",\n  \"(\",\n]\n");
-        fails_at(&dry(&dir, &[], &[]), &f, 4, "retry-pattern");
-    } else {
-        eprintln!("note: no --retry-pattern yet; regex cases skipped");
-    }
+    write(&f, "[defaults]\nsuccess-exit = [0, 2]\n");
+    let out = common::run(&dir, &["sh", "-c", "exit 2"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    write(&f, "[defaults]\nsuccess-exit = \"0,2\"\n");
+    ok(&dry(&dir, &[], &[]));
+    write(&f, "[defaults]\n\nsuccess-exit = \"0,x\"\n");
+    fails_at(&dry(&dir, &[], &[]), &f, 3, "success-exit");
+    write(&f, "[defaults]\nretry-pattern = [\n  \"ok\",\n  \"(\",\n]\n");
+    fails_at(&dry(&dir, &[], &[]), &f, 4, "retry-pattern");
 }
 
 #[test]
