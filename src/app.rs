@@ -32,9 +32,14 @@ fn run(args: Vec<std::ffi::OsString>, inherited: Inherited) -> Result<i32, Error
     let resolved = config::resolve(&inv)?;
     // The state actions need the settings for the state directory only.
     match &inv.action {
-        Action::ShowState(key) => return Ok(print(&crate::state::show(key, &resolved.settings)?)),
+        Action::ShowState(key) => {
+            return Ok(print(&crate::state::show(
+                key,
+                resolved.settings.state_dir.as_deref(),
+            )?))
+        }
         Action::ResetState(key) => {
-            crate::state::reset(key, &resolved.settings)?;
+            crate::state::reset(key, resolved.settings.state_dir.as_deref())?;
             return Ok(0);
         }
         _ => {}

@@ -30,6 +30,7 @@ use std::process::Command;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
+use crate::conditions::Observed;
 use crate::output::{self, Captured};
 use crate::reaper::Reaper;
 use crate::sys::{self, ExitKind, SigMask};
@@ -131,6 +132,18 @@ pub struct Ended {
     /// What the capture path saw (pattern matches, held output); empty
     /// when the child inherited patience's streams.
     pub output: Captured,
+}
+
+impl Ended {
+    /// What the success and retry rules look at.
+    pub fn observed(&self) -> Observed {
+        Observed {
+            exit: self.exit,
+            timed_out: self.timed_out,
+            matches: self.output.matches,
+            reader_gone: self.output.reader_gone,
+        }
+    }
 }
 
 /// Runs one attempt to its end. `events` carries delivered signals (from

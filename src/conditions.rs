@@ -25,7 +25,6 @@ use std::fmt;
 
 use regex_lite::{Regex, RegexBuilder};
 
-use crate::child::Ended;
 use crate::sys::ExitKind;
 
 /// The rule that decided a verdict: words for messages and the JSON report.
@@ -324,6 +323,17 @@ const KINDS: [Kind; 5] = [
     Kind::Transient,
 ];
 
+/// What the rules look at in an attempt that ran.
+#[derive(Clone, Copy, Debug)]
+pub struct Observed {
+    pub exit: ExitKind,
+    /// The attempt's time ran out (whatever it exited with afterwards).
+    pub timed_out: bool,
+    pub matches: Matches,
+    /// Forwarding its output met EPIPE: whoever read it went away.
+    pub reader_gone: bool,
+}
+
 /// Which patterns matched during one attempt: for each kind, the index of
 /// the first pattern of that kind that matched a line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -413,8 +423,8 @@ impl Conditions {
 
     /// Classifies an attempt that ran, from how it ended and what its output
     /// matched, in the order given in the module documentation.
-    pub fn classify(&self, ended: &Ended) -> Verdict {
-        let m = &ended.output.matches;
+    pub fn classify(&self, ended: &Observed) -> Verdict {
+        let m = &ended.matches;
         let code = match ended.exit {
             ExitKind::Code(c) => Some(c),
             ExitKind::Signal(_) => None,
@@ -459,7 +469,7 @@ impl Conditions {
         // another attempt would only write into the same closed pipe. A
         // child that ignores SIGPIPE fails on EPIPE instead, which patience
         // saw when it forwarded the output.
-        if ended.exit == ExitKind::Signal(libc::SIGPIPE) || ended.output.reader_gone {
+        if ended.exit == ExitKind::Signal(libc::SIGPIPE) || ended.reader_gone {
             return Verdict::Final(rule(" (the output reader went away)"));
         }
         if !exit_ok {
@@ -647,7 +657,6 @@ impl PatternSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn code_sets_parse_lists_and_ranges() {
@@ -749,18 +758,12 @@ mod tests {
         }
     }
 
-    fn ended(exit: ExitKind, matches: Matches) -> Ended {
-        Ended {
+    fn ended(exit: ExitKind, matches: Matches) -> Observed {
+        Observed {
             exit,
             timed_out: false,
-            killed: false,
-            interrupted: None,
-            duration: Duration::ZERO,
-            output: crate::output::Captured {
-                matches,
-                held: None,
-                reader_gone: false,
-            },
+            matches,
+            reader_gone: false,
         }
     }
 
@@ -792,7 +795,7 @@ mod tests {
             Verdict::Retry(_)
         ));
         let mut gone = ended(ExitKind::Code(1), none);
-        gone.output.reader_gone = true;
+        gone.reader_gone = true;
         assert!(matches!(plain.classify(&gone), Verdict::Final(_)));
         let mut timed = ended(ExitKind::Code(0), none);
         timed.timed_out = true;

@@ -1,6 +1,6 @@
 //! The attempt loop: runs attempts, waits the backoff delays, honours the
 //! attempt limit, the restart policy and the deadline, and stops when a
-//! signal arrives. It produces an `Outcome`; it prints nothing itself but
+//! signal arrives. It produces an [`Outcome`]; it prints nothing itself but
 //! tells the `Reporter` what happens as it happens.
 
 use std::collections::VecDeque;
@@ -11,67 +11,16 @@ use crate::backoff::{Rng, Schedule};
 use crate::child::{self, Ended, Event, Inherited, SpawnError};
 use crate::conditions::Verdict;
 use crate::error::Error;
+use crate::messages;
+use crate::outcome::{Attempt, Ending, Outcome};
 use crate::output;
 use crate::reaper::Reaper;
-use crate::report::{self, Reporter};
+use crate::report::Reporter;
 use crate::settings::{Restart, Settings, Verbosity};
-use crate::sys::ExitKind;
 
 /// How many attempt records an outcome keeps: a supervisor restarting for
 /// months must not grow without bound. Counters cover the rest.
 pub const KEEP_ATTEMPTS: usize = 1000;
-
-/// One finished attempt.
-#[derive(Clone, Debug)]
-pub struct Attempt {
-    pub number: u64,
-    pub started_at: SystemTime,
-    pub duration: Duration,
-    /// How it ended; `None` when it could not start.
-    pub exit: Option<ExitKind>,
-    pub timed_out: bool,
-    /// SIGKILL was needed after the grace period.
-    pub killed: bool,
-    pub verdict: Verdict,
-    /// The delay waited after it, if another attempt followed.
-    pub delay_after: Option<Duration>,
-    /// 126 or 127 when the command could not be started.
-    pub spawn_status: Option<i32>,
-}
-
-/// How the run ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Ending {
-    Succeeded,
-    /// Failed, with the reason the attempts stopped.
-    Failed(String),
-    /// patience received this signal and stopped.
-    Interrupted(i32),
-    /// Refused before any attempt by the shared state (circuit breaker open,
-    /// no free slot, no token before the deadline): exit 75.
-    Rejected(String),
-}
-
-/// The result of a whole run.
-#[derive(Debug)]
-pub struct Outcome {
-    pub name: String,
-    pub ending: Ending,
-    pub started_at: SystemTime,
-    pub duration: Duration,
-    /// Attempts made, succeeded and failed, over the whole run.
-    pub total: u64,
-    pub succeeded: u64,
-    pub failed: u64,
-    /// The most recent attempts (at most `KEEP_ATTEMPTS`), oldest first.
-    pub attempts: VecDeque<Attempt>,
-}
-
-impl Outcome {
-    pub fn last(&self) -> Option<&Attempt> {
-        self.attempts.back()
-    }
-}
 
 /// Runs the command as the settings say and returns how it went.
 pub fn run(settings: &Settings, inherited: &Inherited, reporter: &mut Reporter) -> Result<Outcome, Error> {
@@ -84,8 +33,11 @@ pub fn run(settings: &Settings, inherited: &Inherited, reporter: &mut Reporter) 
     let stdio = output::Plan::new(settings)
         .map_err(|e| Error::Internal(format!("cannot read stdin for --stdin replay: {e}")))?;
     let reaper = if settings.init_mode() {
-        let reaper = Reaper::start(tx.clone())
-            .map_err(|e| Error::Internal(format!("cannot start the init-mode reaper: {e}")))?;
+        let tx = tx.clone();
+        let reaper = Reaper::start(move |pid, exit| {
+            let _ = tx.send(Event::Exited(pid, Ok(exit)));
+        })
+        .map_err(|e| Error::Internal(format!("cannot start the init-mode reaper: {e}")))?;
         Some(reaper)
     } else {
         None
@@ -140,7 +92,7 @@ impl Loop<'_> {
         let deadline = s.deadline.and_then(|d| start.checked_add(d));
         let mut schedule = Schedule::new(s.backoff.clone(), Rng::from_entropy());
         let mut number: u64 = 0;
-        let mut gate = crate::state::Gate::new(s)?;
+        let mut gate = crate::state::Gate::new(&s.shared_state())?;
         let ending = loop {
             // A signal that arrived during set-up or a delay ends the run
             // before another attempt starts.
@@ -244,7 +196,7 @@ impl Loop<'_> {
         self.held = None;
         match child::run(&spec, self.inherited, &self.rx, &self.tx) {
             Ok(ended) => {
-                let verdict = s.conditions.classify(&ended);
+                let verdict = s.conditions.classify(&ended.observed());
                 self.held = ended.output.held.clone();
                 let interrupted = ended.interrupted;
                 (from_ended(number, started_at, &ended, verdict), interrupted)
@@ -298,7 +250,7 @@ impl Loop<'_> {
         }
         // Silent when everyone left in time: the common case needs no words.
         if reaper.signal_everyone(libc::SIGKILL) && s.verbosity > Verbosity::Quiet {
-            report::say(&format!(
+            messages::say(&format!(
                 "processes left in the container did not exit within {} of {}: sent SIGKILL",
                 crate::duration::format(s.kill_after),
                 crate::signals::name(s.signal)

@@ -2,7 +2,7 @@
 //!
 //! The data flows one way:
 //! argv ([`cli`]) → settings ([`config`], [`settings`]) → the attempt loop
-//! ([`executor`], one [`child`] per attempt) → an [`executor::Outcome`] →
+//! ([`executor`], one [`child`] per attempt) → an [`outcome::Outcome`] →
 //! messages, JSON and the exit status ([`report`]).
 //!
 //! Each finished attempt and run is also sent as a datagram ([`metrics`]) to
@@ -23,7 +23,9 @@ pub mod daemon;
 pub mod duration;
 pub mod error;
 pub mod executor;
+pub mod messages;
 pub mod metrics;
+pub mod outcome;
 pub mod output;
 pub mod reaper;
 pub mod report;

@@ -25,7 +25,7 @@ use std::borrow::Cow;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::executor::{Attempt, Outcome};
+use crate::outcome::{Attempt, Outcome};
 use crate::sys::ExitKind;
 
 /// The protocol version this module speaks.
@@ -600,7 +600,7 @@ impl Sender {
 mod tests {
     use super::*;
     use crate::conditions::Verdict;
-    use crate::executor::Ending;
+    use crate::outcome::Ending;
     use std::time::Duration;
 
     fn attempt(exit: Option<ExitKind>, timed_out: bool) -> Attempt {

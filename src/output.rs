@@ -32,7 +32,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::conditions::{Matches, PatternSet};
-use crate::settings::Settings;
+use crate::settings::{OutputMode, Settings, StdinMode};
 use crate::sys;
 
 /// A line longer than this is matched on its first `MATCH_LINE_MAX` bytes.
@@ -47,76 +47,6 @@ const DRAIN_MAX: usize = 4 * 1024 * 1024;
 /// The read size and the capture pipes' buffer size.
 const CHUNK: usize = 128 * 1024;
 
-/// What of the child's output is shown: `--output`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Every attempt's output, as it comes.
-    Live,
-    /// The last attempt's output, at the end, whatever its result.
-    Final,
-    /// The last attempt's output, at the end, only if the run failed.
-    Failure,
-}
-
-impl std::str::FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "live" => Ok(Mode::Live),
-            "final" => Ok(Mode::Final),
-            "failure" => Ok(Mode::Failure),
-            _ => Err(format!(
-                "unknown output mode '{s}' (pick from: live, final, failure)"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for Mode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Mode::Live => "live",
-            Mode::Final => "final",
-            Mode::Failure => "failure",
-        })
-    }
-}
-
-/// What each attempt reads on stdin: `--stdin`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StdinMode {
-    /// patience's own stdin (the first attempt may consume it).
-    Inherit,
-    /// patience's stdin read once; every attempt gets the same bytes.
-    Replay,
-    /// /dev/null.
-    Null,
-}
-
-impl std::str::FromStr for StdinMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "inherit" => Ok(StdinMode::Inherit),
-            "replay" => Ok(StdinMode::Replay),
-            "null" => Ok(StdinMode::Null),
-            _ => Err(format!(
-                "unknown stdin mode '{s}' (pick from: inherit, replay, null)"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for StdinMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            StdinMode::Inherit => "inherit",
-            StdinMode::Replay => "replay",
-            StdinMode::Null => "null",
-        })
-    }
-}
-
 /// Where temporary files go: `$TMPDIR`, else /tmp.
 fn temp_dir() -> PathBuf {
     std::env::var_os("TMPDIR")
@@ -127,7 +57,7 @@ fn temp_dir() -> PathBuf {
 
 /// How each stream of every attempt is set up: made once per run.
 pub struct Plan {
-    mode: Mode,
+    mode: OutputMode,
     stdin: StdinMode,
     /// `--stdin replay`: the bytes, in an unlinked temporary file.
     replay: Option<File>,
@@ -147,7 +77,7 @@ impl Plan {
             patterns.is_some() && c.match_stream.reads_stdout(),
             patterns.is_some() && c.match_stream.reads_stderr(),
         ];
-        let hold = s.output != Mode::Live;
+        let hold = s.output != OutputMode::Live;
         let replay = match s.stdin {
             StdinMode::Replay => {
                 let mut file = sys::temp_file(&temp_dir())?;
@@ -169,7 +99,7 @@ impl Plan {
     /// The plan that changes nothing: the child inherits all three streams.
     pub fn inherit() -> Plan {
         Plan {
-            mode: Mode::Live,
+            mode: OutputMode::Live,
             stdin: StdinMode::Inherit,
             replay: None,
             patterns: None,
@@ -217,12 +147,12 @@ impl Plan {
                 src: File::from(read),
                 stop: stop_read.clone(),
                 dest,
-                forward: self.mode == Mode::Live,
+                forward: self.mode == OutputMode::Live,
                 matcher: match (&self.patterns, self.matched[i]) {
                     (Some(p), true) => Some(LineMatcher::new(p.clone())),
                     _ => None,
                 },
-                spool: (self.mode != Mode::Live).then(Spool::default),
+                spool: (self.mode != OutputMode::Live).then(Spool::default),
             };
             let tx = done_tx.clone();
             let handle = std::thread::Builder::new()
@@ -376,11 +306,11 @@ impl Held {
 /// Shows the last attempt's held output at the end of a run, as `--output`
 /// says: always with `final`, only when the run did not succeed with
 /// `failure`.
-pub fn show_held(mode: Mode, held: Option<&Held>, succeeded: bool) {
+pub fn show_held(mode: OutputMode, held: Option<&Held>, succeeded: bool) {
     let show = match mode {
-        Mode::Live => false,
-        Mode::Final => true,
-        Mode::Failure => !succeeded,
+        OutputMode::Live => false,
+        OutputMode::Final => true,
+        OutputMode::Failure => !succeeded,
     };
     if let (true, Some(h)) = (show, held) {
         h.show();
@@ -448,7 +378,7 @@ impl Spool {
     fn write_to(&self, fd: i32) {
         let _ = self.copy(&mut |b| sys::write_all(fd, b));
         if let Some(why) = &self.lost {
-            crate::report::say(&format!("held output incomplete: {why}"));
+            crate::messages::say(&format!("held output incomplete: {why}"));
         }
     }
 

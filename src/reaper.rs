@@ -10,7 +10,7 @@
 //! - the reaper thread replaces the per-attempt waiter thread: it blocks in
 //!   `waitid(P_ALL, WNOWAIT)`, which reports an exit but reaps nothing;
 //! - when the exited child is the current attempt, it only forwards the exit
-//!   to the main thread (`Event::Exited`) and waits until the main thread has
+//!   to the main thread (through the `on_exit` it was started with) and waits until the main thread has
 //!   reaped it (until then `waitid` would report the same zombie forever);
 //! - any other child is an orphan, reaped at once;
 //! - one lock orders it all: the main thread holds it from fork until the
@@ -23,12 +23,10 @@
 use std::collections::HashSet;
 use std::io;
 use std::process::{Child, Command};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::child::Event;
-use crate::sys;
+use crate::sys::{self, ExitKind};
 
 /// How long the reaper sleeps when patience has no child at all. Children
 /// normally appear only when patience spawns (which wakes it at once), but
@@ -61,14 +59,15 @@ struct State {
 
 impl Reaper {
     /// Makes patience a child subreaper and starts the reaper thread, which
-    /// sends the attempt's exit on `tx`. Call once, before the first attempt.
-    pub fn start(tx: Sender<Event>) -> io::Result<Reaper> {
+    /// hands the attempt's exit (pid and how it ended) to `on_exit`. Call
+    /// once, before the first attempt.
+    pub fn start(on_exit: impl Fn(i32, ExitKind) + Send + 'static) -> io::Result<Reaper> {
         // PID 1 adopts orphans anyway; elsewhere, without the prctl (a kernel
         // before 3.4, a seccomp filter) orphans go to init as usual, and
         // patience still reaps what is its own.
         if let Err(e) = sys::set_child_subreaper() {
             if sys::getpid() != 1 {
-                crate::report::say(&format!("--init: cannot become a child subreaper: {e}"));
+                crate::messages::say(&format!("--init: cannot become a child subreaper: {e}"));
             }
         }
         let state = State {
@@ -82,7 +81,7 @@ impl Reaper {
         let for_thread = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("reaper".into())
-            .spawn(move || reap_forever(&for_thread, &tx))?;
+            .spawn(move || reap_forever(&for_thread, &on_exit))?;
         Ok(Reaper { shared })
     }
 
@@ -154,7 +153,7 @@ fn lock(shared: &Shared) -> MutexGuard<'_, State> {
 }
 
 /// The reaper thread's loop.
-fn reap_forever(shared: &Shared, tx: &Sender<Event>) {
+fn reap_forever(shared: &Shared, on_exit: &dyn Fn(i32, ExitKind)) {
     loop {
         match sys::wait_any_exit() {
             Ok(Some((pid, exit))) => {
@@ -162,7 +161,7 @@ fn reap_forever(shared: &Shared, tx: &Sender<Event>) {
                 if state.attempt == Some(pid) {
                     if !state.forwarded {
                         state.forwarded = true;
-                        let _ = tx.send(Event::Exited(pid, Ok(exit)));
+                        on_exit(pid, exit);
                     }
                     // The main thread signals the group, then reaps.
                     while state.attempt == Some(pid) {

@@ -12,7 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::Resolved;
 use crate::duration::format as fmt_dur;
-use crate::executor::{Attempt, Ending, Outcome};
+use crate::messages::say;
+use crate::outcome::{Attempt, Ending, Outcome};
 use crate::settings::{Color, Restart, Settings, Verbosity};
 use crate::signals;
 use crate::sys::{self, ExitKind};
@@ -21,14 +22,6 @@ use crate::sys::{self, ExitKind};
 pub const EXIT_REFUSED: i32 = 75;
 /// Exit status when the last attempt timed out, as `timeout`.
 pub const EXIT_TIMEOUT: i32 = 124;
-
-/// Writes one `[patience]` line to stderr, ignoring errors (EPIPE, EBADF).
-/// The line goes out in one write, so it never interleaves with the
-/// child's own stderr mid-line.
-pub fn say(line: &str) {
-    let text = format!("[patience] {line}\n");
-    let _ = std::io::stderr().lock().write_all(text.as_bytes());
-}
 
 /// The exit status of a finished run: decided here and nowhere else.
 pub fn exit_status(outcome: &Outcome) -> i32 {
@@ -118,7 +111,8 @@ impl Reporter {
         };
         Reporter {
             verbosity: settings.verbosity,
-            hold: settings.output == crate::output::Mode::Failure && settings.verbosity == Verbosity::Normal,
+            hold: settings.output == crate::settings::OutputMode::Failure
+                && settings.verbosity == Verbosity::Normal,
             color,
             timeout: settings.timeout,
         }

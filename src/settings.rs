@@ -14,8 +14,7 @@ use std::time::Duration;
 use crate::backoff::{self, Backoff};
 use crate::conditions::{CodeSet, Conditions, Pattern};
 use crate::duration;
-use crate::output;
-use crate::state::ratelimit::Rate;
+use crate::state::{self, ratelimit::Rate};
 
 /// One option patience understands.
 #[derive(Debug)]
@@ -276,6 +275,76 @@ pub fn find(long: &str) -> Option<&'static Opt> {
     OPTIONS.iter().find(|o| o.long == long)
 }
 
+/// What of the child's output is shown: `--output`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputMode {
+    /// Every attempt's output, as it comes.
+    Live,
+    /// The last attempt's output, at the end, whatever its result.
+    Final,
+    /// The last attempt's output, at the end, only if the run failed.
+    Failure,
+}
+
+impl std::str::FromStr for OutputMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "live" => Ok(OutputMode::Live),
+            "final" => Ok(OutputMode::Final),
+            "failure" => Ok(OutputMode::Failure),
+            _ => Err(format!(
+                "unknown output mode '{s}' (pick from: live, final, failure)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for OutputMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OutputMode::Live => "live",
+            OutputMode::Final => "final",
+            OutputMode::Failure => "failure",
+        })
+    }
+}
+
+/// What each attempt reads on stdin: `--stdin`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StdinMode {
+    /// patience's own stdin (the first attempt may consume it).
+    Inherit,
+    /// patience's stdin read once; every attempt gets the same bytes.
+    Replay,
+    /// /dev/null.
+    Null,
+}
+
+impl std::str::FromStr for StdinMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "inherit" => Ok(StdinMode::Inherit),
+            "replay" => Ok(StdinMode::Replay),
+            "null" => Ok(StdinMode::Null),
+            _ => Err(format!(
+                "unknown stdin mode '{s}' (pick from: inherit, replay, null)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for StdinMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StdinMode::Inherit => "inherit",
+            StdinMode::Replay => "replay",
+            StdinMode::Null => "null",
+        })
+    }
+}
+
 /// What to do after an attempt, whatever `--attempts` says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Restart {
@@ -363,9 +432,9 @@ pub struct Settings {
     /// Exit codes and patterns deciding each attempt's verdict.
     pub conditions: Conditions,
     /// What of the child's output is shown (`--output`).
-    pub output: output::Mode,
+    pub output: OutputMode,
     /// What each attempt reads on stdin (`--stdin`).
-    pub stdin: output::StdinMode,
+    pub stdin: StdinMode,
     pub verbosity: Verbosity,
     pub color: Color,
     pub summary: bool,
@@ -404,8 +473,8 @@ impl Default for Settings {
             init: false,
             name: None,
             conditions: Conditions::default(),
-            output: output::Mode::Live,
-            stdin: output::StdinMode::Inherit,
+            output: OutputMode::Live,
+            stdin: StdinMode::Inherit,
             verbosity: Verbosity::Normal,
             color: Color::Auto,
             summary: false,
@@ -460,6 +529,27 @@ fn switch(value: Option<&str>) -> Result<bool, String> {
 }
 
 impl Settings {
+    /// What the shared state (`--breaker`, `--rate-limit`,
+    /// `--max-concurrent`) of this run is asked to do.
+    pub fn shared_state(&self) -> state::Policy {
+        state::Policy {
+            key: self.key.clone().unwrap_or_else(|| self.run_name()),
+            limits: state::Limits {
+                breaker: self.breaker.map(|threshold| state::breaker::Config {
+                    threshold,
+                    cooldown: self.breaker_cooldown,
+                }),
+                rate: self.rate_limit,
+                max_concurrent: self.max_concurrent,
+            },
+            slot_wait: self.slot_wait,
+            state_dir: self.state_dir.clone(),
+            chatty: self.verbosity == Verbosity::Verbose
+                || (self.verbosity == Verbosity::Normal && self.output != OutputMode::Failure),
+            verbose: self.verbosity == Verbosity::Verbose,
+        }
+    }
+
     /// The run's name: `--name`, else the command's basename and 8 hex digits
     /// of a stable hash (FNV-1a) of the whole argv, so that `curl a` and
     /// `curl b` are told apart and the name is the same from run to run.
@@ -536,7 +626,7 @@ impl Settings {
             "output" => self.output = text()?.parse()?,
             "hold-output" => {
                 if switch(value)? {
-                    self.output = output::Mode::Failure
+                    self.output = OutputMode::Failure
                 }
             }
             "stdin" => self.stdin = text()?.parse()?,
@@ -550,7 +640,7 @@ impl Settings {
             "socket" => self.socket = Some(non_empty_path(text()?)?),
             "state-dir" => self.state_dir = Some(non_empty_path(text()?)?),
             "no-metrics" => self.no_metrics = switch(value)?,
-            "key" => self.key = Some(crate::state::parse_key(text()?)?),
+            "key" => self.key = Some(state::parse_key(text()?)?),
             "breaker" => self.breaker = optional_count(text()?)?,
             "breaker-cooldown" => {
                 let d = duration::parse(text()?)?;
@@ -681,7 +771,7 @@ mod tests {
         assert!(s.apply("success-exit", Some("256")).is_err());
         assert!(s.apply("output", Some("loud")).is_err());
         s.apply("hold-output", None).unwrap();
-        assert_eq!(s.output, output::Mode::Failure);
+        assert_eq!(s.output, OutputMode::Failure);
         for o in OPTIONS.iter().filter(|o| o.long.ends_with("-pattern")) {
             assert!(o.repeat, "{}", o.long);
         }

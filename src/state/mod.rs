@@ -30,8 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::format as fmt_dur;
 use crate::error::Error;
-use crate::report::say;
-use crate::settings::{Settings, Verbosity};
+use crate::messages::say;
 use crate::sys;
 use breaker::Verdict;
 use ratelimit::Rate;
@@ -142,10 +141,10 @@ pub fn prepare_dir(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The state directory of these settings, created and checked; an unsafe
-/// one is an error (exit 125) before anything runs.
-pub fn state_dir(s: &Settings) -> Result<PathBuf, Error> {
-    let dir = dir_candidate(s.state_dir.as_deref(), |k| std::env::var_os(k), sys::getuid());
+/// The state directory (`--state-dir`, else the SPEC's search), created
+/// and checked; an unsafe one is an error (exit 125) before anything runs.
+pub fn state_dir(configured: Option<&Path>) -> Result<PathBuf, Error> {
+    let dir = dir_candidate(configured, |k| std::env::var_os(k), sys::getuid());
     prepare_dir(&dir).map_err(Error::Internal)?;
     Ok(dir)
 }
@@ -194,18 +193,22 @@ pub struct Limits {
     pub max_concurrent: Option<u64>,
 }
 
-impl Limits {
-    pub fn from_settings(s: &Settings) -> Limits {
-        Limits {
-            breaker: s.breaker.map(|threshold| breaker::Config {
-                threshold,
-                cooldown: s.breaker_cooldown,
-            }),
-            rate: s.rate_limit,
-            max_concurrent: s.max_concurrent,
-        }
-    }
+/// What the shared state of one run is asked to do, as its settings say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub key: String,
+    pub limits: Limits,
+    /// How long a run waits for a free slot before it is refused.
+    pub slot_wait: Duration,
+    /// `--state-dir`, if given.
+    pub state_dir: Option<PathBuf>,
+    /// Waits are announced (not with `--quiet`, nor in cron mode).
+    pub chatty: bool,
+    /// Every admission is announced (`--verbose`).
+    pub verbose: bool,
+}
 
+impl Limits {
     fn any(&self) -> bool {
         self.breaker.is_some() || self.rate.is_some() || self.max_concurrent.is_some()
     }
@@ -322,13 +325,13 @@ impl Gate {
     /// Opens the state of the run's key when any limit is set. An unsafe
     /// state directory or file is an error (exit 125); a store that is merely
     /// unavailable gives a gate that lets everything through, with a warning.
-    pub fn new(s: &Settings) -> Result<Gate, Error> {
-        let limits = Limits::from_settings(s);
+    pub fn new(p: &Policy) -> Result<Gate, Error> {
+        let limits = p.limits;
         if !limits.any() {
             return Ok(Gate { active: None });
         }
-        let key = s.key.clone().unwrap_or_else(|| s.run_name());
-        let dir = state_dir(s)?;
+        let key = p.key.clone();
+        let dir = state_dir(p.state_dir.as_deref())?;
         let store = match Store::open(&dir, &key, &file_stem(&key)) {
             Ok(store) => store,
             Err(StoreError::Refused(m)) => return Err(Error::Internal(m)),
@@ -342,11 +345,10 @@ impl Gate {
                 store,
                 key,
                 limits,
-                slot_wait: s.slot_wait,
+                slot_wait: p.slot_wait,
                 me: Holder::me(),
-                chatty: s.verbosity == Verbosity::Verbose
-                    || (s.verbosity == Verbosity::Normal && s.output != crate::output::Mode::Failure),
-                verbose: s.verbosity == Verbosity::Verbose,
+                chatty: p.chatty,
+                verbose: p.verbose,
                 holds_slot: false,
                 probe: false,
             }),
@@ -555,8 +557,8 @@ fn fail_open(key: &str, why: &str) {
 
 /// `patience --state KEY`: the key's state as JSON on stdout (breaker,
 /// tokens, live slot holders), read without taking the lock.
-pub fn show(key: &str, s: &Settings) -> Result<String, Error> {
-    let dir = state_dir(s)?;
+pub fn show(key: &str, state_dir_option: Option<&Path>) -> Result<String, Error> {
+    let dir = state_dir(state_dir_option)?;
     let path = store::state_path(&dir, &file_stem(key));
     let (state, problem) = store::read_state(&path).map_err(|e| Error::Internal(e.to_string()))?;
     if let Some(why) = problem {
@@ -615,8 +617,8 @@ pub fn view(
 }
 
 /// `patience --reset-state KEY`: deletes the key's state.
-pub fn reset(key: &str, s: &Settings) -> Result<(), Error> {
-    let dir = state_dir(s)?;
+pub fn reset(key: &str, state_dir_option: Option<&Path>) -> Result<(), Error> {
+    let dir = state_dir(state_dir_option)?;
     let store = Store::open(&dir, key, &file_stem(key)).map_err(|e| Error::Internal(e.to_string()))?;
     store.reset().map_err(|e| Error::Internal(e.to_string()))
 }

@@ -310,7 +310,7 @@ impl Store {
         let path = self.path();
         let (loaded, problem) = read_state(&path)?;
         if let Some(why) = &problem {
-            crate::report::say(&format!(
+            crate::messages::say(&format!(
                 "warning: state file {} is unreadable ({why}); replacing it with a fresh state",
                 path.display()
             ));
