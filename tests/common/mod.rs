@@ -24,6 +24,7 @@ pub fn patienced_bin() -> &'static str {
 /// PATIENCE_SYSTEM_CONFIG, so the machine's /etc is never read), no metrics
 /// socket, no colour, a private state dir.
 pub fn patience(dir: &TempDir) -> Command {
+    default_stop_signals();
     let mut c = Command::new(patience_bin());
     c.env_remove("PATIENCE_CONFIG")
         .env_remove("PATIENCE_PROFILE")
@@ -39,6 +40,23 @@ pub fn patience(dir: &TempDir) -> Command {
         .env("PATIENCE_STATE_DIR", dir.path().join("state-dir"))
         .env("HOME", dir.path());
     c
+}
+
+/// A test run started as a background job of a non-interactive shell
+/// (`cargo test &`, nohup) has SIGINT and SIGQUIT ignored, and patience
+/// rightly keeps an ignored signal ignored, for itself and its child
+/// (RELIABILITY C.19). The tests that send those signals need them at
+/// their defaults, so the test process gives them back once; tests of the
+/// ignored case ignore them explicitly (`trap '' INT`).
+fn default_stop_signals() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for sig in [libc::SIGINT, libc::SIGQUIT] {
+            if patience::sys::is_ignored(sig) {
+                patience::sys::set_default(sig);
+            }
+        }
+    });
 }
 
 /// Runs `patience ARGS` to completion with stdin closed.
