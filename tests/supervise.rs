@@ -652,8 +652,8 @@ fn pid1_gives_remaining_processes_term_and_a_grace_before_exiting() {
 /// The `make static` binary, if it was built and is newer than the sources.
 fn static_binary() -> Result<PathBuf, String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let bin = root
-        .join("target")
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let bin = target
         .join(format!("{}-unknown-linux-gnu", std::env::consts::ARCH))
         .join("release/patience");
     let built = std::fs::metadata(&bin).and_then(|m| m.modified()).map_err(|e| {
@@ -752,15 +752,16 @@ fn static_binary_runs_in_an_empty_chroot() {
 
 // ---- job control under a terminal (tmux) ----
 
-/// A tmux server on a private socket, killed on drop.
+/// A tmux server on a private socket, killed on drop. The socket lives in
+/// the test's temp dir: tmux's kill-server leaves the file behind.
 struct Tmux {
-    socket: String,
+    socket: PathBuf,
 }
 
 impl Tmux {
     fn cmd(&self) -> Command {
         let mut c = Command::new("tmux");
-        c.args(["-L", &self.socket, "-f", "/dev/null"]);
+        c.arg("-S").arg(&self.socket).args(["-f", "/dev/null"]);
         c
     }
 
@@ -849,7 +850,7 @@ fn foreground_keeps_job_control_in_an_interactive_shell() {
     }
     let dir = TempDir::new("tmux");
     let tmux = Tmux {
-        socket: format!("patience-test-{}", std::process::id()),
+        socket: dir.join("tmux.sock"),
     };
     let rc = dir.join("rc");
     let shell = "env -i PATH=/usr/bin:/bin TERM=screen PS1='$ ' bash --norc --noprofile -i";
