@@ -155,7 +155,8 @@ fn slot_wait_gives_up_after_its_time_and_ends_on_a_signal() {
         &dir,
         &["--key", "k", "--max-concurrent", "1", "--slot-wait", "1m", "true"],
     );
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(eventually(LONG, || catches(waiter.id(), libc::SIGTERM)));
+    std::thread::sleep(Duration::from_millis(200));
     let start = Instant::now();
     send_signal(waiter.id(), "TERM");
     let st = waiter.wait_status(LONG);
@@ -456,7 +457,8 @@ fn a_token_wait_respects_the_deadline_and_signals() {
     assert!(!marker.exists());
     // A signal during the wait ends the run at once.
     let mut waiting = spawn(&dir, &[&args[..], &["true"]].concat());
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(eventually(LONG, || catches(waiting.id(), libc::SIGINT)));
+    std::thread::sleep(Duration::from_millis(200));
     let start = Instant::now();
     send_signal(waiting.id(), "INT");
     assert_eq!(waiting.wait_status(LONG).code(), Some(128 + 2));

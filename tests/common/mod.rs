@@ -59,6 +59,20 @@ fn default_stop_signals() {
     });
 }
 
+/// True once process `pid` has a handler for signal `sig` (its SigCgt mask
+/// in /proc), so a test can signal it knowing the signal will be handled
+/// rather than kill it with the default action.
+pub fn catches(pid: i32, sig: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (sig - 1)) != 0)
+}
+
 /// Runs `patience ARGS` to completion with stdin closed.
 pub fn run(dir: &TempDir, args: &[&str]) -> Output {
     let mut c = patience(dir);
