@@ -32,7 +32,7 @@ build:
 
 static:
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked --target $(STATIC_TARGET)
-	@ls -l target/$(STATIC_TARGET)/release/patience target/$(STATIC_TARGET)/release/patienced
+	@t=$${CARGO_TARGET_DIR:-target}; ls -l $$t/$(STATIC_TARGET)/release/patience $$t/$(STATIC_TARGET)/release/patienced
 
 test:
 	$(CARGO) test --locked -- --test-threads=4
