@@ -79,6 +79,52 @@ fn every_help_option_is_in_the_man_page() {
     }
 }
 
+/// The text of the entry of `option` in a page's OPTIONS, with `\-` as `-`:
+/// from its `.TP` to the next entry of an option.
+fn entry(page: &str, option: &str) -> Option<String> {
+    let options = section(page, "OPTIONS");
+    let tags: Vec<usize> = options
+        .match_indices("\n.TP\n.B")
+        .map(|(i, _)| i + 1)
+        .filter(|&i| options[i..].lines().nth(1).is_some_and(|l| l.contains(" \\-")))
+        .collect();
+    tags.iter().enumerate().find_map(|(n, &start)| {
+        let end = tags.get(n + 1).copied().unwrap_or(options.len());
+        let tag = options[start..].lines().nth(1)?;
+        names_option(tag, option).then(|| options[start..end].replace("\\-", "-"))
+    })
+}
+
+#[test]
+fn every_default_of_help_is_the_man_page_default() {
+    let help = help(patience_bin());
+    let mut checked = 0;
+    for line in help
+        .lines()
+        .filter(|l| l.trim_start().starts_with('-') && l.ends_with(']'))
+    {
+        let Some(option) = help_options(line).into_iter().find(|o| o.starts_with("--")) else {
+            continue;
+        };
+        let default = &line[line.rfind('[').unwrap() + 1..line.len() - 1];
+        // `--profile`'s brackets name a table, not a default.
+        if default.starts_with("defaults") {
+            continue;
+        }
+        let text = entry(&page("patience.1"), &option).unwrap_or_else(|| panic!("no entry for {option}"));
+        let said = match default {
+            "all" => "Default: every failing code".to_string(),
+            d => format!("Default: {d}"),
+        };
+        assert!(
+            text.contains(&said) || text.contains(default) && text.contains("(the default)"),
+            "patience.1 does not give {option} the default [{default}] of --help:\n{text}"
+        );
+        checked += 1;
+    }
+    assert!(checked > 20, "checked only {checked} defaults");
+}
+
 #[test]
 fn every_exit_status_of_help_is_in_the_man_page() {
     let help = help(patience_bin());
