@@ -2,6 +2,10 @@
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 MANDIR ?= $(PREFIX)/share/man
+# Shell completions, where each shell looks for them by default.
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 CARGO ?= cargo
 INSTALL ?= install
 # Where the binaries to install are; the install test points it elsewhere.
@@ -10,13 +14,16 @@ BUILD_DIR ?= target/release
 # needed). An explicit --target keeps RUSTFLAGS away from build scripts and
 # proc macros, and puts the binaries in target/$(STATIC_TARGET)/release/.
 STATIC_TARGET ?= $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+# `make fuzz`: seconds per target (cargo-fuzz on the nightly toolchain).
+FUZZ_TIME ?= 180
+FUZZ_TARGETS = duration exit_codes config datagram exposition
 
 BINS = patience patienced
 MAN1 = $(wildcard man/*.1)
 MAN5 = $(wildcard man/*.5)
 MAN8 = $(wildcard man/*.8)
 
-.PHONY: all build static test bench install uninstall clean
+.PHONY: all build static test bench fuzz install uninstall clean
 
 all: build
 
@@ -25,13 +32,24 @@ build:
 
 static:
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked --target $(STATIC_TARGET)
-	@ls -l target/$(STATIC_TARGET)/release/patience target/$(STATIC_TARGET)/release/patienced
+	@t=$${CARGO_TARGET_DIR:-target}; ls -l $$t/$(STATIC_TARGET)/release/patience $$t/$(STATIC_TARGET)/release/patienced
 
 test:
 	$(CARGO) test --locked -- --test-threads=4
 
 bench: build
 	sh tests/bench/run.sh
+
+# Each target runs FUZZ_TIME seconds from the seeds in fuzz/seeds/ and
+# what earlier runs found (fuzz/corpus/, not committed).
+fuzz:
+	@$(CARGO) +nightly fuzz --version >/dev/null 2>&1 || { \
+	    echo 'make fuzz needs cargo-fuzz and a nightly toolchain:' >&2; \
+	    echo '  rustup toolchain install nightly && cargo install cargo-fuzz' >&2; exit 1; }
+	for t in $(FUZZ_TARGETS); do \
+	    mkdir -p fuzz/corpus/$$t && \
+	    $(CARGO) +nightly fuzz run $$t fuzz/corpus/$$t fuzz/seeds/$$t -- -max_total_time=$(FUZZ_TIME) || exit 1; \
+	done
 
 install:
 	$(INSTALL) -d $(DESTDIR)$(BINDIR)
@@ -40,12 +58,17 @@ install:
 	for m in $(MAN1); do $(INSTALL) -m 644 $$m $(DESTDIR)$(MANDIR)/man1/; done
 	for m in $(MAN5); do $(INSTALL) -m 644 $$m $(DESTDIR)$(MANDIR)/man5/; done
 	for m in $(MAN8); do $(INSTALL) -m 644 $$m $(DESTDIR)$(MANDIR)/man8/; done
+	$(INSTALL) -d $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
+	$(INSTALL) -m 644 completions/patience.bash $(DESTDIR)$(BASHCOMPDIR)/patience
+	$(INSTALL) -m 644 completions/_patience $(DESTDIR)$(ZSHCOMPDIR)/_patience
+	$(INSTALL) -m 644 completions/patience.fish $(DESTDIR)$(FISHCOMPDIR)/patience.fish
 
 uninstall:
 	for b in $(BINS); do rm -f $(DESTDIR)$(BINDIR)/$$b; done
 	for m in $(MAN1); do rm -f $(DESTDIR)$(MANDIR)/man1/$$(basename $$m); done
 	for m in $(MAN5); do rm -f $(DESTDIR)$(MANDIR)/man5/$$(basename $$m); done
 	for m in $(MAN8); do rm -f $(DESTDIR)$(MANDIR)/man8/$$(basename $$m); done
+	rm -f $(DESTDIR)$(BASHCOMPDIR)/patience $(DESTDIR)$(ZSHCOMPDIR)/_patience $(DESTDIR)$(FISHCOMPDIR)/patience.fish
 
 clean:
 	$(CARGO) clean

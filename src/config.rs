@@ -402,6 +402,21 @@ fn unknown_profile(name: &str, chosen_by: &Source, files: &[ConfigFile], uses: &
     Error::Config(msg)
 }
 
+/// Resolves the settings from one config file's `text` alone, as
+/// `--config PATH` with `profile` (`-p`) would, without reading the disk,
+/// the environment or a command line. For the fuzz targets and tests.
+pub fn resolve_text(path: &Path, text: &str, profile: Option<&str>) -> Result<Resolved, Error> {
+    let file = parse_file(path, text)?;
+    let uses = [FileUse {
+        path: path.to_path_buf(),
+        found: true,
+    }];
+    let profile = profile.map(|p| (p.to_string(), Source::CommandLine));
+    let mut resolved = build(std::slice::from_ref(&file), &uses, profile, &|_| None, &[])?;
+    resolved.files = uses.into();
+    Ok(resolved)
+}
+
 /// Reads the `[daemon]` table of the file at `path` (for patienced). The
 /// whole file is validated, as patience does; a missing file is an error.
 pub fn load_daemon(path: &Path) -> Result<DaemonConfig, Error> {

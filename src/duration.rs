@@ -14,12 +14,26 @@ pub const MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Parses a duration such as `1m30s`. The error says what is wrong with the
 /// value; the caller adds which option or key it came from.
+///
+/// The value is added up in whole nanoseconds, not in floating point, so
+/// `1000000007ns` or `1m0.000000001s` mean exactly what they say; digits
+/// below a nanosecond are dropped, except that a positive value never
+/// becomes zero.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     if s.is_empty() {
         return Err("empty duration".into());
     }
-    let mut total = 0f64;
+    let too_large = || format!("duration '{text}' is too large (the limit is 100 years)");
+    let number = |digits: &str| -> Result<u128, String> {
+        match digits {
+            "" => Ok(0),
+            d => d.parse().map_err(|_| too_large()),
+        }
+    };
+    let max_ns = MAX.as_nanos();
+    let mut total: u128 = 0;
+    let mut below_ns = false;
     let mut rest = s;
     let mut parts = 0;
     while !rest.is_empty() {
@@ -39,38 +53,54 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(after.len());
         let (unit, next) = after.split_at(unit_len);
-        let scale = match unit {
-            "" if parts == 0 && next.is_empty() => 1.0,
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            "d" => 86400.0,
+        let scale: u128 = match unit {
+            "" if parts == 0 && next.is_empty() => 1_000_000_000,
+            "ns" => 1,
+            "us" | "µs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "d" => 86_400_000_000_000,
             _ => {
                 return Err(format!(
                     "invalid duration '{text}' (unknown unit '{unit}'; use ns, us, ms, s, m, h or d)"
                 ))
             }
         };
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration '{text}' (malformed number '{num}')"))?;
-        total += value * scale;
+        let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
+        // Leading zeros are harmless however many there are; any other
+        // whole part longer than 20 digits is far over the limit.
+        let whole = whole.trim_start_matches('0');
+        if whole.len() > 20 {
+            return Err(too_large());
+        }
+        let whole = number(whole)?;
+        // 18 digits of a fraction are below a nanosecond even for days:
+        // 10^18 × 86,400 × 10^9 still fits a u128.
+        let kept = &frac[..frac.len().min(18)];
+        let digits = number(kept)?;
+        let exact = digits * scale;
+        let ten_k = 10u128.pow(kept.len() as u32);
+        if exact % ten_k != 0 || frac[kept.len()..].bytes().any(|b| b != b'0') {
+            below_ns = true;
+        }
+        total = whole
+            .checked_mul(scale)
+            .and_then(|w| w.checked_add(exact / ten_k))
+            .and_then(|v| v.checked_add(total))
+            .filter(|&v| v <= max_ns)
+            .ok_or_else(too_large)?;
         parts += 1;
         rest = next;
     }
-    if !total.is_finite() || total > MAX.as_secs_f64() {
-        return Err(format!("duration '{text}' is too large (the limit is 100 years)"));
-    }
     // A positive value below one nanosecond still means "as soon as possible",
     // never "no limit": round it up rather than down to zero (GNU bug 77535).
-    let d = Duration::try_from_secs_f64(total).map_err(|_| format!("invalid duration '{text}'"))?;
-    if d.is_zero() && total > 0.0 {
-        return Ok(Duration::from_nanos(1));
+    if total == 0 && below_ns {
+        total = 1;
     }
-    Ok(d)
+    let secs = u64::try_from(total / 1_000_000_000).map_err(|_| too_large())?;
+    Ok(Duration::new(secs, (total % 1_000_000_000) as u32))
 }
 
 /// Formats a duration for messages: `250ms`, `1.5s`, `2m30s`, `1h5m`.
@@ -120,9 +150,34 @@ mod tests {
     }
 
     #[test]
+    fn whole_units_are_read_exactly() {
+        // Found by fuzzing: adding up in f64 read these 2 ns off.
+        assert_eq!(
+            parse("1ms131555511s30s0ms").unwrap(),
+            Duration::new(131_555_541, 1_000_000)
+        );
+        assert_eq!(parse("1000000007ns").unwrap(), Duration::new(1, 7));
+        assert_eq!(parse("1m0.000000001s").unwrap(), Duration::new(60, 1));
+        assert_eq!(parse("0.1s").unwrap(), Duration::from_millis(100));
+        assert_eq!(parse("1.").unwrap(), Duration::from_secs(1));
+        assert_eq!(parse(".5s").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse("36500d").unwrap(), MAX);
+        assert!(parse("36500d1ns").is_err());
+        assert_eq!(
+            parse("00000000000000000000000001s").unwrap(),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
     fn tiny_values_never_become_zero() {
         assert_eq!(parse("1ns").unwrap(), Duration::from_nanos(1));
         assert_eq!(parse("0.0000000001s").unwrap(), Duration::from_nanos(1));
+        assert_eq!(
+            parse("0.0000000000000000000001d").unwrap(),
+            Duration::from_nanos(1)
+        );
+        assert_eq!(parse("0.000s").unwrap(), Duration::ZERO);
     }
 
     #[test]

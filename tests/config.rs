@@ -445,7 +445,7 @@ fn man_page() -> String {
 fn the_man_page_example_is_valid_and_means_what_it_says() {
     let dir = TempDir::new("cfg-man");
     let page = man_page();
-    let start = page.find(".SH EXAMPLE\n.EX\n").expect("EXAMPLE section") + ".SH EXAMPLE\n.EX\n".len();
+    let start = page.find(".SH EXAMPLES\n.EX\n").expect("EXAMPLES section") + ".SH EXAMPLES\n.EX\n".len();
     let len = page[start..].find("\n.EE").expect("end of example");
     let example = dir.join("example.toml");
     write(&example, &page[start..start + len]);

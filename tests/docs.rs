@@ -1,71 +1,284 @@
-//! The manual pages stay in step with the program: every option `--help`
-//! lists is documented in patience(1), and the pages render without
-//! warnings.
+//! The manual pages stay in step with the programs: every option that
+//! `patience --help` and `patienced --help` list is documented in its page,
+//! every exit status too, every setting has its key in patience.toml(5),
+//! each page has the sections a reader looks for, and the pages are clean
+//! under `man --warnings` and `mandoc -T lint`.
 
 mod common;
 
 use common::*;
+use std::process::Command;
+
+const PAGES: [&str; 3] = ["patience.1", "patience.toml.5", "patienced.8"];
 
 fn page(name: &str) -> String {
     std::fs::read_to_string(format!("{}/man/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
+/// An option as roff spells it: `\-\-kill\-after`.
+fn roff(option: &str) -> String {
+    option.replace('-', "\\-")
+}
+
+/// The text of section `name` of a page (from its `.SH` to the next).
+fn section<'a>(page: &'a str, name: &str) -> &'a str {
+    let start = page
+        .find(&format!("\n.SH {name}\n"))
+        .unwrap_or_else(|| panic!("no section {name}"));
+    let rest = &page[start + 1..];
+    let end = rest[4..].find("\n.SH ").map_or(rest.len(), |e| e + 4);
+    &rest[..end]
+}
+
+/// True when `text` names `option` as a whole word (not `--state` inside
+/// `--state\-file`).
+fn names_option(text: &str, option: &str) -> bool {
+    let needle = roff(option);
+    text.match_indices(&needle).any(|(i, _)| {
+        let after = &text[i + needle.len()..];
+        !(after.starts_with("\\-") || after.starts_with(|c: char| c.is_ascii_alphanumeric()))
+    })
+}
+
+fn help(bin: &str) -> String {
+    let out = Command::new(bin).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn every_help_option_is_in_the_man_page() {
-    let dir = TempDir::new("docs");
-    let help = stdout(&run(&dir, &["--help"]));
-    let man = page("patience.1");
-    let mut seen = 0;
-    for word in help.split_whitespace() {
-        let Some(long) = word.strip_prefix("--") else {
+    for (bin, name, least) in [
+        (patience_bin(), "patience.1", 50),
+        (patienced_bin(), "patienced.8", 9),
+    ] {
+        let options = help_options(&help(bin));
+        assert!(
+            options.len() >= least,
+            "parsed too few options out of {bin} --help: {options:?}"
+        );
+        let man = page(name);
+        let documented = section(&man, "OPTIONS");
+        for option in &options {
+            assert!(
+                names_option(documented, option),
+                "{name} OPTIONS does not document {option}"
+            );
+        }
+        // And nothing the page documents as an option is missing from --help.
+        for line in documented.lines().filter(|l| l.starts_with(".B")) {
+            let first = line.split_whitespace().nth(1).unwrap_or("").trim_matches('"');
+            if let Some(option) = first.strip_prefix("\\-").map(|o| o.replace("\\-", "-")) {
+                let option = format!("-{option}");
+                assert!(
+                    options.contains(&option),
+                    "{name} documents {option}, which --help lacks"
+                );
+            }
+        }
+    }
+}
+
+/// The text of the entry of `option` in a page's OPTIONS, with `\-` as `-`:
+/// from its `.TP` to the next entry of an option.
+fn entry(page: &str, option: &str) -> Option<String> {
+    let options = section(page, "OPTIONS");
+    let tags: Vec<usize> = options
+        .match_indices("\n.TP\n.B")
+        .map(|(i, _)| i + 1)
+        .filter(|&i| options[i..].lines().nth(1).is_some_and(|l| l.contains(" \\-")))
+        .collect();
+    tags.iter().enumerate().find_map(|(n, &start)| {
+        let end = tags.get(n + 1).copied().unwrap_or(options.len());
+        let tag = options[start..].lines().nth(1)?;
+        names_option(tag, option).then(|| options[start..end].replace("\\-", "-"))
+    })
+}
+
+#[test]
+fn every_default_of_help_is_the_man_page_default() {
+    let help = help(patience_bin());
+    let mut checked = 0;
+    for line in help
+        .lines()
+        .filter(|l| l.trim_start().starts_with('-') && l.ends_with(']'))
+    {
+        let Some(option) = help_options(line).into_iter().find(|o| o.starts_with("--")) else {
             continue;
         };
-        let long = long.trim_end_matches(',');
-        if long.is_empty() || !long.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
+        let default = &line[line.rfind('[').unwrap() + 1..line.len() - 1];
+        // `--profile`'s brackets name a table, not a default.
+        if default.starts_with("defaults") {
             continue;
         }
-        seen += 1;
-        let roff = format!("\\-\\-{}", long.replace('-', "\\-"));
-        assert!(man.contains(&roff), "patience(1) does not document --{long}");
+        let text = entry(&page("patience.1"), &option).unwrap_or_else(|| panic!("no entry for {option}"));
+        let said = match default {
+            "all" => "Default: every failing code".to_string(),
+            d => format!("Default: {d}"),
+        };
+        assert!(
+            text.contains(&said) || text.contains(default) && text.contains("(the default)"),
+            "patience.1 does not give {option} the default [{default}] of --help:\n{text}"
+        );
+        checked += 1;
     }
-    assert!(seen > 20, "parsed too few options out of --help");
+    assert!(checked > 20, "checked only {checked} defaults");
+}
+
+#[test]
+fn every_exit_status_of_help_is_in_the_man_page() {
+    let help = help(patience_bin());
+    let tail = &help[help.find("Exit status:").expect("no exit status in --help")..];
+    let tail = &tail[..tail.find("\n\n").unwrap_or(tail.len())];
+    let codes: Vec<&str> = tail
+        .split(|c: char| !c.is_ascii_digit() && c != '+')
+        .filter(|w| !w.is_empty() && w.chars().next().unwrap().is_ascii_digit())
+        .collect();
+    assert!(codes.len() >= 7, "{codes:?}");
+    let man = page("patience.1");
+    let statuses = section(&man, "EXIT STATUS");
+    for code in codes {
+        let code = code.trim_end_matches('+');
+        assert!(
+            statuses.contains(&format!(".B {code}\n")) || statuses.contains(&format!(".BI {code}+ N")),
+            "patience.1 EXIT STATUS lacks {code}"
+        );
+    }
+    // patienced: a usage error and --help exit with statuses its page lists.
+    let man = page("patienced.8");
+    let statuses = section(&man, "EXIT STATUS");
+    for args in [&["--no-such-option"][..], &["--help"], &["--max-series", "0"]] {
+        let out = Command::new(patienced_bin()).args(args).output().unwrap();
+        let code = out.status.code().unwrap();
+        assert!(
+            statuses.contains(&format!(".B {code}\n")),
+            "patienced.8 lacks status {code} ({args:?})"
+        );
+    }
+}
+
+#[test]
+fn every_setting_has_its_key_in_patience_toml_5() {
+    let man = page("patience.toml.5");
+    let settings = section(&man, "SETTINGS");
+    // The options that only make sense on a command line, and say so there.
+    let cli_only = [
+        "--config",
+        "--no-config",
+        "--profile",
+        "--dry-run",
+        "--state",
+        "--reset-state",
+        "--help",
+        "--version",
+    ];
+    for option in help_options(&help(patience_bin())) {
+        let Some(key) = option.strip_prefix("--") else {
+            continue;
+        };
+        if cli_only.contains(&option.as_str()) {
+            assert!(
+                names_option(settings, &option),
+                "patience.toml.5 does not say {option} is no key"
+            );
+        } else {
+            let entry = format!("\n.BR {} ", roff(key));
+            let pair = format!("\n.BR {} \", \" ", roff(key));
+            let second = format!("\", \" {} \"", roff(key));
+            assert!(
+                settings.contains(&entry) || settings.contains(&pair) || settings.contains(&second),
+                "patience.toml.5 has no key {key}"
+            );
+        }
+    }
+    let daemon = section(&man, "DAEMON SETTINGS");
+    for key in patience::config::DAEMON_KEYS {
+        assert!(
+            daemon.contains(&format!("\n.BR {} ", roff(key))),
+            "patience.toml.5 lacks [daemon] {key}"
+        );
+    }
+}
+
+#[test]
+fn pages_have_the_sections_a_reader_looks_for() {
+    for name in PAGES {
+        let man = page(name);
+        let mut wanted = vec![
+            "NAME",
+            "SYNOPSIS",
+            "DESCRIPTION",
+            "ENVIRONMENT",
+            "FILES",
+            "EXAMPLES",
+            "SEE ALSO",
+        ];
+        if !name.ends_with(".5") {
+            wanted.extend(["OPTIONS", "EXIT STATUS"]);
+        }
+        for s in wanted {
+            section(&man, s);
+        }
+        let see_also = section(&man, "SEE ALSO");
+        for other in PAGES.iter().filter(|&&p| p != name) {
+            let (base, num) = other.rsplit_once('.').unwrap();
+            assert!(
+                see_also.contains(&format!("{base} ({num})")),
+                "{name}: SEE ALSO lacks {other}"
+            );
+        }
+    }
+    let see_also = section(&page("patience.1"), "SEE ALSO").to_string();
+    for peer in ["timeout (1)", "flock (1)", "chronic (1)", "kill (1)"] {
+        assert!(see_also.contains(peer), "patience.1: SEE ALSO lacks {peer}");
+    }
+}
+
+/// True when `tool` runs here; under CI it must.
+fn available(tool: &str, arg: &str) -> bool {
+    let ok = Command::new(tool).arg(arg).output().is_ok();
+    if !ok {
+        assert!(std::env::var_os("CI").is_none(), "{tool} is required under CI");
+        eprintln!("skipped: {tool} is not installed");
+    }
+    ok
 }
 
 #[test]
 fn man_pages_render_without_warnings() {
-    let man_available = std::process::Command::new("man")
-        .arg("--version")
-        .output()
-        .is_ok();
-    if !man_available {
-        assert!(std::env::var_os("CI").is_none(), "man(1) is required under CI");
-        eprintln!("skipped: man(1) is not installed");
+    if !available("man", "--version") {
         return;
     }
-    for entry in std::fs::read_dir(format!("{}/man", env!("CARGO_MANIFEST_DIR"))).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "part") {
-            continue;
-        }
-        let out = std::process::Command::new("man")
-            .args(["--warnings", "-l"])
-            .arg(&path)
+    for name in PAGES {
+        let path = format!("{}/man/{name}", env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new("man")
+            .args(["--warnings", "-l", &path])
             .env("MANWIDTH", "80")
             .env("MAN_KEEP_FORMATTING", "0")
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
         let warnings = String::from_utf8_lossy(&out.stderr);
-        assert!(warnings.trim().is_empty(), "{}: {warnings}", path.display());
+        assert!(out.status.success(), "{name}: {warnings}");
+        assert!(warnings.trim().is_empty(), "{name}: {warnings}");
+        assert!(out.stdout.len() > 500, "{name} renders almost nothing");
+    }
+}
+
+#[test]
+fn man_pages_pass_mandoc_lint() {
+    if !available("mandoc", "-V") {
+        return;
+    }
+    for name in PAGES {
+        let path = format!("{}/man/{name}", env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new("mandoc")
+            .args(["-T", "lint", &path])
+            .output()
+            .unwrap();
+        let messages = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
         assert!(
-            out.stdout.len() > 500,
-            "{} renders almost nothing",
-            path.display()
+            out.status.success() && messages.trim().is_empty(),
+            "mandoc -T lint {name}:\n{messages}"
         );
     }
 }

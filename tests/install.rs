@@ -1,6 +1,9 @@
 //! `make install` and `make uninstall` into a temporary DESTDIR, as a distro
 //! packager runs them: every file lands where it should with the right mode,
-//! and uninstall leaves nothing behind.
+//! and uninstall leaves nothing behind. The shell completions it installs
+//! know every option of `--help`, pass their shell's syntax check, and (bash
+//! and fish, which can be driven from a script) complete options, their
+//! values, and the command after the options.
 
 mod common;
 
@@ -54,37 +57,254 @@ fn install_and_uninstall_into_destdir() {
     };
     make("install");
     let files = files_under(&dest);
-    for expected in [
-        "usr/bin/patience",
-        "usr/bin/patienced",
-        "usr/share/man/man1/patience.1",
-    ] {
-        assert!(
-            files.iter().any(|f| f == expected),
-            "{expected} not installed: {files:?}"
-        );
+    let expected = [
+        ("usr/bin/patience", 0o755),
+        ("usr/bin/patienced", 0o755),
+        ("usr/share/man/man1/patience.1", 0o644),
+        ("usr/share/man/man5/patience.toml.5", 0o644),
+        ("usr/share/man/man8/patienced.8", 0o644),
+        ("usr/share/bash-completion/completions/patience", 0o644),
+        ("usr/share/zsh/site-functions/_patience", 0o644),
+        ("usr/share/fish/vendor_completions.d/patience.fish", 0o644),
+    ];
+    let mut names: Vec<&str> = expected.iter().map(|(f, _)| *f).collect();
+    names.sort();
+    assert_eq!(files, names, "installed files");
+    let root = env!("CARGO_MANIFEST_DIR");
+    for (file, mode) in expected {
+        let path = dest.join(file);
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, mode, "{file}");
+        if mode == 0o644 {
+            let name = path.file_name().unwrap().to_str().unwrap();
+            let source = match name {
+                "patience" => "completions/patience.bash".to_string(),
+                "_patience" | "patience.fish" => format!("completions/{name}"),
+                _ => format!("man/{name}"),
+            };
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                std::fs::read(Path::new(root).join(source)).unwrap(),
+                "{file}"
+            );
+        }
     }
-    assert!(
-        files.iter().any(|f| f.starts_with("usr/share/man/man5/")),
-        "{files:?}"
-    );
-    let mode = std::fs::metadata(dest.join("usr/bin/patience"))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o755);
-    let mode = std::fs::metadata(dest.join("usr/share/man/man1/patience.1"))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o644);
     let installed = dest.join("usr/bin/patience");
     let out = Command::new(&installed).arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("patience "));
+    let out = Command::new(dest.join("usr/bin/patienced"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("patienced "));
     make("uninstall");
     assert_eq!(
         files_under(&dest),
         Vec::<String>::new(),
         "uninstall left files behind"
     );
+}
+
+#[test]
+fn install_directories_can_be_moved_one_by_one() {
+    if Command::new("make").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "make is required under CI");
+        eprintln!("skipped: make is not installed");
+        return;
+    }
+    let dir = TempDir::new("install-dirs");
+    let dest = dir.join("dest");
+    let build_dir = Path::new(patience_bin()).parent().unwrap();
+    let make = |target: &str| {
+        let out = Command::new("make")
+            .arg("-C")
+            .arg(env!("CARGO_MANIFEST_DIR"))
+            .arg(target)
+            .arg(format!("DESTDIR={}", dest.display()))
+            .args([
+                "PREFIX=/opt/p",
+                "BINDIR=/sbin",
+                "MANDIR=/man",
+                "BASHCOMPDIR=/c/bash",
+                "ZSHCOMPDIR=/c/zsh",
+                "FISHCOMPDIR=/c/fish",
+            ])
+            .arg(format!("BUILD_DIR={}", build_dir.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "make {target}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    make("install");
+    assert_eq!(
+        files_under(&dest),
+        [
+            "c/bash/patience",
+            "c/fish/patience.fish",
+            "c/zsh/_patience",
+            "man/man1/patience.1",
+            "man/man5/patience.toml.5",
+            "man/man8/patienced.8",
+            "sbin/patience",
+            "sbin/patienced",
+        ]
+    );
+    make("uninstall");
+    assert_eq!(
+        files_under(&dest),
+        Vec::<String>::new(),
+        "uninstall left files behind"
+    );
+}
+
+fn completion(file: &str) -> String {
+    std::fs::read_to_string(format!("{}/completions/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+fn have(shell: &str) -> bool {
+    Command::new(shell)
+        .args(["-c", "exit 0"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn completions_know_every_long_option_of_help() {
+    let dir = TempDir::new("completions");
+    let help = stdout(&run(&dir, &["--help"]));
+    let longs: Vec<String> = help_options(&help)
+        .into_iter()
+        .filter(|o| o.starts_with("--"))
+        .collect();
+    assert!(
+        longs.len() > 40,
+        "parsed too few options out of --help: {longs:?}"
+    );
+    for file in ["patience.bash", "_patience", "patience.fish"] {
+        let text = completion(file);
+        for long in &longs {
+            let found = if file == "patience.fish" {
+                text.contains(&format!("-l {} ", &long[2..]))
+            } else {
+                text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                    .any(|w| w == long)
+            };
+            assert!(found, "{file} does not know {long}");
+        }
+    }
+}
+
+#[test]
+fn completions_pass_their_shells_syntax_check() {
+    let mut checked = 0;
+    for (shell, file) in [
+        ("bash", "patience.bash"),
+        ("zsh", "_patience"),
+        ("fish", "patience.fish"),
+    ] {
+        if !have(shell) {
+            assert!(
+                shell != "bash" || std::env::var_os("CI").is_none(),
+                "bash is required under CI"
+            );
+            eprintln!("note: {shell} is not installed; {file} not checked");
+            continue;
+        }
+        let path = format!("{}/completions/{file}", env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new(shell).arg("-n").arg(&path).output().unwrap();
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{shell} -n {file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "no shell to check the completions with");
+}
+
+/// What the bash completion offers for the words of a command line (the
+/// last one being completed), as bash would call it.
+fn bash_complete(words: &[&str]) -> Vec<String> {
+    let path = format!("{}/completions/patience.bash", env!("CARGO_MANIFEST_DIR"));
+    let script = r#"source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _patience; printf '%s\n' "${COMPREPLY[@]}""#;
+    let out = Command::new("bash")
+        .args(["--norc", "-c", script, "bash", &path])
+        .args(words)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn bash_completes_options_values_and_the_command() {
+    if !have("bash") {
+        assert!(std::env::var_os("CI").is_none(), "bash is required under CI");
+        eprintln!("note: bash is not installed; completion not checked");
+        return;
+    }
+    assert_eq!(bash_complete(&["patience", "--back"]), ["--backoff"]);
+    assert_eq!(
+        bash_complete(&["patience", "-a", "3", "--max-c"]),
+        ["--max-concurrent"]
+    );
+    assert_eq!(bash_complete(&["patience", "-b", "fi"]), ["fixed", "fibonacci"]);
+    // bash splits --opt=value at the `=`.
+    assert_eq!(
+        bash_complete(&["patience", "--output", "=", "f"]),
+        ["final", "failure"]
+    );
+    assert_eq!(
+        bash_complete(&["patience", "--restart", ""]),
+        ["on-failure", "always", "on-success"]
+    );
+    // After the options, commands; `-t 5` is an option and its value.
+    let commands = bash_complete(&["patience", "-t", "5", "--hold-output", "tru"]);
+    assert!(commands.iter().any(|c| c == "true"), "{commands:?}");
+    let commands = bash_complete(&["patience", "--", "tru"]);
+    assert!(commands.iter().any(|c| c == "true"), "{commands:?}");
+    // The command's own arguments are not patience's options.
+    let args = bash_complete(&["patience", "-a", "2", "sh", "--back"]);
+    assert!(!args.iter().any(|a| a == "--backoff"), "{args:?}");
+    let args = bash_complete(&["patience", "--name=x", "sh", "--back"]);
+    assert!(!args.iter().any(|a| a == "--backoff"), "{args:?}");
+}
+
+/// What the fish completion offers for a command line.
+fn fish_complete(line: &str) -> Vec<String> {
+    let path = format!("{}/completions/patience.fish", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("fish")
+        .args(["--no-config", "-c", "source $argv[1]; complete -C $argv[2]"])
+        .arg(&path)
+        .arg(line)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn fish_completes_options_values_and_the_command() {
+    if !have("fish") {
+        eprintln!("note: fish is not installed; completion not checked");
+        return;
+    }
+    assert_eq!(fish_complete("patience --back"), ["--backoff"]);
+    assert_eq!(fish_complete("patience --restart on-s"), ["on-success"]);
+    let commands = fish_complete("patience -a 3 -t 10s tru");
+    assert!(commands.iter().any(|c| c == "true"), "{commands:?}");
+    let commands = fish_complete("patience -- tru");
+    assert!(commands.iter().any(|c| c == "true"), "{commands:?}");
+    let args = fish_complete("patience -a 2 sh --back");
+    assert!(!args.iter().any(|a| a == "--backoff"), "{args:?}");
 }

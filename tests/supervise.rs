@@ -652,7 +652,9 @@ fn pid1_gives_remaining_processes_term_and_a_grace_before_exiting() {
 /// The `make static` binary, if it was built and is newer than the sources.
 fn static_binary() -> Result<PathBuf, String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    // The target directory (CARGO_TARGET_DIR or target/) holds the binary
+    // under test in debug/; `make static` writes to TRIPLE/release/ there.
+    let target = Path::new(patience_bin()).parent().and_then(Path::parent).unwrap();
     let bin = target
         .join(format!("{}-unknown-linux-gnu", std::env::consts::ARCH))
         .join("release/patience");

@@ -13,7 +13,7 @@ set -eu
 cd "$(dirname "$0")/../.."
 SIZE=${SIZE:-1G}
 RUNS=${RUNS:-5}
-BIN=${PATIENCE_BIN:-target/release/patience}
+BIN=${PATIENCE_BIN:-${CARGO_TARGET_DIR:-target}/release/patience}
 
 if [ ! -x "$BIN" ]; then
     cargo build --release --locked

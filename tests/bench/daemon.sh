@@ -13,8 +13,9 @@ NAMES=2000          # 5 series per name: 10,000 series
 SCRAPES=50
 
 cargo build --release --locked --quiet --bin patienced --example daemon_flood
-bin=target/release/patienced
-flood=target/release/examples/daemon_flood
+T=${CARGO_TARGET_DIR:-target}
+bin=$T/release/patienced
+flood=$T/release/examples/daemon_flood
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/patienced-bench.XXXXXX")
 pid=""
@@ -37,8 +38,18 @@ rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status"; }
 before=$(rss_kib)
 
 echo "patienced $("$bin" --version | cut -d' ' -f2), $(nproc) CPUs, net.unix.max_dgram_qlen=$(cat /proc/sys/net/unix/max_dgram_qlen 2>/dev/null || echo '?')"
-"$flood" "$dir/d.sock" "$addr" "$DATAGRAMS" "$NAMES" "$SCRAPES"
+"$flood" "$dir/d.sock" "$addr" "$DATAGRAMS" "$NAMES" "$SCRAPES" | tee "$dir/out"
 
 after=$(rss_kib)
+per_series=$(( (after - before) * 1024 / (NAMES * 5) ))
 echo "memory: RSS ${before} KiB empty, ${after} KiB with $((NAMES * 5)) series:" \
-     "$(( (after - before) * 1024 / (NAMES * 5) )) bytes per series"
+     "$per_series bytes per series"
+awk -v per="$per_series" '
+    /ingest rate/ { rate = $(NF - 1) }
+    /^scrape:/ { for (i = 1; i < NF; i++) if ($i == "median") median = $(i + 1) }
+    END {
+        ok = rate >= 100000 && median != "" && median < 50 && per < 1024
+        printf "targets: >= 100000 datagrams/s (%d), scrape < 50 ms (%s), < 1024 bytes per series (%d): %s\n",
+            rate, median, per, ok ? "PASS" : "FAIL"
+        exit ok ? 0 : 1
+    }' "$dir/out"

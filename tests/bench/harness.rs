@@ -4,7 +4,9 @@
 //! ratio of medians against the first command that is not the baseline.
 //!
 //! Usage: bench-harness RUNS 'label=command arg...' ...
-//! Commands are split on whitespace; no shell is involved.
+//! Commands are split on whitespace; no shell is involved. With
+//! `BENCH_RECORD=FILE`, each command's label and median (ms) are also
+//! appended to FILE, one tab-separated line each, for a report.
 
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -37,7 +39,14 @@ fn main() {
                 .status()
                 .expect("spawn");
             let ms = start.elapsed().as_secs_f64() * 1000.0;
-            assert!(status.code().is_some(), "{cmd:?} died: {status:?}");
+            // GNU `timeout -k` ends by SIGKILLing its own process group,
+            // itself included; any other death is a broken benchmark.
+            if let Some(sig) = std::os::unix::process::ExitStatusExt::signal(&status) {
+                assert!(
+                    sig == 9 && cmd[0].ends_with("timeout"),
+                    "{cmd:?} died: {status:?}"
+                );
+            }
             if round > 0 {
                 times[i].push(ms);
             }
@@ -60,6 +69,17 @@ fn main() {
             v[0],
             v[v.len() - 1]
         );
+    }
+    if let Some(path) = std::env::var_os("BENCH_RECORD") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("BENCH_RECORD");
+        for (i, (label, _)) in cmds.iter().enumerate() {
+            writeln!(f, "{label}\t{:.3}", medians[i]).expect("BENCH_RECORD");
+        }
     }
     for (i, (label, _)) in cmds.iter().enumerate().skip(1) {
         println!("ratio {} / {label}: {:.2}", cmds[0].0, medians[0] / medians[i]);

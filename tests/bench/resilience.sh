@@ -16,7 +16,7 @@
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@" # run.sh starts us with sh
 set -euo pipefail
 
-BIN=${PATIENCE:-target/release/patience}
+BIN=${PATIENCE:-${CARGO_TARGET_DIR:-target}/release/patience}
 RUNS=${RUNS:-50}
 ROUNDS=${ROUNDS:-10}
 WORKERS=${WORKERS:-8}

@@ -305,3 +305,22 @@ pub fn unique_sleep_secs() -> String {
 pub fn os(s: &str) -> &OsStr {
     OsStr::new(s)
 }
+
+/// The options a `--help` text lists, short (`-a`) and long (`--attempts`),
+/// in order: the words of its option lines that start with a dash.
+pub fn help_options(help: &str) -> Vec<String> {
+    let mut opts = Vec::new();
+    for line in help.lines().filter(|l| l.trim_start().starts_with('-')) {
+        for word in line.split_whitespace() {
+            let word = word.trim_end_matches(',');
+            let name = word.trim_start_matches('-');
+            if !word.starts_with('-') || name.is_empty() {
+                break;
+            }
+            if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                opts.push(word.to_string());
+            }
+        }
+    }
+    opts
+}
