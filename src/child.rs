@@ -199,13 +199,27 @@ pub fn run(
         Some(_) => None,
         None => {
             let waiter_tx = tx.clone();
-            let waiter = std::thread::Builder::new()
-                .name("waiter".into())
-                .spawn(move || {
-                    let _ = waiter_tx.send(Event::Exited(pid, sys::wait_exit(pid)));
-                })
-                .expect("spawning the waiter thread");
-            Some(waiter)
+            let waiter = std::thread::Builder::new().name("waiter".into()).spawn(move || {
+                let _ = waiter_tx.send(Event::Exited(pid, sys::wait_exit(pid)));
+            });
+            match waiter {
+                Ok(waiter) => Some(waiter),
+                // No thread to be told of the exit (out of memory or
+                // threads): this attempt cannot be watched, so it goes, and
+                // patience says why rather than aborting with the child
+                // left behind.
+                Err(e) => {
+                    let _ = Target {
+                        pid,
+                        group: spec.own_group,
+                    }
+                    .kill();
+                    let _ = sys::wait_exit(pid);
+                    sys::reap(pid);
+                    drop(capture.finish(output::DRAIN_GRACE));
+                    return Err(SpawnError::Setup(e));
+                }
+            }
         }
     };
 
@@ -311,6 +325,15 @@ struct Target {
 }
 
 impl Target {
+    /// SIGKILL to the process (or group). Only while the leader is unreaped.
+    fn kill(&self) -> io::Result<()> {
+        if self.group {
+            sys::kill_group(self.pid, libc::SIGKILL)
+        } else {
+            sys::kill(self.pid, libc::SIGKILL)
+        }
+    }
+
     /// Sends `sig`, then SIGCONT so a stopped process can act on it (as GNU
     /// timeout does). Only called while the leader is unreaped.
     fn signal(&self, sig: i32) {

@@ -205,7 +205,7 @@ impl Loop<'_> {
                 let (status, what, err) = match e {
                     SpawnError::NotFound(e) => (127, "command not found", e),
                     SpawnError::NotExecutable(e) => (126, "command not executable", e),
-                    SpawnError::Setup(e) => (125, "cannot set up the command's input and output", e),
+                    SpawnError::Setup(e) => (125, "cannot set up the attempt (its streams or threads)", e),
                 };
                 self.reporter.cannot_run(&s.command[0], &err);
                 let attempt = Attempt {
