@@ -108,7 +108,10 @@ pub fn format(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {
         if d.as_nanos() > 0 && ms == 0 {
-            return format!("{}us", d.as_micros());
+            return match d.as_micros() {
+                0 => format!("{}ns", d.as_nanos()),
+                us => format!("{us}us"),
+            };
         }
         return format!("{ms}ms");
     }
@@ -215,6 +218,8 @@ mod tests {
         assert_eq!(format(Duration::from_millis(1500)), "1.5s");
         assert_eq!(format(Duration::from_secs(150)), "2m30s");
         assert_eq!(format(Duration::from_secs(3900)), "1h5m");
+        assert_eq!(format(Duration::from_nanos(1)), "1ns");
+        assert_eq!(format(Duration::from_micros(5)), "5us");
         assert_eq!(format(Duration::ZERO), "0ms");
     }
 }

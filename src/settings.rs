@@ -601,7 +601,15 @@ impl Settings {
             "delay" => self.backoff.base = duration::parse(text()?)?,
             "backoff" => self.backoff.strategy = text()?.parse()?,
             "multiplier" => self.backoff.multiplier = backoff::parse_multiplier(text()?)?,
-            "max-delay" => self.backoff.max_delay = duration::parse(text()?)?,
+            "max-delay" => {
+                let cap = duration::parse(text()?)?;
+                // A cap of 0 would make every delay 0: a busy loop, never
+                // what "at most" was meant to say.
+                if cap.is_zero() {
+                    return Err("a cap of 0 makes every delay 0; use --delay 0 for no delay".into());
+                }
+                self.backoff.max_delay = cap;
+            }
             "jitter" => self.backoff.jitter = backoff::parse_jitter(text()?)?,
             "reset-after" => self.reset_after = optional_duration(text()?)?,
             "restart" => self.restart = text()?.parse()?,

@@ -360,6 +360,8 @@ fn bad_input_is_a_usage_error_naming_it() {
         (&[""], "empty"),
         (&["-k", "10€", "true"], "10€"),
         (&["-d", "1.5.5s", "true"], "1.5.5s"),
+        (&["-t", "9223372036854775808d", "true"], "9223372036854775808d"),
+        (&["--max-delay", "0", "true"], "--max-delay"),
     ];
     for (args, needle) in cases {
         let out = run(&dir, args);
@@ -749,4 +751,101 @@ fn a_child_inherited_from_the_exec_ing_shell_does_not_confuse_patience() {
         Some(0),
         "the stranger's exit is not the attempt's"
     );
+}
+
+#[test]
+fn hup_quit_usr1_usr2_are_forwarded_and_give_128_plus_n() {
+    for (sig, n) in [("HUP", 1), ("QUIT", 3), ("USR1", 10), ("USR2", 12)] {
+        let dir = TempDir::new("fwd");
+        let marker = dir.join("got");
+        // The child says it got the signal, then exits 0: patience's status
+        // still reflects the signal it received.
+        let script = format!(
+            "trap 'echo {sig} > \"{}\"; exit 0' {sig}; echo ready >&2; while :; do sleep 0.05; done",
+            marker.display()
+        );
+        let mut child = patience(&dir)
+            .args(["-a", "3", "--", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = child.stderr.take().unwrap();
+        let mut guard = Guard::new(child);
+        // Kept open to the end: a closed pipe would kill the shell with
+        // SIGPIPE when it reports its sleep's death, before its trap runs.
+        let mut reader = std::io::BufReader::new(err);
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        assert_eq!(line, "ready\n");
+        send_signal(guard.id(), sig);
+        let status = guard.wait_status(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(128 + n), "SIG{sig}");
+        let got = std::fs::read_to_string(&marker).unwrap_or_default();
+        assert_eq!(got.trim(), sig, "the child did not get SIG{sig}");
+    }
+}
+
+#[test]
+fn an_inherited_ignored_sigint_is_not_acted_upon() {
+    let dir = TempDir::new("ignint");
+    // patience inherits SIGINT ignored (a background job); a SIGINT sent to
+    // it changes nothing: the command ends with its own status.
+    let script = format!(
+        "trap '' INT; {} -a 1 -- sh -c 'sleep 1; exit 4' & pid=$!; sleep 0.3; kill -INT $pid; wait $pid",
+        patience_bin()
+    );
+    let mut c = std::process::Command::new("sh");
+    c.args(["-c", &script])
+        .envs(patience(&dir).get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+    let out = output(c);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+}
+
+#[test]
+fn a_stopped_child_is_continued_so_the_timeout_can_end_it() {
+    let dir = TempDir::new("stopped");
+    // The child stops itself; SIGTERM alone would wait for a SIGCONT that
+    // never comes, and only the SIGKILL after 5 s would end it.
+    let start = Instant::now();
+    let out = run(
+        &dir,
+        &[
+            "-a",
+            "1",
+            "-t",
+            "300ms",
+            "-k",
+            "5s",
+            "--",
+            "sh",
+            "-c",
+            "kill -STOP $$; sleep 10",
+        ],
+    );
+    assert_eq!(code(&out), 124, "{}", stderr(&out));
+    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+}
+
+#[test]
+fn a_child_that_closes_its_output_still_times_out() {
+    let dir = TempDir::new("closed-out");
+    for extra in [&[][..], &["--failure-pattern", "x"][..], &["--hold-output"][..]] {
+        let start = Instant::now();
+        let out = run(
+            &dir,
+            &[
+                &["-a", "1", "-t", "800ms"][..],
+                extra,
+                &["--", "sh", "-c", "echo hi; exec >&- 2>&-; sleep 10"][..],
+            ]
+            .concat(),
+        );
+        assert_eq!(code(&out), 124, "{extra:?}: {}", stderr(&out));
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "{extra:?}: {:?}",
+            start.elapsed()
+        );
+    }
 }
