@@ -751,20 +751,121 @@ fn lock_and_state_descriptors_are_not_inherited() {
     );
 }
 
-#[test]
-fn the_state_write_is_fsync_rename_fsync_dir() {
-    // RELIABILITY K.63, checked with strace when it is installed.
-    if std::process::Command::new("strace")
+/// True when strace is installed; under CI it must be (.ci/run installs it).
+fn have_strace() -> bool {
+    let found = std::process::Command::new("strace")
         .arg("-V")
         .stdout(Stdio::null())
         .status()
-        .is_err()
-    {
+        .is_ok();
+    if !found {
         assert!(
             std::env::var("CI").is_err(),
             "strace is required under CI (.ci/run installs it)"
         );
         eprintln!("strace not installed: skipped");
+    }
+    found
+}
+
+/// Runs patience under `strace -f` with `strace_args` (a fault to inject),
+/// in the test's environment.
+fn under_strace(dir: &TempDir, strace_args: &[&str], args: &[&str]) -> Output {
+    let mut c = std::process::Command::new("strace");
+    c.args(["-f", "-o"])
+        .arg(dir.join("trace"))
+        .args(strace_args)
+        .arg("--")
+        .arg(patience_bin())
+        .args(args)
+        .envs(patience(dir).get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+    output(c)
+}
+
+const FAILING: [&str; 9] = ["--key", "k", "--breaker", "5", "-a", "1", "sh", "-c", "exit 3"];
+
+#[test]
+fn a_lock_that_fails_with_enolck_or_eio_fails_open() {
+    // RELIABILITY K.66: flock on NFS, or a broken file system.
+    if !have_strace() {
+        return;
+    }
+    let dir = TempDir::new("enolck");
+    for err in ["ENOLCK", "EIO"] {
+        let start = Instant::now();
+        let out = under_strace(&dir, &["-e", &format!("inject=flock:error={err}")], &FAILING);
+        assert_eq!(code(&out), 3, "{err}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("running without --breaker"),
+            "{err}: {}",
+            stderr(&out)
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{err}: {:?}",
+            start.elapsed()
+        );
+    }
+}
+
+#[test]
+fn a_full_disk_keeps_the_old_state_and_leaves_no_temp_file() {
+    // RELIABILITY K.67: ENOSPC while the new state is written.
+    if !have_strace() {
+        return;
+    }
+    let dir = TempDir::new("enospc");
+    assert_eq!(code(&run(&dir, &FAILING)), 3);
+    let file = dir.join("state-dir/k.json");
+    let before = std::fs::read(&file).unwrap();
+    let tmp = dir.join("state-dir/k.json.tmp");
+    let inject = ["-P", tmp.to_str().unwrap(), "-e", "inject=write:error=ENOSPC"];
+    let out = under_strace(&dir, &inject, &FAILING);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("No space left on device"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), before, "the old state was changed");
+    assert!(!tmp.exists(), "the temp file was left behind");
+    assert_eq!(state(&dir, "k")["breaker"]["consecutive_failures"], 1);
+}
+
+#[test]
+fn a_run_killed_between_write_and_rename_leaves_the_old_state() {
+    // RELIABILITY K.62: SIGKILL mid-update.
+    if !have_strace() {
+        return;
+    }
+    let dir = TempDir::new("killmid");
+    assert_eq!(code(&run(&dir, &FAILING)), 3);
+    let inject = ["-e", "inject=rename,renameat,renameat2:signal=SIGKILL"];
+    let out = under_strace(&dir, &inject, &FAILING);
+    assert_eq!(
+        out.status.code(),
+        None,
+        "strace and patience are killed: {:?}",
+        out.status
+    );
+    assert!(
+        dir.join("state-dir/k.json.tmp").exists(),
+        "no write was cut short"
+    );
+    assert_eq!(state(&dir, "k")["breaker"]["consecutive_failures"], 1);
+    // The next run takes the lock at once, with no warning, and counts on.
+    let (out, took) = timed(&dir, &FAILING);
+    assert_eq!(code(&out), 3);
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert_eq!(state(&dir, "k")["breaker"]["consecutive_failures"], 2);
+    assert!(!dir.join("state-dir/k.json.tmp").exists());
+}
+
+#[test]
+fn the_state_write_is_fsync_rename_fsync_dir() {
+    // RELIABILITY K.63, checked with strace when it is installed.
+    if !have_strace() {
         return;
     }
     let dir = TempDir::new("strace");
