@@ -119,6 +119,11 @@ impl Backoff {
     fn nominal(&self, n: u64) -> f64 {
         let base = self.base.as_secs_f64();
         let cap = self.max_delay.as_secs_f64();
+        // No base, no delay, at every attempt: 0 * 2^1024 is 0 * inf, NaN,
+        // which must not turn into the cap at attempt 1025.
+        if base == 0.0 {
+            return 0.0;
+        }
         let n = n.max(1);
         // Clamp the exponent: past 2000 every finite factor >= 1 has long
         // reached any cap (or infinity, which min() below absorbs).
@@ -145,7 +150,7 @@ impl Backoff {
             Strategy::DecorrelatedJitter => {
                 let base = self.base.as_secs_f64().min(cap);
                 // The previous delay can be at most min(cap, base*3^(n-1)).
-                let hi = if n <= 1 {
+                let hi = if n <= 1 || base == 0.0 {
                     base
                 } else {
                     (base * 3f64.powi((n - 1).min(2000) as i32)).min(cap)
@@ -430,6 +435,34 @@ mod tests {
             Strategy::Jitter,
         ] {
             assert_eq!(first(&backoff(s, 0, 60), 3), [0, 0, 0]);
+        }
+    }
+
+    #[test]
+    fn zero_base_stays_zero_past_attempt_1024() {
+        // 2^1024 is inf in f64, and 0 * inf is NaN: once, that NaN became
+        // the cap, and a zero-delay loop waited a minute at attempt 1025.
+        let all = [
+            Strategy::Fixed,
+            Strategy::Linear,
+            Strategy::Exponential,
+            Strategy::Fibonacci,
+            Strategy::Jitter,
+            Strategy::DecorrelatedJitter,
+        ];
+        for strategy in all {
+            let b = backoff(strategy, 0, 60);
+            let mut s = Schedule::new(b.clone(), Rng::new(3));
+            for n in 1..=3000u64 {
+                assert_eq!(s.next_delay(), Duration::ZERO, "{strategy} at attempt {n}");
+            }
+            for n in [1, 64, 1024, 1025, 1026, 2001, 1_000_000, u64::MAX] {
+                assert_eq!(
+                    b.range(n),
+                    (Duration::ZERO, Duration::ZERO),
+                    "{strategy} range at {n}"
+                );
+            }
         }
     }
 

@@ -849,3 +849,19 @@ fn a_child_that_closes_its_output_still_times_out() {
         );
     }
 }
+
+#[test]
+fn a_zero_delay_stays_zero_past_attempt_1024() {
+    // 0 * 2^1024 is NaN in f64; it once became the one-minute cap, and
+    // attempt 1025 of a zero-delay loop waited a minute.
+    let dir = TempDir::new("zero-1100");
+    let start = Instant::now();
+    let out = run(&dir, &["-a", "1100", "-d", "0", "-q", "--", "false"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("failed after 1100 attempts"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(start.elapsed() < Duration::from_secs(40), "{:?}", start.elapsed());
+}
