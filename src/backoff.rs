@@ -149,11 +149,12 @@ impl Backoff {
             Strategy::Jitter => (0.0, self.nominal(n)),
             Strategy::DecorrelatedJitter => {
                 let base = self.base.as_secs_f64().min(cap);
-                // The previous delay can be at most min(cap, base*3^(n-1)).
-                let hi = if n <= 1 || base == 0.0 {
-                    base
+                // The schedule starts with previous = base, so delay n is
+                // drawn from [base, 3 * previous]: at most base * 3^n.
+                let hi = if base == 0.0 {
+                    0.0
                 } else {
-                    (base * 3f64.powi((n - 1).min(2000) as i32)).min(cap)
+                    (base * 3f64.powi(n.clamp(1, 2000) as i32)).min(cap)
                 };
                 (base, hi)
             }
@@ -395,6 +396,32 @@ mod tests {
             let (lo, hi) = b.range(n);
             assert!(d >= lo && d <= hi, "attempt {n}: {d:?} not in {lo:?}..{hi:?}");
         }
+    }
+
+    #[test]
+    fn decorrelated_jitter_delays_lie_in_the_dry_run_range() {
+        let b = backoff(Strategy::DecorrelatedJitter, 100, 100);
+        let mut highest_first = Duration::ZERO;
+        for seed in 0..2000 {
+            let mut s = Schedule::new(b.clone(), Rng::new(seed));
+            for n in 1..=8u64 {
+                let d = s.next_delay();
+                let (lo, hi) = b.range(n);
+                assert!(
+                    d >= lo && d <= hi,
+                    "seed {seed}, attempt {n}: {d:?} not in {lo:?}..{hi:?}"
+                );
+                if n == 1 {
+                    highest_first = highest_first.max(d);
+                }
+            }
+        }
+        // The first delay is drawn from [b, 3b]: the range is not too wide.
+        assert_eq!(
+            b.range(1),
+            (Duration::from_millis(100), Duration::from_millis(300))
+        );
+        assert!(highest_first > Duration::from_millis(280), "{highest_first:?}");
     }
 
     #[test]

@@ -212,9 +212,10 @@ pub fn help() -> String {
     line(Some('V'), "version", None, "print the version");
     out.push_str(
         "\nDurations: 250ms, 1.5s, 1m30s, 2h, 1d; a bare number is seconds.\n\
-         \nExit status: 0 success; the last attempt's code when the run failed;\n\
-         124 timed out; 125 patience's own error; 126 not executable; 127 not found;\n\
-         128+N killed by signal N; 75 refused before running.\n\
+         \nExit status: 0 success; the last attempt's code when the run failed; 1 failed on\n\
+         an output pattern although it exited 0; 124 timed out; 125 patience's own\n\
+         error; 126 not executable; 127 not found; 128+N killed by signal N; 75\n\
+         refused before running.\n\
          \nSee patience(1) for the full manual.\n",
     );
     out

@@ -112,9 +112,7 @@ impl Loop<'_> {
             number += 1;
             self.reporter.starting(number, s);
             let (attempt, interrupted) = self.attempt(number, deadline);
-            if interrupted.is_none() {
-                gate.after_attempt(attempt.verdict.is_success());
-            }
+            let breaker_opened = interrupted.is_none() && gate.after_attempt(attempt.verdict.is_success());
             outcome.total += 1;
             if attempt.verdict.is_success() {
                 outcome.succeeded += 1;
@@ -140,6 +138,11 @@ impl Loop<'_> {
             };
             if let Err(ending) = again {
                 break ending;
+            }
+            // The next admission is refused: say so now, not after a delay
+            // announced as a retry.
+            if breaker_opened {
+                continue;
             }
             if s.reset_after.is_some_and(|r| ran_for >= r) {
                 schedule.reset();

@@ -328,7 +328,7 @@ fn a_sigkilled_probe_is_forgotten() {
 #[test]
 fn a_breaker_opening_mid_run_stops_the_retries() {
     let dir = TempDir::new("midrun");
-    let out = run(
+    let (out, took) = timed(
         &dir,
         &[
             "--key",
@@ -338,7 +338,7 @@ fn a_breaker_opening_mid_run_stops_the_retries() {
             "-a",
             "10",
             "--delay",
-            "0",
+            "3s",
             "sh",
             "-c",
             "exit 3",
@@ -350,6 +350,10 @@ fn a_breaker_opening_mid_run_stops_the_retries() {
         err.contains("failed after 2 attempts") && err.contains("circuit breaker"),
         "{err}"
     );
+    // The attempt that opened the breaker is not announced as a retry, and
+    // its delay is not waited: only the first one's 3 s.
+    assert_eq!(err.matches("retrying in").count(), 1, "{err}");
+    assert!(took < Duration::from_secs(5), "{took:?}: {err}");
 }
 
 #[test]

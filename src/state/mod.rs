@@ -491,13 +491,14 @@ impl Gate {
     }
 
     /// Call after each attempt that ran to its end (not one cut short by a
-    /// signal to patience): feeds the breaker.
-    pub fn after_attempt(&mut self, success: bool) {
+    /// signal to patience): feeds the breaker. True when this attempt opened
+    /// it, so no delay is worth waiting before the refusal.
+    pub fn after_attempt(&mut self, success: bool) -> bool {
         let Some(a) = &mut self.active else {
-            return;
+            return false;
         };
         let Some(cfg) = a.limits.breaker else {
-            return;
+            return false;
         };
         let me = a.me.clone();
         let recorded = a.store.update(&wall_ns, |st, now| {
@@ -514,10 +515,12 @@ impl Gate {
                         fmt_dur(cfg.cooldown)
                     ));
                 }
+                opened
             }
             Err(e) => {
                 fail_open(&a.key, &e.to_string());
                 self.active = None;
+                false
             }
         }
     }
