@@ -48,11 +48,16 @@ fn run(args: Vec<std::ffi::OsString>, inherited: Inherited) -> Result<i32, Error
         return Ok(print(&report::dry_run(&resolved)));
     }
     let settings = &resolved.settings;
+    let json = settings
+        .summary_json
+        .as_deref()
+        .map(report::JsonOut::open)
+        .transpose()?;
     let mut reporter = Reporter::new(settings);
     let outcome = executor::run(settings, &inherited, &mut reporter)?;
     reporter.finished(&outcome, settings.summary);
-    if let Some(path) = &settings.summary_json {
-        report::write_json(&outcome, settings, path);
+    if let Some(json) = json {
+        json.write(&outcome, settings);
     }
     let status = report::exit_status(&outcome);
     metrics::Sender::for_settings(settings).run(&outcome, status);

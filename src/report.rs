@@ -297,17 +297,38 @@ pub fn json(o: &Outcome, s: &Settings) -> serde_json::Value {
     })
 }
 
-/// Writes the JSON report to `path` (`-` = stderr). A failure to write is
-/// reported but does not change the run's exit status.
-pub fn write_json(o: &Outcome, s: &Settings, path: &std::path::Path) {
-    let text = format!("{:#}\n", json(o, s));
-    let result = if path.as_os_str() == "-" {
-        std::io::stderr().lock().write_all(text.as_bytes())
-    } else {
-        std::fs::write(path, text)
-    };
-    if let Err(e) = result {
-        say(&format!("cannot write --summary-json {}: {e}", path.display()));
+/// Where `--summary-json` goes, opened before the run so that a path that
+/// cannot be written is patience's error (125) before the command runs, not
+/// a warning after it.
+pub enum JsonOut {
+    Stderr,
+    File(std::path::PathBuf, std::fs::File),
+}
+
+impl JsonOut {
+    /// Opens (creates or truncates) `path`; `-` is stderr.
+    pub fn open(path: &std::path::Path) -> Result<JsonOut, crate::error::Error> {
+        if path.as_os_str() == "-" {
+            return Ok(JsonOut::Stderr);
+        }
+        std::fs::File::create(path)
+            .map(|f| JsonOut::File(path.to_path_buf(), f))
+            .map_err(|e| {
+                crate::error::Error::Internal(format!("cannot write --summary-json {}: {e}", path.display()))
+            })
+    }
+
+    /// Writes the JSON report of the run. A failure now (a full disk) is
+    /// reported but does not change the run's exit status.
+    pub fn write(self, o: &Outcome, s: &Settings) {
+        let text = format!("{:#}\n", json(o, s));
+        let (result, path) = match self {
+            JsonOut::Stderr => (std::io::stderr().lock().write_all(text.as_bytes()), "-".into()),
+            JsonOut::File(path, mut f) => (f.write_all(text.as_bytes()), path),
+        };
+        if let Err(e) = result {
+            say(&format!("cannot write --summary-json {}: {e}", path.display()));
+        }
     }
 }
 

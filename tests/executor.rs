@@ -865,3 +865,22 @@ fn a_zero_delay_stays_zero_past_attempt_1024() {
     );
     assert!(start.elapsed() < Duration::from_secs(40), "{:?}", start.elapsed());
 }
+
+#[test]
+fn an_unwritable_summary_json_is_refused_before_the_command_runs() {
+    let dir = TempDir::new("sj");
+    let marker = dir.join("ran");
+    let path = dir.join("no-such-dir/report.json");
+    let out = run(
+        &dir,
+        &[
+            "--summary-json",
+            path.to_str().unwrap(),
+            "touch",
+            marker.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&out), 125, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--summary-json"), "{}", stderr(&out));
+    assert!(!marker.exists(), "the command ran");
+}
