@@ -479,7 +479,7 @@ pub fn encode_run(outcome: &Outcome, exit_status: i32) -> Vec<u8> {
         "v": VERSION,
         "event": "run",
         "name": truncate_name(&outcome.name),
-        "status": crate::report::status_word(&outcome.ending),
+        "status": outcome.ending.word(),
         "attempts": outcome.total,
         "exit_code": exit_status,
         "duration_s": outcome.duration.as_secs_f64(),

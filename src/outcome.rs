@@ -39,6 +39,18 @@ pub enum Ending {
     Rejected(String),
 }
 
+impl Ending {
+    /// The status word of reports and metrics.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Ending::Succeeded => "succeeded",
+            Ending::Failed(_) => "failed",
+            Ending::Interrupted(_) => "aborted",
+            Ending::Rejected(_) => "rejected",
+        }
+    }
+}
+
 /// The result of a whole run.
 #[derive(Debug)]
 pub struct Outcome {

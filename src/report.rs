@@ -242,16 +242,6 @@ fn unix_secs(t: SystemTime) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The status word for reports and metrics.
-pub fn status_word(e: &Ending) -> &'static str {
-    match e {
-        Ending::Succeeded => "succeeded",
-        Ending::Failed(_) => "failed",
-        Ending::Interrupted(_) => "aborted",
-        Ending::Rejected(_) => "rejected",
-    }
-}
-
 /// The `--summary-json` report.
 pub fn json(o: &Outcome, s: &Settings) -> serde_json::Value {
     let attempts: Vec<_> = o
@@ -285,7 +275,7 @@ pub fn json(o: &Outcome, s: &Settings) -> serde_json::Value {
     serde_json::json!({
         "name": o.name,
         "command": command,
-        "status": status_word(&o.ending),
+        "status": o.ending.word(),
         "reason": reason(&o.ending),
         "exit_status": exit_status(o),
         "start": unix_secs(o.started_at),
@@ -402,8 +392,22 @@ pub fn dry_run(r: &Resolved) -> String {
         ("color", format!("{:?}", s.color).to_lowercase()),
         ("summary", s.summary.to_string()),
         ("summary-json", opt_path(&s.summary_json)),
-        ("socket", opt_path(&s.socket)),
-        ("state-dir", opt_path(&s.state_dir)),
+        (
+            "socket",
+            if s.no_metrics {
+                "none (--no-metrics)".into()
+            } else {
+                crate::metrics::socket_path(s.socket.as_deref())
+                    .display()
+                    .to_string()
+            },
+        ),
+        (
+            "state-dir",
+            crate::state::dir_candidate(s.state_dir.as_deref(), |k| std::env::var_os(k), sys::getuid())
+                .display()
+                .to_string(),
+        ),
         ("no-metrics", s.no_metrics.to_string()),
         ("key", s.key.clone().unwrap_or_else(|| s.run_name())),
         ("breaker", s.breaker.map_or("off".into(), |n| n.to_string())),

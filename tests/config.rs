@@ -431,6 +431,11 @@ fn dry_run_shows_sources_and_the_schedule_and_runs_nothing() {
     let text = stdout(&out);
     assert!(text.contains("after attempt 1: 0ms to 1s\n"), "{text}");
     assert!(text.contains("after attempt 3: 0ms to 4s\n"), "{text}");
+    // The socket and the state directory as they are found, not "none".
+    let socket = dir.join("no-daemon.sock").display().to_string();
+    assert_eq!(row(&out, "socket"), (socket, "env PATIENCE_SOCKET".into()));
+    let state = row(&out, "state-dir").0;
+    assert_eq!(state, dir.join("state-dir").display().to_string());
 }
 
 /// The text of man/patience.toml.5 with roff's `\-` turned back into `-`.
