@@ -42,6 +42,8 @@ pub enum Event {
     Signal(i32),
     /// The attempt's process exited (not yet reaped).
     Exited(i32, io::Result<ExitKind>),
+    /// The attempt's process was stopped by this signal.
+    Stopped(i32, i32),
 }
 
 /// What patience inherited from its caller and must hand on to each child:
@@ -128,6 +130,10 @@ pub struct Ended {
     pub killed: bool,
     /// A signal patience received while the attempt ran and forwarded.
     pub interrupted: Option<i32>,
+    /// The attempt was stopped by SIGTTIN or SIGTTOU (it wanted the
+    /// terminal from a process group that is not the terminal's), so
+    /// patience killed it: it could never have gone on.
+    pub tty_stop: Option<i32>,
     pub duration: Duration,
     /// What the capture path saw (pattern matches, held output); empty
     /// when the child inherited patience's streams.
@@ -140,6 +146,7 @@ impl Ended {
         Observed {
             exit: self.exit,
             timed_out: self.timed_out,
+            tty_stop: self.tty_stop,
             matches: self.output.matches,
             reader_gone: self.output.reader_gone,
         }
@@ -199,9 +206,25 @@ pub fn run(
         Some(_) => None,
         None => {
             let waiter_tx = tx.clone();
-            let waiter = std::thread::Builder::new().name("waiter".into()).spawn(move || {
-                let _ = waiter_tx.send(Event::Exited(pid, sys::wait_exit(pid)));
-            });
+            let waiter = std::thread::Builder::new()
+                .name("waiter".into())
+                .spawn(move || loop {
+                    match sys::wait_exit_or_stop(pid) {
+                        Ok(Err(sig)) => {
+                            if waiter_tx.send(Event::Stopped(pid, sig)).is_err() {
+                                break;
+                            }
+                        }
+                        Ok(Ok(exit)) => {
+                            let _ = waiter_tx.send(Event::Exited(pid, Ok(exit)));
+                            break;
+                        }
+                        Err(e) => {
+                            let _ = waiter_tx.send(Event::Exited(pid, Err(e)));
+                            break;
+                        }
+                    }
+                });
             match waiter {
                 Ok(waiter) => Some(waiter),
                 // No thread to be told of the exit (out of memory or
@@ -230,6 +253,7 @@ pub fn run(
     let mut timed_out = false;
     let mut killed = false;
     let mut interrupted = None;
+    let mut tty_stop = None;
     // The next timer: (when, signal to send then).
     let mut timer: Option<(Instant, i32)> = spec.stop_at.map(|t| (t, spec.signal));
     let exit = loop {
@@ -245,6 +269,20 @@ pub fn run(
                 Err(_) => break ExitKind::Signal(libc::SIGKILL),
             },
             Ok(Event::Exited(..)) => {}
+            // A process group of its own is no job of the shell's: stopped
+            // for the terminal, nobody will ever continue it, and it would
+            // hang the run until its timeout, or for ever. With
+            // --foreground it is the caller's job, and `fg` resumes it.
+            Ok(Event::Stopped(p, sig))
+                if p == pid
+                    && target.group
+                    && tty_stop.is_none()
+                    && (sig == libc::SIGTTIN || sig == libc::SIGTTOU) =>
+            {
+                tty_stop = Some(sig);
+                let _ = target.kill();
+            }
+            Ok(Event::Stopped(..)) => {}
             Ok(Event::Signal(sig)) => {
                 target.signal(sig);
                 if interrupted.is_none() {
@@ -268,6 +306,11 @@ pub fn run(
             }
             Err(RecvTimeoutError::Disconnected) => unreachable!("the loop holds a sender"),
         }
+    };
+    // Killed because it stopped for the terminal: it ended by that signal.
+    let exit = match tty_stop {
+        Some(sig) => ExitKind::Signal(sig),
+        None => exit,
     };
     let duration = started.elapsed();
     // The leader is a zombie: its group number cannot be reused yet. Whatever
@@ -303,6 +346,7 @@ pub fn run(
         timed_out,
         killed,
         interrupted,
+        tty_stop,
         duration,
         output,
     })

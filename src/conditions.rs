@@ -329,6 +329,8 @@ pub struct Observed {
     pub exit: ExitKind,
     /// The attempt's time ran out (whatever it exited with afterwards).
     pub timed_out: bool,
+    /// It was stopped for the terminal (SIGTTIN, SIGTTOU) and killed.
+    pub tty_stop: Option<i32>,
     pub matches: Matches,
     /// Forwarding its output met EPIPE: whoever read it went away.
     pub reader_gone: bool,
@@ -424,6 +426,16 @@ impl Conditions {
     /// Classifies an attempt that ran, from how it ended and what its output
     /// matched, in the order given in the module documentation.
     pub fn classify(&self, ended: &Observed) -> Verdict {
+        // Another try would stop the same way: the terminal is not its.
+        if let Some(sig) = ended.tty_stop {
+            return Verdict::Final(Rule {
+                text: format!(
+                    "stopped by {}: it needs the terminal, which only --foreground gives it",
+                    crate::signals::name(sig)
+                ),
+                exit_ok: false,
+            });
+        }
         let m = &ended.matches;
         let code = match ended.exit {
             ExitKind::Code(c) => Some(c),
@@ -762,9 +774,25 @@ mod tests {
         Observed {
             exit,
             timed_out: false,
+            tty_stop: None,
             matches,
             reader_gone: false,
         }
+    }
+
+    #[test]
+    fn a_stop_for_the_terminal_is_final_whatever_else() {
+        let c = Conditions {
+            success_exit: CodeSet::parse("0-255").unwrap(),
+            ..Conditions::default()
+        };
+        let mut seen = ended(ExitKind::Signal(libc::SIGTTOU), with(Kind::Success));
+        seen.tty_stop = Some(libc::SIGTTOU);
+        let v = c.classify(&seen);
+        assert!(
+            matches!(&v, Verdict::Final(r) if r.text.contains("--foreground")),
+            "{v:?}"
+        );
     }
 
     fn with(kind: Kind) -> Matches {

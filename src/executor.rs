@@ -284,7 +284,7 @@ impl Loop<'_> {
             }
             match self.rx.recv_timeout(left) {
                 Ok(Event::Signal(sig)) => return Some(sig),
-                Ok(Event::Exited(..)) => {}
+                Ok(Event::Exited(..) | Event::Stopped(..)) => {}
                 Err(RecvTimeoutError::Timeout) => return None,
                 Err(RecvTimeoutError::Disconnected) => return None,
             }

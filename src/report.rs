@@ -82,7 +82,7 @@ fn how(a: &Attempt, timeout: Option<Duration>) -> String {
         }
         (None, Some(ExitKind::Signal(s))) => {
             let rule = a.verdict.rule();
-            if rule.starts_with("killed by") {
+            if rule.starts_with("killed by") || rule.starts_with("stopped by") {
                 rule.to_string()
             } else {
                 format!("killed by {}, {rule}", signals::name(s))

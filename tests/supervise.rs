@@ -888,3 +888,59 @@ fn foreground_keeps_job_control_in_an_interactive_shell() {
         tmux.screen()
     );
 }
+
+// ---- a command stopped for the terminal (script(1) gives a terminal) ----
+
+/// Runs `shell` under script(1), on a terminal of its own, and returns what
+/// the terminal showed; None when script(1) is not installed.
+fn on_a_terminal(dir: &TempDir, shell: &str) -> Option<String> {
+    let mut c = Command::new("script");
+    c.args(["-qec", shell, "/dev/null"])
+        .envs(patience(dir).get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+    let child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let out = Guard::new(child).wait_output(Duration::from_secs(60));
+    Some(String::from_utf8_lossy(&out.stdout).replace('\r', ""))
+}
+
+#[test]
+fn a_command_stopped_for_the_terminal_ends_at_once_and_is_not_retried() {
+    let test = "a_command_stopped_for_the_terminal_ends_at_once_and_is_not_retried";
+    let dir = TempDir::new("ttou");
+    // stty changes the terminal from a process group that is not the
+    // terminal's: SIGTTOU stops it, and nobody would ever continue it.
+    let start = Instant::now();
+    let run = format!("{} -a 3 -d 5s -- stty -echo; echo rc=$?", patience_bin());
+    let Some(text) = on_a_terminal(&dir, &run) else {
+        return skip(test, "needs script(1) (util-linux)");
+    };
+    assert!(text.contains("rc=150"), "{text}");
+    assert!(
+        text.contains("failed after 1 attempt (stopped by SIGTTOU"),
+        "{text}"
+    );
+    assert!(text.contains("--foreground"), "{text}");
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}: {text}",
+        start.elapsed()
+    );
+    // A read is stopped by SIGTTIN the same way.
+    let run = format!("{} -a 2 -- sh -c 'read x'; echo rc=$?", patience_bin());
+    let text = on_a_terminal(&dir, &run).unwrap();
+    assert!(
+        text.contains("rc=149") && text.contains("stopped by SIGTTIN"),
+        "{text}"
+    );
+    // With --foreground the command has the terminal and succeeds.
+    let run = format!(
+        "{} --foreground -a 1 -- stty -echo; echo rc=$?; stty echo",
+        patience_bin()
+    );
+    let text = on_a_terminal(&dir, &run).unwrap();
+    assert!(text.contains("rc=0"), "{text}");
+}
