@@ -62,6 +62,12 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
             "d" => 86_400_000_000_000,
+            // Only a lone number may go without one: `1m30` is ambiguous.
+            "" => {
+                return Err(format!(
+                    "invalid duration '{text}' (no unit after '{num}'; use ns, us, ms, s, m, h or d)"
+                ))
+            }
             _ => {
                 return Err(format!(
                     "invalid duration '{text}' (unknown unit '{unit}'; use ns, us, ms, s, m, h or d)"
@@ -209,6 +215,8 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?} should be refused");
         }
+        let e = parse("1m30").unwrap_err();
+        assert!(e.contains("no unit after '30'"), "{e}");
     }
 
     #[test]
