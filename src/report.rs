@@ -451,6 +451,9 @@ pub fn dry_run(r: &Resolved) -> String {
     if shown == 0 {
         out.push_str("  a single attempt: no delay\n");
     }
+    // The delays alone, attempts taking no time: once they reach the
+    // deadline the run has ended, whatever the attempts took.
+    let mut least = Duration::ZERO;
     for n in 1..=shown {
         let (lo, hi) = b.range(n);
         let when = if lo == hi {
@@ -458,6 +461,14 @@ pub fn dry_run(r: &Resolved) -> String {
         } else {
             format!("{} to {}", fmt_dur(lo), fmt_dur(hi))
         };
+        least = least.saturating_add(lo);
+        if let Some(d) = s.deadline.filter(|d| least >= *d) {
+            out.push_str(&format!(
+                "  after attempt {n}: {when} would reach --deadline {}: the run ends here at the latest\n",
+                fmt_dur(d)
+            ));
+            break;
+        }
         out.push_str(&format!("  after attempt {n}: {when}\n"));
     }
     out

@@ -431,6 +431,14 @@ fn dry_run_shows_sources_and_the_schedule_and_runs_nothing() {
     let text = stdout(&out);
     assert!(text.contains("after attempt 1: 0ms to 1s\n"), "{text}");
     assert!(text.contains("after attempt 3: 0ms to 4s\n"), "{text}");
+    // Delays that would reach --deadline: the schedule ends there.
+    let out = dry(&dir, &[], &["--deadline", "3s", "-a", "6"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("after attempt 2: 2s would reach --deadline 3s: the run ends here at the latest\n"),
+        "{text}"
+    );
+    assert!(!text.contains("after attempt 3"), "{text}");
     // The socket and the state directory as they are found, not "none".
     let socket = dir.join("no-daemon.sock").display().to_string();
     assert_eq!(row(&out, "socket"), (socket, "env PATIENCE_SOCKET".into()));
