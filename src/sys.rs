@@ -152,22 +152,13 @@ pub fn prepare_child(cmd: &mut Command, setup: ChildSetup) {
     unsafe { cmd.pre_exec(hook) };
 }
 
-/// Blocks until process `pid` (our child) has exited, *without reaping it*:
-/// the zombie keeps its pid and process group reserved, so signalling the
-/// group afterwards can never hit a recycled number. Call `reap` after.
-pub fn wait_exit(pid: i32) -> io::Result<ExitKind> {
+/// waitid(P_PID, pid, flags), EINTR retried.
+fn waitid_pid(pid: i32, flags: libc::c_int) -> io::Result<libc::siginfo_t> {
     loop {
         // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: waitid writes only into `info`.
-        let ret = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
+        let ret = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
         if ret == -1 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -175,56 +166,33 @@ pub fn wait_exit(pid: i32) -> io::Result<ExitKind> {
             }
             return Err(e);
         }
-        return Ok(exit_kind(&info));
+        return Ok(info);
     }
+}
+
+/// Blocks until process `pid` (our child) has exited, *without reaping it*:
+/// the zombie keeps its pid and process group reserved, so signalling the
+/// group afterwards can never hit a recycled number. Call `reap` after.
+pub fn wait_exit(pid: i32) -> io::Result<ExitKind> {
+    waitid_pid(pid, libc::WEXITED | libc::WNOWAIT).map(|info| exit_kind(&info))
 }
 
 /// Blocks until process `pid` (our child) has exited, as `wait_exit`, or
 /// is stopped by a signal: `Ok(Err(sig))` for a stop, whose notice is then
 /// consumed (a second call waits for the next event, not the same stop).
 pub fn wait_exit_or_stop(pid: i32) -> io::Result<Result<ExitKind, i32>> {
-    loop {
-        // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: waitid writes only into `info`.
-        let ret = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WSTOPPED | libc::WNOWAIT,
-            )
-        };
-        if ret == -1 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if info.si_code != libc::CLD_STOPPED && info.si_code != libc::CLD_TRAPPED {
-            return Ok(Ok(exit_kind(&info)));
-        }
-        // SAFETY: as above; for CLD_STOPPED si_status is the stop signal.
-        let sig = unsafe { info.si_status() };
-        // Consume the stop (WNOWAIT left it pending, and it would be
-        // reported again at once). WNOHANG: if the child was continued
-        // meanwhile there is nothing to consume. An exit is never taken:
-        // WEXITED is not asked for.
-        // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid,
-        // which writes only into it.
-        let mut seen: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut seen,
-                libc::WSTOPPED | libc::WNOHANG,
-            )
-        };
-        return Ok(Err(sig));
+    let info = waitid_pid(pid, libc::WEXITED | libc::WSTOPPED | libc::WNOWAIT)?;
+    if info.si_code != libc::CLD_STOPPED && info.si_code != libc::CLD_TRAPPED {
+        return Ok(Ok(exit_kind(&info)));
     }
+    // SAFETY: waitid filled `info` for a CLD_STOPPED event, for which
+    // si_status (the stop signal) is the valid union member.
+    let sig = unsafe { info.si_status() };
+    // Consume the stop (WNOWAIT left it pending, and it would be reported
+    // again at once). WNOHANG: if the child was continued meanwhile there
+    // is nothing to consume. An exit is never taken: WEXITED is not asked.
+    let _ = waitid_pid(pid, libc::WSTOPPED | libc::WNOHANG);
+    Ok(Err(sig))
 }
 
 fn exit_kind(info: &libc::siginfo_t) -> ExitKind {
