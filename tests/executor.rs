@@ -884,3 +884,39 @@ fn an_unwritable_summary_json_is_refused_before_the_command_runs() {
     assert!(stderr(&out).contains("--summary-json"), "{}", stderr(&out));
     assert!(!marker.exists(), "the command ran");
 }
+
+#[test]
+fn a_signal_right_after_the_start_leaves_no_process_behind() {
+    // RELIABILITY C.22: the signal may come before the attempt is spawned,
+    // while it is, or just after; whatever the moment, nothing survives.
+    use std::os::unix::process::ExitStatusExt;
+    let dir = TempDir::new("early");
+    let marker = unique_sleep_secs();
+    for i in 0..40u64 {
+        let child = patience(&dir)
+            .args(["-a", "3", "--", "sleep", &marker])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut guard = Guard::new(child);
+        std::thread::sleep(Duration::from_micros(i * 250));
+        patience::sys::kill(guard.id(), libc::SIGTERM).unwrap();
+        let st = guard.wait_status(Duration::from_secs(10));
+        // Before its handlers are installed (before any spawn) patience dies
+        // of the signal itself; after, it forwards it and exits 143.
+        assert!(
+            st.code() == Some(143) || st.signal() == Some(libc::SIGTERM),
+            "after {} us: {st:?}",
+            i * 250
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || processes_matching(&format!(
+            "sleep {marker}"
+        ))
+        .is_empty()),
+        "a sleep outlived its patience"
+    );
+}
