@@ -920,3 +920,76 @@ fn a_signal_right_after_the_start_leaves_no_process_behind() {
         "a sleep outlived its patience"
     );
 }
+
+#[test]
+fn no_signal_ever_reaches_a_reaped_pid() {
+    // RELIABILITY C.23: every kill(2) of an attempt's pid or group comes
+    // before the wait4(2) that reaps it, for timeouts, plain exits, and
+    // leftovers killed after the leader exited.
+    if !have_strace() {
+        return;
+    }
+    let dir = TempDir::new("reaped");
+    let trace = dir.join("trace");
+    for args in [
+        &[
+            "-a",
+            "2",
+            "-d",
+            "10ms",
+            "-t",
+            "200ms",
+            "--",
+            "sh",
+            "-c",
+            "sleep 5 & sleep 5",
+        ][..],
+        &["-a", "3", "-d", "1ms", "--", "sh", "-c", "sleep 5 & exit 1"][..],
+        &[
+            "-a",
+            "2",
+            "-d",
+            "1ms",
+            "--init",
+            "--",
+            "sh",
+            "-c",
+            "setsid sleep 5 & exit 1",
+        ][..],
+    ] {
+        let out = std::process::Command::new("strace")
+            .args(["-f", "-e", "trace=kill,wait4", "-o"])
+            .arg(&trace)
+            .arg(patience_bin())
+            .args(args)
+            .envs(patience(&dir).get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.code().is_some(), "{args:?}: {:?}", out.status);
+        let text = std::fs::read_to_string(&trace).unwrap();
+        let mut reaped = std::collections::HashSet::new();
+        let mut kills = 0;
+        for line in text.lines() {
+            if let Some(rest) = line.split("kill(").nth(1) {
+                let target: i64 = rest.split(',').next().unwrap().trim().parse().unwrap();
+                kills += 1;
+                assert!(
+                    !reaped.contains(&target.abs()),
+                    "{args:?}: {line} after it was reaped:\n{text}"
+                );
+            } else if line.contains("wait4") {
+                if let Some(pid) = line
+                    .rsplit("= ")
+                    .next()
+                    .and_then(|n| n.trim().parse::<i64>().ok())
+                {
+                    if pid > 0 {
+                        reaped.insert(pid);
+                    }
+                }
+            }
+        }
+        assert!(kills > 0 && !reaped.is_empty(), "{args:?}: nothing seen:\n{text}");
+    }
+}

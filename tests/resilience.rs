@@ -755,23 +755,6 @@ fn lock_and_state_descriptors_are_not_inherited() {
     );
 }
 
-/// True when strace is installed; under CI it must be (.ci/run installs it).
-fn have_strace() -> bool {
-    let found = std::process::Command::new("strace")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var("CI").is_err(),
-            "strace is required under CI (.ci/run installs it)"
-        );
-        eprintln!("strace not installed: skipped");
-    }
-    found
-}
-
 /// Runs patience under `strace -f` with `strace_args` (a fault to inject),
 /// in the test's environment.
 fn under_strace(dir: &TempDir, strace_args: &[&str], args: &[&str]) -> Output {

@@ -324,3 +324,20 @@ pub fn help_options(help: &str) -> Vec<String> {
     }
     opts
 }
+
+/// True when strace is installed; under CI it must be (.ci/run installs it).
+pub fn have_strace() -> bool {
+    let found = std::process::Command::new("strace")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var("CI").is_err(),
+            "strace is required under CI (.ci/run installs it)"
+        );
+        eprintln!("strace not installed: skipped");
+    }
+    found
+}
