@@ -43,15 +43,21 @@ pub fn patience(dir: &TempDir) -> Command {
 }
 
 /// A test run started as a background job of a non-interactive shell
-/// (`cargo test &`, nohup) has SIGINT and SIGQUIT ignored, and patience
-/// rightly keeps an ignored signal ignored, for itself and its child
-/// (RELIABILITY C.19). The tests that send those signals need them at
+/// (`cargo test &`) has SIGINT and SIGQUIT ignored, under nohup SIGHUP too,
+/// and patience rightly keeps an ignored signal ignored, for itself and its
+/// child (RELIABILITY C.19). The tests that send those signals need them at
 /// their defaults, so the test process gives them back once; tests of the
 /// ignored case ignore them explicitly (`trap '' INT`).
 fn default_stop_signals() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        for sig in [libc::SIGINT, libc::SIGQUIT] {
+        for sig in [
+            libc::SIGINT,
+            libc::SIGQUIT,
+            libc::SIGHUP,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+        ] {
             if patience::sys::is_ignored(sig) {
                 patience::sys::set_default(sig);
             }
