@@ -634,7 +634,7 @@ pub fn readable_within(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::
 
 /// Makes glibc's malloc give large freed blocks back to the system: the
 /// exposition of 10,000 series is a few megabytes built for each scrape, and
-/// by default glibc would keep such blocks (and one arena per HTTP worker)
+/// by default glibc would keep such blocks (and one arena per HTTP thread)
 /// for good. A no-op on other C libraries.
 pub fn return_large_frees_to_the_system() {
     #[cfg(target_env = "gnu")]
