@@ -34,8 +34,11 @@ pub fn run(settings: &Settings, inherited: &Inherited, reporter: &mut Reporter) 
         .map_err(|e| Error::Internal(format!("cannot read stdin for --stdin replay: {e}")))?;
     let reaper = if settings.init_mode() {
         let tx = tx.clone();
-        let reaper = Reaper::start(move |pid, exit| {
-            let _ = tx.send(Event::Exited(pid, Ok(exit)));
+        let reaper = Reaper::start(move |pid, event| {
+            let _ = tx.send(match event {
+                Ok(exit) => Event::Exited(pid, Ok(exit)),
+                Err(sig) => Event::Stopped(pid, sig),
+            });
         })
         .map_err(|e| Error::Internal(format!("cannot start the init-mode reaper: {e}")))?;
         Some(reaper)

@@ -59,9 +59,9 @@ struct State {
 
 impl Reaper {
     /// Makes patience a child subreaper and starts the reaper thread, which
-    /// hands the attempt's exit (pid and how it ended) to `on_exit`. Call
-    /// once, before the first attempt.
-    pub fn start(on_exit: impl Fn(i32, ExitKind) + Send + 'static) -> io::Result<Reaper> {
+    /// hands the attempt's exit (pid and how it ended) or stop (pid and the
+    /// signal) to `on_event`. Call once, before the first attempt.
+    pub fn start(on_event: impl Fn(i32, Result<ExitKind, i32>) + Send + 'static) -> io::Result<Reaper> {
         // PID 1 adopts orphans anyway; elsewhere, without the prctl (a kernel
         // before 3.4, a seccomp filter) orphans go to init as usual, and
         // patience still reaps what is its own.
@@ -81,7 +81,7 @@ impl Reaper {
         let for_thread = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("reaper".into())
-            .spawn(move || reap_forever(&for_thread, &on_exit))?;
+            .spawn(move || reap_forever(&for_thread, &on_event))?;
         Ok(Reaper { shared })
     }
 
@@ -153,15 +153,22 @@ fn lock(shared: &Shared) -> MutexGuard<'_, State> {
 }
 
 /// The reaper thread's loop.
-fn reap_forever(shared: &Shared, on_exit: &dyn Fn(i32, ExitKind)) {
+fn reap_forever(shared: &Shared, on_event: &dyn Fn(i32, Result<ExitKind, i32>)) {
     loop {
-        match sys::wait_any_exit() {
-            Ok(Some((pid, exit))) => {
+        match sys::wait_any_exit_or_stop() {
+            // The attempt's stop goes to the main thread, which decides;
+            // an orphan's is only consumed.
+            Ok(Some((pid, Err(sig)))) => {
+                if lock(shared).attempt == Some(pid) {
+                    on_event(pid, Err(sig));
+                }
+            }
+            Ok(Some((pid, Ok(exit)))) => {
                 let mut state = lock(shared);
                 if state.attempt == Some(pid) {
                     if !state.forwarded {
                         state.forwarded = true;
-                        on_exit(pid, exit);
+                        on_event(pid, Ok(exit));
                     }
                     // The main thread signals the group, then reaps.
                     while state.attempt == Some(pid) {

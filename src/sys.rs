@@ -206,15 +206,18 @@ fn exit_kind(info: &libc::siginfo_t) -> ExitKind {
     }
 }
 
-/// Blocks until any child has exited, without reaping it; returns its pid and
-/// how it ended. `Ok(None)` when there is no child at all (ECHILD). Used in
-/// init mode, where orphans re-parented to patience must be reaped too.
-pub fn wait_any_exit() -> io::Result<Option<(i32, ExitKind)>> {
+/// Blocks until any child has exited, without reaping it, or has stopped;
+/// returns its pid and how it ended (`Ok`) or the signal that stopped it
+/// (`Err`, the stop's notice consumed, as in `wait_exit_or_stop`).
+/// `Ok(None)` when there is no child at all (ECHILD). Used in init mode,
+/// where orphans re-parented to patience must be reaped too.
+pub fn wait_any_exit_or_stop() -> io::Result<Option<(i32, Result<ExitKind, i32>)>> {
     loop {
-        // SAFETY: as in wait_exit.
+        // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WEXITED | libc::WSTOPPED | libc::WNOWAIT;
         // SAFETY: waitid writes only into `info`.
-        let ret = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        let ret = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, flags) };
         if ret == -1 {
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
@@ -225,7 +228,14 @@ pub fn wait_any_exit() -> io::Result<Option<(i32, ExitKind)>> {
         }
         // SAFETY: waitid filled `info` for a child event.
         let pid = unsafe { info.si_pid() };
-        return Ok(Some((pid, exit_kind(&info))));
+        if info.si_code != libc::CLD_STOPPED && info.si_code != libc::CLD_TRAPPED {
+            return Ok(Some((pid, Ok(exit_kind(&info)))));
+        }
+        // SAFETY: for CLD_STOPPED si_status (the stop signal) is valid.
+        let sig = unsafe { info.si_status() };
+        // Consumed, or P_ALL with WNOWAIT would report this stop for ever.
+        let _ = waitid_pid(pid, libc::WSTOPPED | libc::WNOHANG);
+        return Ok(Some((pid, Err(sig))));
     }
 }
 

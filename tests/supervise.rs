@@ -936,6 +936,13 @@ fn a_command_stopped_for_the_terminal_ends_at_once_and_is_not_retried() {
         text.contains("rc=149") && text.contains("stopped by SIGTTIN"),
         "{text}"
     );
+    // In init mode the reaper sees the stop instead of the waiter.
+    let run = format!("{} --init -a 3 -- stty -echo; echo rc=$?", patience_bin());
+    let text = on_a_terminal(&dir, &run).unwrap();
+    assert!(
+        text.contains("rc=150") && text.contains("stopped by SIGTTOU"),
+        "{text}"
+    );
     // With --foreground the command has the terminal and succeeds.
     let run = format!(
         "{} --foreground -a 1 -- stty -echo; echo rc=$?; stty echo",
