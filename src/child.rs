@@ -232,12 +232,11 @@ pub fn run(
                 // patience says why rather than aborting with the child
                 // left behind.
                 Err(e) => {
-                    let _ = Target {
+                    Target {
                         pid,
                         group: spec.own_group,
                     }
-                    .kill();
-                    let _ = sys::wait_exit(pid);
+                    .signal(libc::SIGKILL);
                     sys::reap(pid);
                     drop(capture.finish(output::DRAIN_GRACE));
                     return Err(SpawnError::Setup(e));
@@ -280,7 +279,7 @@ pub fn run(
                     && (sig == libc::SIGTTIN || sig == libc::SIGTTOU) =>
             {
                 tty_stop = Some(sig);
-                let _ = target.kill();
+                target.signal(libc::SIGKILL);
             }
             Ok(Event::Stopped(..)) => {}
             Ok(Event::Signal(sig)) => {
@@ -369,15 +368,6 @@ struct Target {
 }
 
 impl Target {
-    /// SIGKILL to the process (or group). Only while the leader is unreaped.
-    fn kill(&self) -> io::Result<()> {
-        if self.group {
-            sys::kill_group(self.pid, libc::SIGKILL)
-        } else {
-            sys::kill(self.pid, libc::SIGKILL)
-        }
-    }
-
     /// Sends `sig`, then SIGCONT so a stopped process can act on it (as GNU
     /// timeout does). Only called while the leader is unreaped.
     fn signal(&self, sig: i32) {

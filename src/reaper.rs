@@ -9,9 +9,10 @@
 //! signal can reach a recycled pid). So:
 //! - the reaper thread replaces the per-attempt waiter thread: it blocks in
 //!   `waitid(P_ALL, WNOWAIT)`, which reports an exit but reaps nothing;
-//! - when the exited child is the current attempt, it only forwards the exit
-//!   to the main thread (through the `on_exit` it was started with) and waits until the main thread has
-//!   reaped it (until then `waitid` would report the same zombie forever);
+//! - when the exited child is the current attempt, it only hands the exit
+//!   to the main thread (through `on_event`) and waits until the main
+//!   thread has reaped it (until then `waitid` would report the same zombie
+//!   forever); the attempt's stops are handed on the same way;
 //! - any other child is an orphan, reaped at once;
 //! - one lock orders it all: the main thread holds it from fork until the
 //!   attempt's pid is recorded (so a fast-exiting attempt is never taken for

@@ -152,13 +152,13 @@ pub fn prepare_child(cmd: &mut Command, setup: ChildSetup) {
     unsafe { cmd.pre_exec(hook) };
 }
 
-/// waitid(P_PID, pid, flags), EINTR retried.
-fn waitid_pid(pid: i32, flags: libc::c_int) -> io::Result<libc::siginfo_t> {
+/// waitid(idtype, id, flags), EINTR retried.
+fn waitid(idtype: libc::idtype_t, id: libc::id_t, flags: libc::c_int) -> io::Result<libc::siginfo_t> {
     loop {
         // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: waitid writes only into `info`.
-        let ret = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
+        let ret = unsafe { libc::waitid(idtype, id, &mut info, flags) };
         if ret == -1 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -170,29 +170,34 @@ fn waitid_pid(pid: i32, flags: libc::c_int) -> io::Result<libc::siginfo_t> {
     }
 }
 
-/// Blocks until process `pid` (our child) has exited, *without reaping it*:
-/// the zombie keeps its pid and process group reserved, so signalling the
-/// group afterwards can never hit a recycled number. Call `reap` after.
-pub fn wait_exit(pid: i32) -> io::Result<ExitKind> {
-    waitid_pid(pid, libc::WEXITED | libc::WNOWAIT).map(|info| exit_kind(&info))
-}
-
-/// Blocks until process `pid` (our child) has exited, as `wait_exit`, or
-/// is stopped by a signal: `Ok(Err(sig))` for a stop, whose notice is then
-/// consumed (a second call waits for the next event, not the same stop).
-pub fn wait_exit_or_stop(pid: i32) -> io::Result<Result<ExitKind, i32>> {
-    let info = waitid_pid(pid, libc::WEXITED | libc::WSTOPPED | libc::WNOWAIT)?;
+/// How a child waited for with `WEXITED | WSTOPPED | WNOWAIT` ended
+/// (`Ok`), or the signal that stopped it (`Err`). A stop's notice is
+/// consumed here: WNOWAIT left it pending, and it would be reported again
+/// at once. WNOHANG, as the child may have been continued meanwhile;
+/// without WEXITED an exit is never taken.
+fn exit_or_stop(pid: i32, info: &libc::siginfo_t) -> Result<ExitKind, i32> {
     if info.si_code != libc::CLD_STOPPED && info.si_code != libc::CLD_TRAPPED {
-        return Ok(Ok(exit_kind(&info)));
+        return Ok(exit_kind(info));
     }
     // SAFETY: waitid filled `info` for a CLD_STOPPED event, for which
     // si_status (the stop signal) is the valid union member.
     let sig = unsafe { info.si_status() };
-    // Consume the stop (WNOWAIT left it pending, and it would be reported
-    // again at once). WNOHANG: if the child was continued meanwhile there
-    // is nothing to consume. An exit is never taken: WEXITED is not asked.
-    let _ = waitid_pid(pid, libc::WSTOPPED | libc::WNOHANG);
-    Ok(Err(sig))
+    let _ = waitid(libc::P_PID, pid as libc::id_t, libc::WSTOPPED | libc::WNOHANG);
+    Err(sig)
+}
+
+/// Blocks until process `pid` (our child) has exited, *without reaping it*
+/// (the zombie keeps its pid and process group reserved, so signalling the
+/// group afterwards can never hit a recycled number; call `reap` after),
+/// or is stopped by a signal: `Ok(Err(sig))`, and a second call waits for
+/// the next event, not the same stop.
+pub fn wait_exit_or_stop(pid: i32) -> io::Result<Result<ExitKind, i32>> {
+    let info = waitid(
+        libc::P_PID,
+        pid as libc::id_t,
+        libc::WEXITED | libc::WSTOPPED | libc::WNOWAIT,
+    )?;
+    Ok(exit_or_stop(pid, &info))
 }
 
 fn exit_kind(info: &libc::siginfo_t) -> ExitKind {
@@ -206,40 +211,23 @@ fn exit_kind(info: &libc::siginfo_t) -> ExitKind {
     }
 }
 
-/// Blocks until any child has exited, without reaping it, or has stopped;
-/// returns its pid and how it ended (`Ok`) or the signal that stopped it
-/// (`Err`, the stop's notice consumed, as in `wait_exit_or_stop`).
-/// `Ok(None)` when there is no child at all (ECHILD). Used in init mode,
-/// where orphans re-parented to patience must be reaped too.
+/// As `wait_exit_or_stop`, for any child: its pid and how it ended or
+/// stopped. `Ok(None)` when there is no child at all (ECHILD). Used in init
+/// mode, where orphans re-parented to patience must be reaped too.
 pub fn wait_any_exit_or_stop() -> io::Result<Option<(i32, Result<ExitKind, i32>)>> {
-    loop {
-        // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let flags = libc::WEXITED | libc::WSTOPPED | libc::WNOWAIT;
-        // SAFETY: waitid writes only into `info`.
-        let ret = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, flags) };
-        if ret == -1 {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::ECHILD) => return Ok(None),
-                _ => return Err(e),
-            }
+    match waitid(libc::P_ALL, 0, libc::WEXITED | libc::WSTOPPED | libc::WNOWAIT) {
+        Ok(info) => {
+            // SAFETY: waitid filled `info` for a child event.
+            let pid = unsafe { info.si_pid() };
+            Ok(Some((pid, exit_or_stop(pid, &info))))
         }
-        // SAFETY: waitid filled `info` for a child event.
-        let pid = unsafe { info.si_pid() };
-        if info.si_code != libc::CLD_STOPPED && info.si_code != libc::CLD_TRAPPED {
-            return Ok(Some((pid, Ok(exit_kind(&info)))));
-        }
-        // SAFETY: for CLD_STOPPED si_status (the stop signal) is valid.
-        let sig = unsafe { info.si_status() };
-        // Consumed, or P_ALL with WNOWAIT would report this stop for ever.
-        let _ = waitid_pid(pid, libc::WSTOPPED | libc::WNOHANG);
-        return Ok(Some((pid, Err(sig))));
+        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
-/// Reaps child `pid`, which `wait_exit` saw exit. After this the pid may be
+/// Reaps child `pid`, which `wait_exit_or_stop` saw exit (or which was
+/// killed: it blocks until the exit). After this the pid may be
 /// reused, so nothing may signal it or its group any more.
 pub fn reap(pid: i32) {
     let mut status = 0;
