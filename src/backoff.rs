@@ -102,6 +102,18 @@ pub fn parse_jitter(s: &str) -> Result<f64, String> {
     }
 }
 
+/// `base * factor^k` in seconds, for a factor >= 1: never NaN, so never a
+/// surprise after `min(cap)`. The exponent is clamped (past 2000 every such
+/// factor has long reached any cap, or infinity, which the cap absorbs),
+/// and a zero base stays zero however large the power: 0 * 2^1024 is
+/// 0 * inf, NaN, which once became the cap at attempt 1025.
+fn grow(base: f64, factor: f64, k: u64) -> f64 {
+    if base == 0.0 {
+        return 0.0;
+    }
+    base * factor.powi(k.min(2000) as i32)
+}
+
 /// The n-th Fibonacci number (F(1) = F(2) = 1) as f64, saturating at a value
 /// far beyond any cap so that the loop is short for any n.
 fn fibonacci(n: u64) -> f64 {
@@ -118,27 +130,15 @@ impl Backoff {
     /// bound of the random draw.
     fn nominal(&self, n: u64) -> f64 {
         let base = self.base.as_secs_f64();
-        let cap = self.max_delay.as_secs_f64();
-        // No base, no delay, at every attempt: 0 * 2^1024 is 0 * inf, NaN,
-        // which must not turn into the cap at attempt 1025.
-        if base == 0.0 {
-            return 0.0;
-        }
         let n = n.max(1);
-        // Clamp the exponent: past 2000 every finite factor >= 1 has long
-        // reached any cap (or infinity, which min() below absorbs).
-        let k = (n - 1).min(2000) as i32;
         let raw = match self.strategy {
             Strategy::Fixed => base,
             Strategy::Linear => base * n as f64,
-            Strategy::Exponential => base * self.multiplier.powi(k),
+            Strategy::Exponential => grow(base, self.multiplier, n - 1),
             Strategy::Fibonacci => base * fibonacci(n),
-            Strategy::Jitter | Strategy::DecorrelatedJitter => base * 2f64.powi(k),
+            Strategy::Jitter | Strategy::DecorrelatedJitter => grow(base, 2.0, n - 1),
         };
-        if raw.is_nan() {
-            return cap;
-        }
-        raw.min(cap)
+        raw.min(self.max_delay.as_secs_f64())
     }
 
     /// The smallest and largest delay that can follow attempt `n`, for
@@ -151,12 +151,7 @@ impl Backoff {
                 let base = self.base.as_secs_f64().min(cap);
                 // The schedule starts with previous = base, so delay n is
                 // drawn from [base, 3 * previous]: at most base * 3^n.
-                let hi = if base == 0.0 {
-                    0.0
-                } else {
-                    (base * 3f64.powi(n.clamp(1, 2000) as i32)).min(cap)
-                };
-                (base, hi)
+                (base, grow(base, 3.0, n.max(1)).min(cap))
             }
             _ => {
                 let d = self.nominal(n);
