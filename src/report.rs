@@ -404,7 +404,7 @@ pub fn dry_run(r: &Resolved) -> String {
         ),
         (
             "state-dir",
-            crate::state::dir_candidate(s.state_dir.as_deref(), |k| std::env::var_os(k), sys::getuid())
+            crate::state::dir_for(s.state_dir.as_deref())
                 .display()
                 .to_string(),
         ),

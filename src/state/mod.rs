@@ -88,7 +88,7 @@ pub fn wall_ns() -> u64 {
 /// `$XDG_STATE_HOME/patience`, else `~/.local/state/patience`, else
 /// `/tmp/patience-UID`, from the environment `var` and the user id.
 /// Relative XDG_STATE_HOME or HOME values are ignored, as the XDG spec says.
-pub fn dir_candidate(configured: Option<&Path>, var: impl Fn(&str) -> Option<OsString>, uid: u32) -> PathBuf {
+fn dir_candidate(configured: Option<&Path>, var: impl Fn(&str) -> Option<OsString>, uid: u32) -> PathBuf {
     let set = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
     if let Some(dir) = configured {
         return dir.to_path_buf();
@@ -141,10 +141,16 @@ pub fn prepare_dir(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The state directory (`--state-dir`, else the SPEC's search), created
-/// and checked; an unsafe one is an error (exit 125) before anything runs.
+/// Where the state directory is (`--state-dir`, else the SPEC's search in
+/// this process's environment), without creating or checking it.
+pub fn dir_for(configured: Option<&Path>) -> PathBuf {
+    dir_candidate(configured, |k| std::env::var_os(k), sys::getuid())
+}
+
+/// The state directory, created and checked; an unsafe one is an error
+/// (exit 125) before anything runs.
 pub fn state_dir(configured: Option<&Path>) -> Result<PathBuf, Error> {
-    let dir = dir_candidate(configured, |k| std::env::var_os(k), sys::getuid());
+    let dir = dir_for(configured);
     prepare_dir(&dir).map_err(Error::Internal)?;
     Ok(dir)
 }
