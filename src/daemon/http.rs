@@ -180,40 +180,70 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
     // The head and the body go out as two writes; without NODELAY the body
     // could wait for the client's delayed ACK of the head.
     let _ = stream.set_nodelay(true);
-    let (status, content_type, body, extra, with_body) = match read_head(&mut stream) {
-        Ok(raw) => match parse_request(&raw) {
-            Some(req) => {
-                let with_body = req.method != "HEAD";
-                match route(req.method, req.path) {
-                    Route::Metrics => (200, exposition::CONTENT_TYPE, shared.render(), "", with_body),
-                    Route::Health => (200, PLAIN, "ok\n".into(), "", with_body),
-                    Route::Index => (200, PLAIN, index_page(), "", with_body),
-                    Route::NotFound => (404, PLAIN, "not found: try /metrics\n".into(), "", with_body),
-                    Route::NotAllowed => (
-                        405,
-                        PLAIN,
-                        "method not allowed: use GET\n".into(),
-                        "Allow: GET, HEAD\r\n",
-                        with_body,
-                    ),
-                }
-            }
-            None => (400, PLAIN, "bad request\n".into(), "", true),
-        },
-        Err(HeadError::TooLarge) => (431, PLAIN, "request head too large\n".into(), "", true),
+    let (reply, with_body) = match read_head(&mut stream) {
+        Ok(raw) => answer(&raw, shared),
+        Err(HeadError::TooLarge) => (Reply::plain(431, "request head too large\n"), true),
         Err(HeadError::Gone) => return,
     };
     let sent = stream
-        .write_all(&head(status, content_type, body.len(), extra))
+        .write_all(&head(
+            reply.status,
+            reply.content_type,
+            reply.body.len(),
+            reply.extra,
+        ))
         .and_then(|()| match with_body {
-            true => stream.write_all(body.as_bytes()),
+            true => stream.write_all(reply.body.as_bytes()),
             false => Ok(()),
         });
-    drop(body);
+    // The exposition can be megabytes: not kept while lingering.
+    drop(reply);
     if sent.is_ok() {
         let _ = stream.shutdown(Shutdown::Write);
         linger(&mut stream);
     }
+}
+
+/// A response, before it is written.
+struct Reply {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+    /// More header lines, each ending in CRLF.
+    extra: &'static str,
+}
+
+impl Reply {
+    fn plain(status: u16, body: impl Into<String>) -> Reply {
+        Reply {
+            status,
+            content_type: PLAIN,
+            body: body.into(),
+            extra: "",
+        }
+    }
+}
+
+/// The reply to the request whose head is `raw`, and whether its body is
+/// sent (not for HEAD).
+fn answer(raw: &[u8], shared: &Shared) -> (Reply, bool) {
+    let Some(req) = parse_request(raw) else {
+        return (Reply::plain(400, "bad request\n"), true);
+    };
+    let reply = match route(req.method, req.path) {
+        Route::Metrics => Reply {
+            content_type: exposition::CONTENT_TYPE,
+            ..Reply::plain(200, shared.render())
+        },
+        Route::Health => Reply::plain(200, "ok\n"),
+        Route::Index => Reply::plain(200, index_page()),
+        Route::NotFound => Reply::plain(404, "not found: try /metrics\n"),
+        Route::NotAllowed => Reply {
+            extra: "Allow: GET, HEAD\r\n",
+            ..Reply::plain(405, "method not allowed: use GET\n")
+        },
+    };
+    (reply, req.method != "HEAD")
 }
 
 /// Reads, for a moment, what the client still sends (a body we did not
