@@ -795,9 +795,8 @@ fn an_inherited_ignored_sigint_is_not_acted_upon() {
         "trap '' INT; {} -a 1 -- sh -c 'sleep 1; exit 4' & pid=$!; sleep 0.3; kill -INT $pid; wait $pid",
         patience_bin()
     );
-    let mut c = std::process::Command::new("sh");
-    c.args(["-c", &script])
-        .envs(patience(&dir).get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+    let mut c = around_patience("sh", &dir);
+    c.args(["-c", &script]);
     let out = output(c);
     assert_eq!(code(&out), 4, "{}", stderr(&out));
 }
@@ -957,12 +956,11 @@ fn no_signal_ever_reaches_a_reaped_pid() {
             "setsid sleep 5 & exit 1",
         ][..],
     ] {
-        let out = std::process::Command::new("strace")
+        let out = around_patience("strace", &dir)
             .args(["-f", "-e", "trace=kill,wait4", "-o"])
             .arg(&trace)
             .arg(patience_bin())
             .args(args)
-            .envs(patience(&dir).get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
             .stdin(Stdio::null())
             .output()
             .unwrap();

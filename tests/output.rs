@@ -35,14 +35,8 @@ fn data_file(dir: &TempDir, name: &str, data: &[u8]) -> String {
 /// `sh -c SCRIPT` with `$0` set to the patience binary and the same clean
 /// environment as `patience(dir)`, for shell pipelines around patience.
 fn shell(dir: &TempDir, script: &str) -> std::process::Command {
-    let mut sh = std::process::Command::new("sh");
+    let mut sh = around_patience("sh", dir);
     sh.args(["-c", script, patience_bin()]);
-    for (k, v) in patience(dir).get_envs() {
-        match v {
-            Some(v) => sh.env(k, v),
-            None => sh.env_remove(k),
-        };
-    }
     sh
 }
 

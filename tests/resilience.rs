@@ -758,14 +758,13 @@ fn lock_and_state_descriptors_are_not_inherited() {
 /// Runs patience under `strace -f` with `strace_args` (a fault to inject),
 /// in the test's environment.
 fn under_strace(dir: &TempDir, strace_args: &[&str], args: &[&str]) -> Output {
-    let mut c = std::process::Command::new("strace");
+    let mut c = around_patience("strace", dir);
     c.args(["-f", "-o"])
         .arg(dir.join("trace"))
         .args(strace_args)
         .arg("--")
         .arg(patience_bin())
-        .args(args)
-        .envs(patience(dir).get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+        .args(args);
     output(c)
 }
 
@@ -857,11 +856,10 @@ fn the_state_write_is_fsync_rename_fsync_dir() {
     }
     let dir = TempDir::new("strace");
     let trace = dir.join("trace");
-    let out = std::process::Command::new("strace")
+    let out = around_patience("strace", &dir)
         .args(["-f", "-e", "trace=fsync,rename,renameat,renameat2", "-o"])
         .arg(&trace)
         .arg(patience_bin())
-        .envs(patience(&dir).get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
         .args(["--key", "k", "--breaker", "1", "-a", "1", "false"])
         .output()
         .unwrap();

@@ -74,17 +74,6 @@ fn sleeps_matching(marker: &str) -> Vec<i32> {
     processes_matching(&format!("sleep {marker}"))
 }
 
-/// Gives `c` the clean environment `common::patience` gives patience, for
-/// commands that start patience themselves.
-fn with_clean_env(c: &mut Command, dir: &TempDir) {
-    for (k, v) in patience(dir).get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
-}
-
 fn kill_sleeps(marker: &str) {
     for pid in sleeps_matching(marker) {
         let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
@@ -473,9 +462,7 @@ fn init_leaves_alone_a_child_it_did_not_start() {
         "sleep {marker} </dev/null >/dev/null 2>&1 & exec {} --init -a 2 -d 10ms -- false",
         patience_bin()
     );
-    let mut sh = Command::new("sh");
-    with_clean_env(&mut sh, &dir);
-    let child = sh
+    let child = around_patience("sh", &dir)
         .args(["-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -524,11 +511,10 @@ fn namespaces(test: &str) -> bool {
 /// with the clean environment of `common::patience`. --kill-child: if the
 /// test kills unshare, patience (and with it the namespace) dies too.
 fn as_pid1(dir: &TempDir, args: &[&str]) -> Command {
-    let mut c = Command::new("unshare");
+    let mut c = around_patience("unshare", dir);
     c.args(["--fork", "--pid", "--mount-proc", "--kill-child", "--"])
         .arg(patience_bin())
         .args(args);
-    with_clean_env(&mut c, dir);
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -894,9 +880,8 @@ fn foreground_keeps_job_control_in_an_interactive_shell() {
 /// Runs `shell` under script(1), on a terminal of its own, and returns what
 /// the terminal showed; None when script(1) is not installed.
 fn on_a_terminal(dir: &TempDir, shell: &str) -> Option<String> {
-    let mut c = Command::new("script");
-    c.args(["-qec", shell, "/dev/null"])
-        .envs(patience(dir).get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+    let mut c = around_patience("script", dir);
+    c.args(["-qec", shell, "/dev/null"]);
     let child = c
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

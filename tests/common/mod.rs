@@ -79,6 +79,19 @@ pub fn catches(pid: i32, sig: i32) -> bool {
         .is_some_and(|mask| mask & (1 << (sig - 1)) != 0)
 }
 
+/// A command for `program` (sh, strace, script) that runs patience
+/// somewhere below it, with the environment `patience(dir)` would have.
+pub fn around_patience(program: &str, dir: &TempDir) -> Command {
+    let mut c = Command::new(program);
+    for (k, v) in patience(dir).get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c
+}
+
 /// Runs `patience ARGS` to completion with stdin closed.
 pub fn run(dir: &TempDir, args: &[&str]) -> Output {
     let mut c = patience(dir);
