@@ -790,10 +790,16 @@ fn hup_quit_usr1_usr2_are_forwarded_and_give_128_plus_n() {
 fn an_inherited_ignored_sigint_is_not_acted_upon() {
     let dir = TempDir::new("ignint");
     // patience inherits SIGINT ignored (a background job); a SIGINT sent to
-    // it changes nothing: the command ends with its own status.
+    // it changes nothing: the command ends with its own status. The signal
+    // goes once the command runs, so patience's handlers are in place by
+    // then (they are installed before the first spawn).
+    let ready = dir.join("ready");
     let script = format!(
-        "trap '' INT; {} -a 1 -- sh -c 'sleep 1; exit 4' & pid=$!; sleep 0.3; kill -INT $pid; wait $pid",
-        patience_bin()
+        "trap '' INT; {} -a 1 -- sh -c 'touch \"$0\"; sleep 1; exit 4' \"{}\" & pid=$!; \
+         while [ ! -e \"{}\" ]; do sleep 0.01; done; kill -INT $pid; wait $pid",
+        patience_bin(),
+        ready.display(),
+        ready.display()
     );
     let mut c = around_patience("sh", &dir);
     c.args(["-c", &script]);
