@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use crate::conditions::Observed;
 use crate::output::{self, Captured};
 use crate::reaper::Reaper;
+use crate::signals::Meaning;
 use crate::sys::{self, ExitKind, SigMask};
 
 /// What reaches the attempt loop while it waits.
@@ -78,7 +79,7 @@ impl Inherited {
             sys::ignore(sig);
         }
         sys::set_default(libc::SIGCHLD);
-        let mut wanted = crate::signals::FORWARDED.to_vec();
+        let mut wanted = crate::signals::caught(false);
         wanted.push(libc::SIGCHLD);
         sys::unblock(&wanted);
         inherited
@@ -99,7 +100,16 @@ pub struct Spec<'a> {
     /// When to send the first signal (`--timeout` or `--deadline`), if ever.
     pub stop_at: Option<Instant>,
     pub signal: i32,
+    /// Grace before SIGKILL after a timeout, and for what the attempt leaves
+    /// in its group when it exits.
     pub kill_after: Duration,
+    /// Grace before SIGKILL after a stop signal patience received and
+    /// passed on: only when `--kill-after` was given, since a container
+    /// runtime that sends SIGTERM gives its own grace and then kills.
+    pub forward_grace: Option<Duration>,
+    /// PID 1, `--init` or `--restart always`: SIGHUP is a reload signal, and
+    /// signals that do not stop the run go to the main process only.
+    pub supervising: bool,
     /// What the child's stdin, stdout and stderr are.
     pub stdio: &'a output::Plan,
     /// The init-mode reaper, which then waits for the attempt instead of a
@@ -128,7 +138,9 @@ pub struct Ended {
     pub timed_out: bool,
     /// SIGKILL had to be sent after the grace period.
     pub killed: bool,
-    /// A signal patience received while the attempt ran and forwarded.
+    /// A stop signal patience received while the attempt ran and passed
+    /// on, or the Ctrl-C (SIGINT, SIGQUIT) the attempt died of while it held
+    /// the terminal: the run ends with this attempt.
     pub interrupted: Option<i32>,
     /// The attempt was stopped by SIGTTIN or SIGTTOU (it wanted the
     /// terminal from a process group that is not the terminal's), so
@@ -161,6 +173,14 @@ pub fn run(
     events: &Receiver<Event>,
     tx: &Sender<Event>,
 ) -> Result<Ended, SpawnError> {
+    // A foreground job hands the terminal to the attempt's group while it
+    // runs, as job-control shells do, so a command that reads the terminal
+    // works; it is taken back after. Never from the background.
+    let terminal = if spec.own_group {
+        sys::foreground_terminal()
+    } else {
+        None
+    };
     let mut cmd = Command::new(&spec.command[0]);
     cmd.args(&spec.command[1..]);
     for (k, v) in &spec.env {
@@ -181,6 +201,7 @@ pub fn run(
             mask: inherited.mask,
             die_with_parent: true,
             parent: sys::getpid(),
+            terminal,
         },
     );
     let (stdio, capture) = spec.stdio.prepare().map_err(SpawnError::Setup)?;
@@ -198,6 +219,9 @@ pub fn run(
         _ => SpawnError::NotExecutable(e),
     })?;
     let pid = child.id() as i32;
+    if let Some(fd) = terminal {
+        sys::give_terminal(fd, pid);
+    }
     // std's Child would reap on wait(); this module reaps by pid instead,
     // after the group is cleaned up. Dropping Child neither kills nor waits.
     drop(child);
@@ -281,18 +305,37 @@ pub fn run(
                 tty_stop = Some(sig);
                 target.signal(libc::SIGKILL);
             }
+            // Ctrl-Z reached the attempt, which holds the terminal: patience
+            // is the shell's job, so it stops too (with the terminal back),
+            // and `fg` resumes both.
+            Ok(Event::Stopped(p, sig))
+                if p == pid && terminal.is_some() && sig != libc::SIGTTIN && sig != libc::SIGTTOU =>
+            {
+                if let Some(fd) = terminal {
+                    sys::give_terminal(fd, sys::getpgrp());
+                    sys::stop_self();
+                    sys::give_terminal(fd, pid);
+                }
+                let _ = sys::kill_group(pid, libc::SIGCONT);
+            }
             Ok(Event::Stopped(..)) => {}
-            Ok(Event::Signal(sig)) => {
-                target.signal(sig);
-                if interrupted.is_none() {
-                    interrupted = Some(sig);
-                    // Escalate after the grace, as for a timeout, unless a
-                    // timeout's escalation is already under way.
-                    if !timed_out {
-                        timer = Some((grace_end(spec.kill_after), libc::SIGKILL));
+            Ok(Event::Signal(sig)) => match crate::signals::meaning(sig, spec.supervising) {
+                Meaning::Stop => {
+                    target.signal(sig);
+                    if interrupted.is_none() {
+                        interrupted = Some(sig);
+                        // Escalate only after an explicit --kill-after, and
+                        // never over a timeout's escalation under way.
+                        if let (false, Some(grace)) = (timed_out, spec.forward_grace) {
+                            timer = Some((grace_end(grace), libc::SIGKILL));
+                        }
                     }
                 }
-            }
+                Meaning::Pass if spec.supervising => {
+                    let _ = sys::kill(pid, sig);
+                }
+                Meaning::Pass => target.send(sig),
+            },
             Err(RecvTimeoutError::Timeout) => {
                 let (_, sig) = timer.take().expect("a timer was set");
                 target.signal(sig);
@@ -312,24 +355,30 @@ pub fn run(
         None => exit,
     };
     let duration = started.elapsed();
+    if let Some(fd) = terminal {
+        sys::give_terminal(fd, sys::getpgrp());
+    }
+    // Ctrl-C or Ctrl-\ on the terminal the attempt held or shared: the
+    // user wants the run to stop, as a shell stops a script, whether or not
+    // patience got the signal too (it did not, when the attempt held it).
+    let at_the_terminal = terminal.is_some() || (!spec.own_group && sys::foreground_terminal().is_some());
+    if let (None, true, ExitKind::Signal(sig @ (libc::SIGINT | libc::SIGQUIT))) =
+        (interrupted, at_the_terminal, exit)
+    {
+        interrupted = Some(sig);
+    }
     // The leader is a zombie: its group number cannot be reused yet. Whatever
-    // it left behind in its group goes now (systemd's KillMode=mixed): after
-    // a timeout or a forwarded signal with SIGKILL, after a normal exit with
-    // the polite signal, so retries never pile up on a previous attempt.
+    // it left behind goes now, so retries never pile up on a previous
+    // attempt and nothing outlives it: the stop signal (unless the group
+    // had one already), then SIGKILL when the grace ends.
     if target.group {
-        let cleanup = if timed_out || interrupted.is_some() {
-            libc::SIGKILL
-        } else {
-            spec.signal
+        let already = timed_out || interrupted.is_some();
+        let grace_ends = match timer {
+            Some((at, libc::SIGKILL)) => at,
+            _ => grace_end(spec.kill_after),
         };
-        let _ = sys::kill_group(pid, cleanup);
-        if cleanup != libc::SIGKILL {
-            let _ = sys::kill_group(pid, libc::SIGCONT);
-        }
-        // In init mode the orphans that left the group (setsid, double
-        // fork) are patience's children now: they go the same way.
-        if let Some(reaper) = spec.reaper {
-            reaper.signal_orphans(pid, cleanup);
+        if clear_leftovers(spec, pid, already, grace_ends, events, &mut interrupted) {
+            killed = true;
         }
     }
     match spec.reaper {
@@ -351,6 +400,70 @@ pub fn run(
     })
 }
 
+/// How often patience looks whether an attempt's leftovers are gone.
+const LEFTOVER_POLL: Duration = Duration::from_millis(10);
+
+/// Takes down what attempt `pid` left in its process group (and, in init
+/// mode, the orphans it left outside it) once its leader exited, while the
+/// leader is still an unreaped zombie: the stop signal once, unless
+/// `already` sent, then SIGKILL at `grace_ends` to whatever is left. A stop
+/// signal patience receives meanwhile cuts the grace short (and is the
+/// run's interruption if there was none). True when SIGKILL was needed.
+fn clear_leftovers(
+    spec: &Spec,
+    pid: i32,
+    already: bool,
+    grace_ends: Instant,
+    events: &Receiver<Event>,
+    interrupted: &mut Option<i32>,
+) -> bool {
+    let left = || {
+        let orphans = spec.reaper.is_some_and(|r| r.signal_orphans(pid, 0));
+        // Without /proc (an empty chroot) the group cannot be looked at
+        // while its leader is a zombie; the signal is sent, and the leftovers
+        // get the grace only if they are init's orphans (see below).
+        orphans || sys::group_has_others(pid) != Some(false)
+    };
+    if !left() {
+        return false;
+    }
+    if !already {
+        let _ = sys::kill_group(pid, spec.signal);
+        let _ = sys::kill_group(pid, libc::SIGCONT);
+        if let Some(reaper) = spec.reaper {
+            reaper.signal_orphans(pid, spec.signal);
+        }
+    }
+    // No /proc: nothing tells whether the group is empty while the leader
+    // is unreaped, so it gets the grace only when patience can tell (or the
+    // polite signal was all a normal exit asked for before this release).
+    let visible = sys::group_has_others(pid).is_some();
+    while visible && left() {
+        let wait = grace_ends.saturating_duration_since(Instant::now());
+        if wait.is_zero() {
+            break;
+        }
+        match events.recv_timeout(wait.min(LEFTOVER_POLL)) {
+            Ok(Event::Signal(sig)) if crate::signals::meaning(sig, spec.supervising) == Meaning::Stop => {
+                interrupted.get_or_insert(sig);
+                break;
+            }
+            _ => {}
+        }
+    }
+    if !left() {
+        return false;
+    }
+    if !visible && !already {
+        return false;
+    }
+    let _ = sys::kill_group(pid, libc::SIGKILL);
+    if let Some(reaper) = spec.reaper {
+        reaper.signal_orphans(pid, libc::SIGKILL);
+    }
+    true
+}
+
 /// When the grace after a first signal ends. A grace too large to add to
 /// `now` means "never escalate", which `Instant` cannot express, so it is
 /// pushed out by the largest duration patience accepts.
@@ -368,19 +481,23 @@ struct Target {
 }
 
 impl Target {
-    /// Sends `sig`, then SIGCONT so a stopped process can act on it (as GNU
-    /// timeout does). Only called while the leader is unreaped.
+    /// Sends a stop signal `sig`, then SIGCONT so a stopped process can act
+    /// on it (as GNU timeout does). Only called while the leader is
+    /// unreaped.
     fn signal(&self, sig: i32) {
-        let send = |s| {
-            if self.group {
-                sys::kill_group(self.pid, s)
-            } else {
-                sys::kill(self.pid, s)
-            }
-        };
-        let _ = send(sig);
+        self.send(sig);
         if sig != libc::SIGKILL && sig != libc::SIGCONT {
-            let _ = send(libc::SIGCONT);
+            self.send(libc::SIGCONT);
         }
+    }
+
+    /// Sends `sig` alone: a signal passed on that stops nothing must not
+    /// wake a process the user stopped.
+    fn send(&self, sig: i32) {
+        let _ = if self.group {
+            sys::kill_group(self.pid, sig)
+        } else {
+            sys::kill(self.pid, sig)
+        };
     }
 }

@@ -28,7 +28,8 @@ pub fn run(settings: &Settings, inherited: &Inherited, reporter: &mut Reporter) 
     let signal_tx = tx.clone();
     // Handlers first: as PID 1, a signal without a handler is dropped by the
     // kernel, so SIGTERM (`docker stop`) works only once they are installed.
-    crate::signals::listen(move |sig| signal_tx.send(Event::Signal(sig)).is_ok())
+    let caught = crate::signals::caught(settings.foreground);
+    crate::signals::listen(&caught, move |sig| signal_tx.send(Event::Signal(sig)).is_ok())
         .map_err(|e| Error::Internal(format!("cannot install signal handlers: {e}")))?;
     let stdio = output::Plan::new(settings)
         .map_err(|e| Error::Internal(format!("cannot read stdin for --stdin replay: {e}")))?;
@@ -127,8 +128,10 @@ impl Loop<'_> {
             let ran_for = attempt.duration;
             push(&mut outcome.attempts, attempt);
             self.metrics.attempt(&outcome.name, outcome.attempts.back());
+            // A stop signal passed on to the attempt: the run ends as the
+            // attempt did (GNU timeout and tini give the command's status).
             if let Some(sig) = interrupted {
-                break Ending::Interrupted(sig);
+                break Ending::Forwarded(sig);
             }
             let again = match (&verdict, s.restart) {
                 (Verdict::Final(_), _) => Err(Ending::Failed("not retried".into())),
@@ -195,6 +198,8 @@ impl Loop<'_> {
             stop_at,
             signal: s.signal,
             kill_after: s.kill_after,
+            forward_grace: s.kill_after_given.then_some(s.kill_after),
+            supervising: s.supervising(),
             stdio: &self.stdio,
             reaper: self.reaper,
         };
@@ -250,8 +255,10 @@ impl Loop<'_> {
             if left.is_zero() {
                 break;
             }
-            if let Ok(Event::Signal(_)) = self.rx.recv_timeout(left.min(Duration::from_millis(20))) {
-                break;
+            if let Ok(Event::Signal(sig)) = self.rx.recv_timeout(left.min(Duration::from_millis(20))) {
+                if self.stops(sig) {
+                    break;
+                }
             }
         }
         // Silent when everyone left in time: the common case needs no words.
@@ -264,17 +271,25 @@ impl Loop<'_> {
         }
     }
 
-    /// A signal received and not yet acted on, if any.
+    /// A stop signal received and not yet acted on, if any. Signals that
+    /// stop nothing have no attempt to go to between attempts.
     fn pending_signal(&self) -> Option<i32> {
         while let Ok(event) = self.rx.try_recv() {
             if let Event::Signal(sig) = event {
-                return Some(sig);
+                if self.stops(sig) {
+                    return Some(sig);
+                }
             }
         }
         None
     }
 
-    /// Waits `delay`, or less if a signal arrives: returns that signal.
+    /// True when `sig` ends the run.
+    fn stops(&self, sig: i32) -> bool {
+        crate::signals::meaning(sig, self.settings.supervising()) == crate::signals::Meaning::Stop
+    }
+
+    /// Waits `delay`, or less if a stop signal arrives: returns that signal.
     fn sleep(&self, delay: Duration) -> Option<i32> {
         let end = Instant::now().checked_add(delay);
         loop {
@@ -286,8 +301,8 @@ impl Loop<'_> {
                 return None;
             }
             match self.rx.recv_timeout(left) {
-                Ok(Event::Signal(sig)) => return Some(sig),
-                Ok(Event::Exited(..) | Event::Stopped(..)) => {}
+                Ok(Event::Signal(sig)) if self.stops(sig) => return Some(sig),
+                Ok(Event::Signal(_) | Event::Exited(..) | Event::Stopped(..)) => {}
                 Err(RecvTimeoutError::Timeout) => return None,
                 Err(RecvTimeoutError::Disconnected) => return None,
             }

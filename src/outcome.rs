@@ -32,8 +32,12 @@ pub enum Ending {
     Succeeded,
     /// Failed, with the reason the attempts stopped.
     Failed(String),
-    /// patience received this signal and stopped.
+    /// patience received this stop signal between attempts and stopped
+    /// (exit 128+N).
     Interrupted(i32),
+    /// patience passed this stop signal on to the running attempt and
+    /// stopped when it ended: the run exits as that attempt did.
+    Forwarded(i32),
     /// Refused before any attempt by the shared state (circuit breaker open,
     /// no free slot, no token before the deadline): exit 75.
     Rejected(String),
@@ -45,7 +49,7 @@ impl Ending {
         match self {
             Ending::Succeeded => "succeeded",
             Ending::Failed(_) => "failed",
-            Ending::Interrupted(_) => "aborted",
+            Ending::Interrupted(_) | Ending::Forwarded(_) => "aborted",
             Ending::Rejected(_) => "rejected",
         }
     }

@@ -116,20 +116,24 @@ impl Reaper {
         self.shared.changed.notify_all();
     }
 
-    /// Sends `sig` (then SIGCONT, unless it is SIGKILL) to every child of
-    /// patience other than the attempt `except` and the strangers: the
-    /// orphans an attempt left behind outside its process group (after
-    /// `setsid`), which are killed with the attempt as its group is.
-    pub fn signal_orphans(&self, except: i32, sig: i32) {
+    /// Sends `sig` (then SIGCONT, unless it is SIGKILL or 0) to every child
+    /// of patience other than the attempt `except`, the members of its
+    /// process group (signalled with the group, and only once) and the
+    /// strangers: the orphans an attempt left behind outside its process
+    /// group (after `setsid`), which are killed with the attempt as its
+    /// group is. True when there was one; signal 0 only asks.
+    pub fn signal_orphans(&self, except: i32, sig: i32) -> bool {
         let state = self.lock();
+        let mut any = false;
         for pid in children() {
-            if pid != except && !state.strangers.contains(&pid) {
-                let _ = sys::kill(pid, sig);
-                if sig != libc::SIGKILL {
+            if pid != except && !state.strangers.contains(&pid) && sys::getpgid(pid) != Some(except) {
+                any |= sys::alive_not_zombie(pid) && sys::kill(pid, sig).is_ok();
+                if sig != libc::SIGKILL && sig != 0 {
                     let _ = sys::kill(pid, libc::SIGCONT);
                 }
             }
         }
+        any
     }
 
     /// As PID 1 only: sends `sig` to every other process of the PID

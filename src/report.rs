@@ -28,6 +28,20 @@ pub fn exit_status(outcome: &Outcome) -> i32 {
     match &outcome.ending {
         Ending::Succeeded => 0,
         Ending::Interrupted(sig) => 128 + sig,
+        // As the attempt ended, whatever the rules would have said of it: a
+        // server that exits 0 on SIGTERM gives 0 (GNU timeout, tini).
+        Ending::Forwarded(sig) => match outcome.last() {
+            Some(a) if a.timed_out => EXIT_TIMEOUT,
+            Some(Attempt {
+                exit: Some(ExitKind::Code(code)),
+                ..
+            }) => *code,
+            Some(Attempt {
+                exit: Some(ExitKind::Signal(s)),
+                ..
+            }) => 128 + s,
+            _ => 128 + sig,
+        },
         Ending::Rejected(_) => EXIT_REFUSED,
         Ending::Failed(_) => match outcome.last() {
             None => 1,
@@ -203,6 +217,23 @@ impl Reporter {
                     plural(o.total)
                 ),
             ),
+            Ending::Forwarded(sig) => {
+                let how = o.last().map(|a| how(a, self.timeout)).unwrap_or_default();
+                let kill = if o.last().is_some_and(|a| a.killed) {
+                    ", SIGKILL needed"
+                } else {
+                    ""
+                };
+                (
+                    if exit_status(o) == 0 { "✅" } else { "❌" },
+                    format!(
+                        "stopped by {} after {} {} ({how}{kill}, {took})",
+                        signals::name(*sig),
+                        o.total,
+                        plural(o.total)
+                    ),
+                )
+            }
         };
         if self.color {
             let paint = if mark == "✅" { "\x1b[32m" } else { "\x1b[31m" };
@@ -226,7 +257,7 @@ fn reason(e: &Ending) -> String {
     match e {
         Ending::Succeeded => "succeeded".into(),
         Ending::Failed(r) => r.clone(),
-        Ending::Interrupted(s) => format!("stopped by {}", signals::name(*s)),
+        Ending::Interrupted(s) | Ending::Forwarded(s) => format!("stopped by {}", signals::name(*s)),
         Ending::Rejected(r) => r.clone(),
     }
 }

@@ -420,6 +420,9 @@ pub struct Settings {
     pub timeout: Option<Duration>,
     pub signal: i32,
     pub kill_after: Duration,
+    /// `--kill-after` was given (command line or a file): only then is a
+    /// stop signal patience passes on escalated to SIGKILL.
+    pub kill_after_given: bool,
     pub deadline: Option<Duration>,
     pub backoff: Backoff,
     pub reset_after: Option<Duration>,
@@ -465,6 +468,7 @@ impl Default for Settings {
             timeout: None,
             signal: libc::SIGTERM,
             kill_after: Duration::from_secs(5),
+            kill_after_given: false,
             deadline: None,
             backoff: Backoff::default(),
             reset_after: None,
@@ -582,6 +586,13 @@ impl Settings {
         self.init || crate::sys::getpid() == 1
     }
 
+    /// patience supervises: as PID 1, with `--init`, or under `--restart
+    /// always`. Then SIGHUP, SIGUSR1, SIGUSR2 and SIGWINCH are reload
+    /// signals for the command, never the end of the run.
+    pub fn supervising(&self) -> bool {
+        self.init_mode() || self.restart == Restart::Always
+    }
+
     /// Sets option `long` from `value` (`None` for a switch given on the
     /// command line). The error says what is wrong with the value; the
     /// caller names where it came from.
@@ -596,7 +607,10 @@ impl Settings {
             }
             "timeout" => self.timeout = optional_duration(text()?)?,
             "signal" => self.signal = crate::signals::parse(text()?)?,
-            "kill-after" => self.kill_after = duration::parse(text()?)?,
+            "kill-after" => {
+                self.kill_after = duration::parse(text()?)?;
+                self.kill_after_given = true;
+            }
             "deadline" => self.deadline = optional_duration(text()?)?,
             "delay" => self.backoff.base = duration::parse(text()?)?,
             "backoff" => self.backoff.strategy = text()?.parse()?,

@@ -6,15 +6,67 @@
 //! reads it and sends the signal number on a channel, so the attempt loop
 //! decides what a signal means with no async-signal-safety concerns.
 
-/// The signals patience forwards to the attempt and then exits 128+N on.
-pub const FORWARDED: [i32; 6] = [
-    libc::SIGINT,
-    libc::SIGTERM,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
+/// The signals that are faults of the process that gets them, or that
+/// patience keeps for itself, and so are never caught to be passed on:
+/// SIGCHLD is how patience learns of exits, SIGPIPE and SIGTTIN/SIGTTOU are
+/// ignored by patience (its own writes, not the command's business), the
+/// synchronous ones (SIGSEGV, SIGBUS …) are patience's own faults, as tini
+/// leaves them too. SIGKILL and SIGSTOP cannot be caught at all.
+const NOT_CAUGHT: [i32; 13] = [
+    libc::SIGCHLD,
+    libc::SIGPIPE,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+    libc::SIGILL,
+    libc::SIGTRAP,
+    libc::SIGABRT,
+    libc::SIGBUS,
+    libc::SIGFPE,
+    libc::SIGSEGV,
+    libc::SIGSYS,
+    libc::SIGKILL,
+    libc::SIGSTOP,
 ];
+
+/// Every signal patience catches to pass on to the attempt: all catchable
+/// signals but those of `NOT_CAUGHT`, real-time ones included (tini and
+/// dumb-init pass them all; GNU timeout handles every terminating one), so
+/// that as PID 1 none is dropped and elsewhere none kills patience and
+/// strands the attempt. SIGTSTP only without `--foreground`: there patience
+/// shares the terminal's job with the command, and a shell sees the job
+/// stopped only if patience stops too.
+pub fn caught(foreground: bool) -> Vec<i32> {
+    (1..=crate::sys::sigrtmax())
+        .filter(|s| !NOT_CAUGHT.contains(s))
+        .filter(|&s| !(foreground && s == libc::SIGTSTP))
+        // glibc keeps the first real-time signals for its threads.
+        .filter(|&s| !(libc::SIGSYS < s && s < crate::sys::sigrtmin()))
+        .collect()
+}
+
+/// What a signal received while an attempt runs asks of patience.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Meaning {
+    /// INT, TERM, QUIT (and HUP outside supervision): passed to the
+    /// attempt's process group, and the run ends when the attempt does.
+    Stop,
+    /// Anything else: passed on, nothing else changes. A supervisor passes
+    /// it to the attempt's main process only (tini's default: the process
+    /// that knows how to reload tells its workers); a plain retry run to
+    /// the attempt's group, as GNU timeout does.
+    Pass,
+}
+
+/// What `sig` means to a run; `supervising` is true as PID 1, with
+/// `--init` and under `--restart always`, where SIGHUP is a reload signal
+/// rather than a hangup.
+pub fn meaning(sig: i32, supervising: bool) -> Meaning {
+    match sig {
+        libc::SIGINT | libc::SIGTERM | libc::SIGQUIT => Meaning::Stop,
+        libc::SIGHUP if !supervising => Meaning::Stop,
+        _ => Meaning::Pass,
+    }
+}
 
 const NAMES: [(&str, i32); 31] = [
     ("HUP", libc::SIGHUP),
@@ -76,12 +128,13 @@ pub fn name(n: i32) -> String {
     }
 }
 
-/// Registers handlers for the forwarded signals that were not ignored when
+/// Registers handlers for the `caught` signals that were not ignored when
 /// patience started, and starts the thread that sends each delivered signal
-/// to `deliver`, until `deliver` returns false. A signal the caller ignored (a background job's SIGINT) stays
-/// ignored, for patience and for the child (GNU timeout 9.10 behaves so).
-pub fn listen(deliver: impl Fn(i32) -> bool + Send + 'static) -> std::io::Result<()> {
-    let wanted: Vec<i32> = FORWARDED
+/// to `deliver`, until `deliver` returns false. A signal the caller ignored
+/// (a background job's SIGINT) stays ignored, for patience and for the
+/// child (GNU timeout 9.10 behaves so).
+pub fn listen(caught: &[i32], deliver: impl Fn(i32) -> bool + Send + 'static) -> std::io::Result<()> {
+    let wanted: Vec<i32> = caught
         .iter()
         .copied()
         .filter(|&s| !crate::sys::is_ignored(s))
@@ -115,5 +168,37 @@ mod tests {
         }
         assert_eq!(name(9), "SIGKILL");
         assert_eq!(name(40), "SIG40");
+    }
+
+    #[test]
+    fn every_catchable_signal_but_the_kept_ones_is_caught() {
+        let all = caught(false);
+        for sig in [
+            libc::SIGHUP,
+            libc::SIGALRM,
+            libc::SIGWINCH,
+            libc::SIGCONT,
+            libc::SIGTSTP,
+            libc::SIGURG,
+            libc::SIGPWR,
+        ] {
+            assert!(all.contains(&sig), "{sig}");
+        }
+        assert!(all.contains(&crate::sys::sigrtmin()) && all.contains(&crate::sys::sigrtmax()));
+        for sig in NOT_CAUGHT {
+            assert!(!all.contains(&sig), "{sig}");
+        }
+        assert!(!caught(true).contains(&libc::SIGTSTP));
+    }
+
+    #[test]
+    fn hup_stops_a_retry_run_and_reloads_a_supervisor() {
+        assert_eq!(meaning(libc::SIGHUP, false), Meaning::Stop);
+        assert_eq!(meaning(libc::SIGHUP, true), Meaning::Pass);
+        assert_eq!(meaning(libc::SIGTERM, true), Meaning::Stop);
+        for sig in [libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH, libc::SIGALRM] {
+            assert_eq!(meaning(sig, false), Meaning::Pass);
+            assert_eq!(meaning(sig, true), Meaning::Pass);
+        }
     }
 }

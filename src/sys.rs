@@ -118,11 +118,22 @@ pub struct ChildSetup {
     pub die_with_parent: bool,
     /// patience's pid, to close the race where patience died before prctl.
     pub parent: i32,
+    /// A terminal whose foreground the child's own process group takes
+    /// before exec, so that it can read it at once (the parent gives it
+    /// too, after the fork, whichever comes first).
+    pub terminal: Option<i32>,
 }
 
 /// Installs `setup` to run in the child between fork and exec.
 pub fn prepare_child(cmd: &mut Command, setup: ChildSetup) {
     let hook = move || {
+        if let Some(fd) = setup.terminal {
+            // SAFETY: getpid and tcsetpgrp are async-signal-safe and take no
+            // memory. std has made the child its own group leader already;
+            // SIGTTOU is still ignored here (patience's disposition), so the
+            // call works from the background group the child is in.
+            unsafe { libc::tcsetpgrp(fd, libc::getpid()) };
+        }
         for (sig, ignored) in setup.restore {
             let disp = if ignored { libc::SIG_IGN } else { libc::SIG_DFL };
             // SAFETY: signal() is async-signal-safe and SIG_IGN/SIG_DFL are
@@ -146,8 +157,8 @@ pub fn prepare_child(cmd: &mut Command, setup: ChildSetup) {
         }
         Ok(())
     };
-    // SAFETY: the hook only makes async-signal-safe calls (signal,
-    // sigprocmask, prctl, getppid, _exit) and allocates nothing, as
+    // SAFETY: the hook only makes async-signal-safe calls (tcsetpgrp,
+    // signal, sigprocmask, prctl, getppid, _exit) and allocates nothing, as
     // required between fork and exec in a multi-threaded process.
     unsafe { cmd.pre_exec(hook) };
 }
@@ -672,4 +683,115 @@ pub fn reap_if_exited(pid: i32) -> bool {
 pub fn kill_everyone_else(sig: i32) -> bool {
     // SAFETY: kill has no memory arguments.
     unsafe { libc::kill(-1, sig) == 0 }
+}
+
+// ---- signals and the terminal ----
+
+/// The lowest real-time signal applications may use (glibc keeps two for
+/// its threads, so 34 on Linux).
+pub fn sigrtmin() -> i32 {
+    libc::SIGRTMIN()
+}
+
+/// The highest real-time signal (64 on Linux).
+pub fn sigrtmax() -> i32 {
+    libc::SIGRTMAX()
+}
+
+/// The descriptor among stdin, stdout and stderr that is a terminal whose
+/// foreground process group is patience's own, if any: then patience is a
+/// foreground job (`docker run -it`, an interactive shell) and may hand the
+/// terminal to an attempt. `None` in the background, or with no terminal.
+pub fn foreground_terminal() -> Option<i32> {
+    // SAFETY: getpgrp cannot fail.
+    let ours = unsafe { libc::getpgrp() };
+    (0..=2).find(|&fd| {
+        // SAFETY: isatty and tcgetpgrp only inspect the descriptor.
+        unsafe { libc::isatty(fd) == 1 && libc::tcgetpgrp(fd) == ours }
+    })
+}
+
+/// Makes `pgid` the foreground process group of the terminal on `fd`.
+/// patience ignores SIGTTOU, so this works from the background too (it
+/// takes the terminal back after an attempt). Errors are ignored: a
+/// terminal that went away has no foreground to give.
+pub fn give_terminal(fd: i32, pgid: i32) {
+    // SAFETY: tcsetpgrp has no memory arguments.
+    unsafe { libc::tcsetpgrp(fd, pgid) };
+}
+
+/// The process group of process `pid`, if it exists.
+pub fn getpgid(pid: i32) -> Option<i32> {
+    // SAFETY: getpgid has no memory arguments.
+    let pgid = unsafe { libc::getpgid(pid) };
+    (pgid >= 0).then_some(pgid)
+}
+
+/// patience's own process group.
+pub fn getpgrp() -> i32 {
+    // SAFETY: getpgrp cannot fail.
+    unsafe { libc::getpgrp() }
+}
+
+/// Stops patience itself (SIGSTOP, which cannot be caught), as a job
+/// control shell's job stops on Ctrl-Z; returns when it is continued.
+pub fn stop_self() {
+    // SAFETY: raise has no memory arguments.
+    unsafe { libc::raise(libc::SIGSTOP) };
+}
+
+/// Whether process group `pgid` has a live member other than its leader
+/// (which the caller keeps as an unreaped zombie, so the number cannot be
+/// reused): `Some(true)` or `Some(false)` from /proc, `None` when /proc is
+/// missing or belongs to another PID namespace (an empty chroot,
+/// `unshare --pid` without `--mount-proc`). Zombies do not count: they are
+/// gone already, only not yet reaped by their parent.
+pub fn group_has_others(pgid: i32) -> Option<bool> {
+    let ours = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()));
+    if ours != Some(getpid()) {
+        return None;
+    }
+    let dir = std::fs::read_dir("/proc").ok()?;
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid != pgid && matches!(state_and_group(pid), Some((state, pgrp)) if pgrp == pgid && !gone(state))
+        {
+            return Some(true);
+        }
+    }
+    Some(false)
+}
+
+/// True when process `pid` is alive and not a zombie. Where /proc cannot be
+/// read, a process that exists counts as alive.
+pub fn alive_not_zombie(pid: i32) -> bool {
+    match state_and_group(pid) {
+        Some((state, _)) => !gone(state),
+        None => process_alive(pid),
+    }
+}
+
+/// Zombie or dead: exited, only not reaped yet.
+fn gone(state: u8) -> bool {
+    state == b'Z' || state == b'X'
+}
+
+/// The state letter and process group of `pid`, from /proc/PID/stat.
+fn state_and_group(pid: i32) -> Option<(u8, i32)> {
+    let mut buf = [0u8; 1024];
+    let n = std::io::Read::read(
+        &mut std::fs::File::open(format!("/proc/{pid}/stat")).ok()?,
+        &mut buf,
+    )
+    .ok()?;
+    let stat = std::str::from_utf8(&buf[..n]).ok()?;
+    // Fields after the command name (which may hold ')'): state, ppid, pgrp.
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = *fields.next()?.as_bytes().first()?;
+    let pgrp = fields.nth(1)?.parse().ok()?;
+    Some((state, pgrp))
 }

@@ -840,7 +840,6 @@ fn foreground_keeps_job_control_in_an_interactive_shell() {
     let tmux = Tmux {
         socket: dir.join("tmux.sock"),
     };
-    let rc = dir.join("rc");
     let shell = "env -i PATH=/usr/bin:/bin TERM=screen PS1='$ ' bash --norc --noprofile -i";
     let st = tmux
         .cmd()
@@ -849,30 +848,37 @@ fn foreground_keeps_job_control_in_an_interactive_shell() {
         .expect("tmux new-session");
     assert!(st.success());
     tmux.expect("$");
-    // cat reads the terminal: it must echo what is typed, not stop on SIGTTIN.
-    // (The status is read by a later command: with `cmd; echo $?` bash
-    // would run the echo as soon as Ctrl-Z stops the job, with 148.)
-    tmux.send(&[&format!("{} --foreground -- cat", patience_bin()), "Enter"]);
-    tmux.wait_for_running_cat();
-    tmux.send(&["first-line", "Enter"]);
-    tmux.expect("first-line\nfirst-line");
-    // Ctrl-Z stops patience and cat together; fg resumes both.
-    tmux.send(&["C-z"]);
-    tmux.expect("Stopped");
-    tmux.send(&["fg", "Enter"]);
-    tmux.wait_for_running_cat();
-    tmux.send(&["second-line", "Enter"]);
-    tmux.expect("second-line\nsecond-line");
-    // Ctrl-C reaches the command; patience ends with 128+SIGINT.
-    tmux.send(&["C-c"]);
-    tmux.expect("stopped by SIGINT");
-    tmux.send(&[&format!("echo rc=$? > {}", rc.display()), "Enter"]);
-    assert!(
-        eventually(Duration::from_secs(15), || lines(&rc) == ["rc=130"]),
-        "rc: {:?}\n{}",
-        lines(&rc),
-        tmux.screen()
-    );
+    // cat reads the terminal: it must echo what is typed, not stop on SIGTTIN,
+    // with --foreground (cat in patience's group) and without (patience hands
+    // the terminal to cat's group while it runs).
+    for (i, flag) in ["--foreground", "-a3"].iter().enumerate() {
+        // (The status is read by a later command: with `cmd; echo $?` bash
+        // would run the echo as soon as Ctrl-Z stops the job, with 148.)
+        tmux.send(&[&format!("{} {flag} -- cat", patience_bin()), "Enter"]);
+        tmux.wait_for_running_cat();
+        tmux.send(&[&format!("first-line{i}"), "Enter"]);
+        tmux.expect(&format!("first-line{i}\nfirst-line{i}"));
+        // Ctrl-Z stops patience and cat together; fg resumes both.
+        tmux.send(&["C-z"]);
+        tmux.expect("Stopped");
+        tmux.send(&["fg", "Enter"]);
+        tmux.wait_for_running_cat();
+        tmux.send(&[&format!("second-line{i}"), "Enter"]);
+        tmux.expect(&format!("second-line{i}\nsecond-line{i}"));
+        // Ctrl-C reaches the command and ends the run (no retry) with
+        // 128+SIGINT.
+        tmux.send(&["C-c"]);
+        tmux.expect("stopped by SIGINT");
+        assert!(!tmux.screen().contains("retrying"), "{}", tmux.screen());
+        let rc = dir.join(format!("rc{i}"));
+        tmux.send(&[&format!("echo rc=$? > {}; clear", rc.display()), "Enter"]);
+        assert!(
+            eventually(Duration::from_secs(15), || lines(&rc) == ["rc=130"]),
+            "{flag}: rc: {:?}\n{}",
+            lines(&rc),
+            tmux.screen()
+        );
+    }
 }
 
 // ---- a command stopped for the terminal (script(1) gives a terminal) ----
@@ -896,10 +902,13 @@ fn on_a_terminal(dir: &TempDir, shell: &str) -> Option<String> {
 fn a_command_stopped_for_the_terminal_ends_at_once_and_is_not_retried() {
     let test = "a_command_stopped_for_the_terminal_ends_at_once_and_is_not_retried";
     let dir = TempDir::new("ttou");
-    // stty changes the terminal from a process group that is not the
-    // terminal's: SIGTTOU stops it, and nobody would ever continue it.
+    // patience in a process group of its own that is not the terminal's
+    // foreground (a background job): it cannot hand the terminal on, and
+    // stty, changing the terminal from the background, is stopped by
+    // SIGTTOU, which nobody would ever continue.
+    let background = format!("perl -e 'setpgrp(0, 0); exec @ARGV' {}", patience_bin());
     let start = Instant::now();
-    let run = format!("{} -a 3 -d 5s -- stty -echo; echo rc=$?", patience_bin());
+    let run = format!("{background} -a 3 -d 5s -- stty -echo; echo rc=$?");
     let Some(text) = on_a_terminal(&dir, &run) else {
         return skip(test, "needs script(1) (util-linux)");
     };
@@ -915,24 +924,31 @@ fn a_command_stopped_for_the_terminal_ends_at_once_and_is_not_retried() {
         start.elapsed()
     );
     // A read is stopped by SIGTTIN the same way.
-    let run = format!("{} -a 2 -- sh -c 'read x'; echo rc=$?", patience_bin());
+    let run = format!("{background} -a 2 -- sh -c 'read x'; echo rc=$?");
     let text = on_a_terminal(&dir, &run).unwrap();
     assert!(
         text.contains("rc=149") && text.contains("stopped by SIGTTIN"),
         "{text}"
     );
     // In init mode the reaper sees the stop instead of the waiter.
-    let run = format!("{} --init -a 3 -- stty -echo; echo rc=$?", patience_bin());
+    let run = format!("{background} --init -a 3 -- stty -echo; echo rc=$?");
     let text = on_a_terminal(&dir, &run).unwrap();
     assert!(
         text.contains("rc=150") && text.contains("stopped by SIGTTOU"),
         "{text}"
     );
-    // With --foreground the command has the terminal and succeeds.
-    let run = format!(
-        "{} --foreground -a 1 -- stty -echo; echo rc=$?; stty echo",
-        patience_bin()
-    );
-    let text = on_a_terminal(&dir, &run).unwrap();
-    assert!(text.contains("rc=0"), "{text}");
+    // In the foreground the attempt's group gets the terminal while it runs
+    // (with or without --init), and the shell has it back afterwards: its
+    // own stty would be stopped otherwise and the script would hang.
+    for flags in ["-a 1", "--init -a 1", "--foreground -a 1"] {
+        let run = format!(
+            "{} {flags} -- stty -echo; echo rc=$?; stty echo; echo back=$?",
+            patience_bin()
+        );
+        let text = on_a_terminal(&dir, &run).unwrap();
+        assert!(
+            text.contains("rc=0") && text.contains("back=0"),
+            "{flags}: {text}"
+        );
+    }
 }
