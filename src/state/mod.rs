@@ -83,76 +83,270 @@ pub fn wall_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// Where the state lives: `configured` (`$PATIENCE_STATE_DIR`, else the
-/// config's `state-dir`, as `config` resolved them), else
-/// `$XDG_STATE_HOME/patience`, else `~/.local/state/patience`, else
-/// `/tmp/patience-UID`, from the environment `var` and the user id.
-/// Relative XDG_STATE_HOME or HOME values are ignored, as the XDG spec says.
-fn dir_candidate(configured: Option<&Path>, var: impl Fn(&str) -> Option<OsString>, uid: u32) -> PathBuf {
-    let set = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-    if let Some(dir) = configured {
-        return dir.to_path_buf();
-    }
-    if let Some(xdg) = set("XDG_STATE_HOME").filter(|p| p.is_absolute()) {
-        return xdg.join("patience");
-    }
-    if let Some(home) = set("HOME").filter(|p| p.is_absolute()) {
-        return home.join(".local/state/patience");
-    }
-    PathBuf::from(format!("/tmp/patience-{uid}"))
+/// Where the state directory is, as the search found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// This directory; `how` says which place it is and, when others came
+    /// first, why they were passed over (for `--dry-run`).
+    Found { dir: PathBuf, how: String },
+    /// The configured directory (`PATIENCE_STATE_DIR`, `state-dir`) is not
+    /// the user's own: refused before anything runs (exit 125).
+    Unsafe(String),
+    /// No place can be had: the run goes on without its shared state (fail
+    /// open); the text says why each place was passed over.
+    Nowhere(String),
 }
 
-/// Creates `dir` (mode 0700, parents too) if missing, then checks that it is
-/// a real directory of this user that nobody else can write to.
-pub fn prepare_dir(dir: &Path) -> Result<(), String> {
-    let refuse = |why: String| {
-        Err(format!(
-            "state directory {} {why}; refusing to use it (set PATIENCE_STATE_DIR to a private directory)",
-            dir.display()
-        ))
+/// One place the state directory may be, in the order of the search.
+struct Place {
+    dir: PathBuf,
+    /// How `--dry-run` and the warnings name it.
+    label: String,
+    /// Set by `PATIENCE_STATE_DIR` or `state-dir`: the only place tried,
+    /// and one that is not the user's own is refused rather than skipped.
+    configured: bool,
+    /// A directory that must already exist (HOME, XDG_RUNTIME_DIR): never
+    /// created, so a missing HOME (`/nonexistent`) stays missing.
+    needs: Option<PathBuf>,
+    /// How far `dir` may be created: the whole path, or its last component
+    /// only.
+    parents: bool,
+}
+
+/// The places of the search, in order, from the configured directory
+/// (`$PATIENCE_STATE_DIR`, else the config's `state-dir`, as `config`
+/// resolved them) or the environment `var`, the user id and the root of
+/// the last resort (`/tmp`). A place the environment rules out is the
+/// reason why, in its turn.
+fn places(
+    configured: Option<&Path>,
+    var: impl Fn(&str) -> Option<OsString>,
+    uid: u32,
+    tmp: &Path,
+) -> Vec<Result<Place, String>> {
+    if let Some(dir) = configured {
+        return vec![Ok(Place {
+            dir: dir.to_path_buf(),
+            label: "the configured directory".into(),
+            configured: true,
+            needs: None,
+            parents: true,
+        })];
+    }
+    // Relative values are ignored, as the XDG spec says; empty ones are unset.
+    let absolute = |name: &str| match var(name).filter(|v| !v.is_empty()).map(PathBuf::from) {
+        None => Err(format!("${name} is not set")),
+        Some(p) if p.is_relative() => Err(format!("${name} {} is not an absolute path", p.display())),
+        Some(p) => Ok(p),
     };
-    let meta = match std::fs::symlink_metadata(dir) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let made = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
-            if let Err(e) = made {
-                return Err(format!("cannot create state directory {}: {e}", dir.display()));
-            }
-            std::fs::symlink_metadata(dir).map_err(|e| format!("cannot stat {}: {e}", dir.display()))?
+    let home = absolute("HOME");
+    let xdg = absolute("XDG_STATE_HOME").map(|x| Place {
+        // XDG_STATE_HOME may be created, but not a missing HOME above it.
+        needs: home.as_ref().ok().filter(|h| x.starts_with(h)).cloned(),
+        dir: x.join("patience"),
+        label: "$XDG_STATE_HOME/patience".into(),
+        configured: false,
+        parents: true,
+    });
+    let home = home.and_then(|h| {
+        // A home of "/" is none (a container's user without one): the state
+        // would land in the root directory.
+        if h == Path::new("/") {
+            return Err("HOME is /".into());
         }
-        Err(e) => return Err(format!("cannot stat state directory {}: {e}", dir.display())),
-    };
+        Ok(Place {
+            dir: h.join(".local/state/patience"),
+            label: "~/.local/state/patience".into(),
+            configured: false,
+            needs: Some(h),
+            parents: true,
+        })
+    });
+    let runtime = absolute("XDG_RUNTIME_DIR").map(|r| Place {
+        dir: r.join("patience"),
+        label: "$XDG_RUNTIME_DIR/patience".into(),
+        configured: false,
+        needs: Some(r),
+        parents: false,
+    });
+    let tmp = Ok(Place {
+        dir: tmp.join(format!("patience-{uid}")),
+        label: format!("{}/patience-UID", tmp.display()),
+        configured: false,
+        needs: None,
+        parents: false,
+    });
+    vec![xdg, home, runtime, tmp]
+}
+
+/// Why `dir` is not a private directory of user `uid`, if it is not: a
+/// symlink, not a directory, another owner, writable by others.
+fn unsafe_dir(meta: &std::fs::Metadata, uid: u32) -> Option<String> {
     if meta.file_type().is_symlink() {
-        return refuse("is a symbolic link".into());
+        return Some("is a symbolic link".into());
     }
     if !meta.is_dir() {
-        return refuse("is not a directory".into());
+        return Some("is not a directory".into());
     }
-    let uid = sys::getuid();
     if meta.uid() != uid {
-        return refuse(format!("is owned by uid {}, not by you (uid {uid})", meta.uid()));
+        return Some(format!("is owned by uid {}, not by you (uid {uid})", meta.uid()));
     }
     if meta.mode() & 0o022 != 0 {
-        return refuse(format!(
+        return Some(format!(
             "is writable by other users (mode {:o})",
             meta.mode() & 0o7777
         ));
     }
-    Ok(())
+    None
 }
 
-/// Where the state directory is (`--state-dir`, else the SPEC's search in
-/// this process's environment), without creating or checking it.
-pub fn dir_for(configured: Option<&Path>) -> PathBuf {
-    dir_candidate(configured, |k| std::env::var_os(k), sys::getuid())
+/// How trying one place went.
+enum Tried {
+    /// Usable: "exists", "created", or (without `create`) "would be created".
+    Usable(&'static str),
+    /// Exists but is not the user's own.
+    Unsafe(String),
+    /// Cannot be had (a missing HOME, no permission to create it).
+    Unavailable(String),
 }
 
-/// The state directory, created and checked; an unsafe one is an error
-/// (exit 125) before anything runs.
+/// Tries `place` for user `uid`: checks it and, with `create`, creates it
+/// (mode 0700). Without `create` (`--dry-run`) nothing is written, and a
+/// missing directory is usable when the nearest existing directory above
+/// it looks writable.
+fn try_place(place: &Place, uid: u32, create: bool) -> Tried {
+    let dir = &place.dir;
+    if let Some(need) = &place.needs {
+        match std::fs::metadata(need) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Tried::Unavailable(format!("{} does not exist", need.display()))
+            }
+            Err(e) => return Tried::Unavailable(format!("cannot stat {}: {e}", need.display())),
+            Ok(m) if !m.is_dir() => {
+                return Tried::Unavailable(format!("{} is not a directory", need.display()))
+            }
+            Ok(m) if m.uid() != uid => {
+                return Tried::Unavailable(format!(
+                    "{} is owned by uid {}, not by you (uid {uid})",
+                    need.display(),
+                    m.uid()
+                ))
+            }
+            Ok(_) => {}
+        }
+    }
+    let made = match std::fs::symlink_metadata(dir) {
+        Ok(_) => "exists",
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if !create {
+                return match writable_ancestor(dir, uid) {
+                    Ok(()) => Tried::Usable("would be created"),
+                    Err(why) => Tried::Unavailable(why),
+                };
+            }
+            let mut b = std::fs::DirBuilder::new();
+            b.recursive(place.parents).mode(0o700);
+            match b.create(dir) {
+                Ok(()) => "created",
+                // Another process made it first: checked below like any other.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => "exists",
+                Err(e) => return Tried::Unavailable(format!("cannot create {}: {e}", dir.display())),
+            }
+        }
+        Err(e) => return Tried::Unavailable(format!("cannot stat {}: {e}", dir.display())),
+    };
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) => match unsafe_dir(&m, uid) {
+            Some(why) => Tried::Unsafe(format!("{} {why}", dir.display())),
+            None => Tried::Usable(made),
+        },
+        Err(e) => Tried::Unavailable(format!("cannot stat {}: {e}", dir.display())),
+    }
+}
+
+/// For `--dry-run`: whether the nearest existing directory above `dir`
+/// looks writable by `uid` (root, its owner with u+w, or anyone with o+w
+/// as /tmp). A guess from the mode bits, which is all a run that writes
+/// nothing can have.
+fn writable_ancestor(dir: &Path, uid: u32) -> Result<(), String> {
+    let mut up = dir.parent();
+    while let Some(p) = up {
+        if let Ok(m) = std::fs::metadata(p) {
+            let ok = m.is_dir()
+                && (uid == 0 || (m.uid() == uid && m.mode() & 0o200 != 0) || m.mode() & 0o002 != 0);
+            return if ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "cannot create {}: {} is not writable",
+                    dir.display(),
+                    p.display()
+                ))
+            };
+        }
+        up = p.parent();
+    }
+    Err(format!("cannot create {}", dir.display()))
+}
+
+/// The search of SPEC "Cross-process resilience", with the environment
+/// `var`, user `uid` and last-resort root `tmp` given. The first usable
+/// place wins; a configured one is the only place tried.
+fn locate_in(
+    configured: Option<&Path>,
+    var: impl Fn(&str) -> Option<OsString>,
+    uid: u32,
+    tmp: &Path,
+    create: bool,
+) -> Location {
+    let mut skipped = Vec::new();
+    for place in places(configured, var, uid, tmp) {
+        let place = match place {
+            Ok(p) => p,
+            Err(why) => {
+                skipped.push(why);
+                continue;
+            }
+        };
+        match try_place(&place, uid, create) {
+            Tried::Usable(state) => {
+                let mut how = format!("{} ({state})", place.label);
+                if !skipped.is_empty() {
+                    how.push_str(&format!("; passed over: {}", skipped.join("; ")));
+                }
+                return Location::Found { dir: place.dir, how };
+            }
+            Tried::Unsafe(why) if place.configured => return Location::Unsafe(format!(
+                "state directory {why}; refusing to use it (set PATIENCE_STATE_DIR to a private directory)"
+            )),
+            Tried::Unsafe(why) | Tried::Unavailable(why) => skipped.push(format!("{}: {why}", place.label)),
+        }
+    }
+    Location::Nowhere(skipped.join("; "))
+}
+
+/// Where the state directory of this process is, created (mode 0700) when
+/// `create`, else only looked for (`--dry-run`).
+pub fn locate(configured: Option<&Path>, create: bool) -> Location {
+    locate_in(
+        configured,
+        |k| std::env::var_os(k),
+        sys::getuid(),
+        Path::new("/tmp"),
+        create,
+    )
+}
+
+/// The state directory, for `--state` and `--reset-state`: created and
+/// checked; one that is unsafe or cannot be had is an error (exit 125).
 pub fn state_dir(configured: Option<&Path>) -> Result<PathBuf, Error> {
-    let dir = dir_for(configured);
-    prepare_dir(&dir).map_err(Error::Internal)?;
-    Ok(dir)
+    match locate(configured, true) {
+        Location::Found { dir, .. } => Ok(dir),
+        Location::Unsafe(m) => Err(Error::Internal(m)),
+        Location::Nowhere(why) => Err(Error::Internal(format!(
+            "no usable state directory ({why}); set PATIENCE_STATE_DIR to a private directory"
+        ))),
+    }
 }
 
 /// The file name (without extension) for `key`: letters, digits, `_`, `-`
@@ -337,7 +531,16 @@ impl Gate {
             return Ok(Gate { active: None });
         }
         let key = p.key.clone();
-        let dir = state_dir(p.state_dir.as_deref())?;
+        let dir = match locate(p.state_dir.as_deref(), true) {
+            Location::Found { dir, .. } => dir,
+            Location::Unsafe(m) => return Err(Error::Internal(m)),
+            Location::Nowhere(why) => {
+                say(&format!(
+                    "warning: no usable state directory ({why}); running without --breaker, --rate-limit and --max-concurrent: set PATIENCE_STATE_DIR to a private directory"
+                ));
+                return Ok(Gate { active: None });
+            }
+        };
         let store = match Store::open(&dir, &key, &file_stem(&key)) {
             Ok(store) => store,
             Err(StoreError::Refused(m)) => return Err(Error::Internal(m)),
@@ -642,22 +845,124 @@ mod tests {
         move |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| OsString::from(v))
     }
 
+    /// A scratch directory for the search, removed on drop.
+    struct Scratch(PathBuf);
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            let p = std::env::temp_dir().join(format!("patience-locate-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::DirBuilder::new().mode(0o700).create(&p).unwrap();
+            Scratch(p)
+        }
+        fn at(&self, rel: &str) -> String {
+            self.0.join(rel).to_str().unwrap().to_string()
+        }
+    }
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn found(l: Location) -> (PathBuf, String) {
+        match l {
+            Location::Found { dir, how } => (dir, how),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn the_state_directory_follows_the_spec_order() {
-        let all = [("XDG_STATE_HOME", "/x"), ("HOME", "/h")];
-        let p = Some(Path::new("/p"));
-        assert_eq!(dir_candidate(p, env(&all), 7), PathBuf::from("/p"));
-        assert_eq!(dir_candidate(None, env(&all), 7), PathBuf::from("/x/patience"));
+        let t = Scratch::new("order");
+        let uid = sys::getuid();
+        let tmp = t.0.join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let (x, h, r) = (t.at("x"), t.at("h"), t.at("r"));
+        for d in [&h, &r] {
+            std::fs::DirBuilder::new().mode(0o700).create(d).unwrap();
+        }
+        let all = [
+            ("XDG_STATE_HOME", x.as_str()),
+            ("HOME", h.as_str()),
+            ("XDG_RUNTIME_DIR", r.as_str()),
+        ];
+        let at = |vars: &[(&str, &str)], create| locate_in(None, env(vars), uid, &tmp, create);
+        // Without create nothing is written: the first place would do.
+        let (dir, how) = found(at(&all, false));
         assert_eq!(
-            dir_candidate(None, env(&all[1..]), 7),
-            PathBuf::from("/h/.local/state/patience")
+            (dir, how.as_str()),
+            (
+                t.0.join("x/patience"),
+                "$XDG_STATE_HOME/patience (would be created)"
+            )
         );
-        assert_eq!(dir_candidate(None, env(&[]), 7), PathBuf::from("/tmp/patience-7"));
+        assert!(!t.0.join("x").exists());
+        assert_eq!(found(at(&all, true)).0, t.0.join("x/patience"));
+        assert_eq!(found(at(&all[1..], true)).0, t.0.join("h/.local/state/patience"));
+        assert_eq!(found(at(&all[2..], true)).0, t.0.join("r/patience"));
+        let (dir, how) = found(at(&[], true));
+        assert_eq!(dir, tmp.join(format!("patience-{uid}")));
+        assert!(how.contains("$HOME is not set"), "{how}");
+        let mode = std::fs::symlink_metadata(&dir).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        // A configured directory is the only place tried.
+        let p = t.at("p");
+        assert_eq!(
+            found(locate_in(Some(Path::new(&p)), env(&all), uid, &tmp, true)).0,
+            PathBuf::from(&p)
+        );
         // Empty or relative values do not count.
         let odd = [("XDG_STATE_HOME", "rel"), ("HOME", "")];
-        assert_eq!(
-            dir_candidate(None, env(&odd), 7),
-            PathBuf::from("/tmp/patience-7")
+        let (dir, how) = found(at(&odd, true));
+        assert_eq!(dir, tmp.join(format!("patience-{uid}")));
+        assert!(
+            how.contains("$XDG_STATE_HOME rel is not an absolute path"),
+            "{how}"
+        );
+    }
+
+    #[test]
+    fn a_missing_home_is_never_created_and_slash_is_no_home() {
+        let t = Scratch::new("home");
+        let uid = sys::getuid();
+        let tmp = t.0.join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let gone = t.at("nonexistent");
+        // XDG_STATE_HOME under the missing HOME is not created either.
+        let state = format!("{gone}/.local/state");
+        let vars = [("HOME", gone.as_str()), ("XDG_STATE_HOME", state.as_str())];
+        let (dir, how) = found(locate_in(None, env(&vars), uid, &tmp, true));
+        assert_eq!(dir, tmp.join(format!("patience-{uid}")));
+        assert!(how.contains(&format!("{gone} does not exist")), "{how}");
+        assert!(!Path::new(&gone).exists());
+        let (_, how) = found(locate_in(None, env(&[("HOME", "/")]), uid, &tmp, false));
+        assert!(how.contains("HOME is /"), "{how}");
+        assert!(!Path::new("/.local/state/patience").exists() || uid != 0);
+    }
+
+    #[test]
+    fn a_squatted_last_resort_leaves_nowhere_and_a_bad_runtime_dir_is_skipped() {
+        let t = Scratch::new("squat");
+        let uid = sys::getuid();
+        let tmp = t.0.join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let squat = tmp.join(format!("patience-{uid}"));
+        std::os::unix::fs::symlink(&t.0, &squat).unwrap();
+        // XDG_RUNTIME_DIR that is not a directory: passed over, not created.
+        let r = t.at("runtime-file");
+        std::fs::write(&r, b"").unwrap();
+        match locate_in(None, env(&[("XDG_RUNTIME_DIR", r.as_str())]), uid, &tmp, true) {
+            Location::Nowhere(why) => {
+                assert!(why.contains("is a symbolic link"), "{why}");
+                assert!(why.contains("is not a directory"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The same problem in a configured directory is refused.
+        let l = locate_in(Some(&squat), env(&[]), uid, &tmp, true);
+        assert!(
+            matches!(&l, Location::Unsafe(m) if m.contains("refusing")),
+            "{l:?}"
         );
     }
 
