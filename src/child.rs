@@ -44,6 +44,8 @@ pub enum Event {
     Exited(i32, io::Result<ExitKind>),
     /// The attempt's process was stopped by this signal.
     Stopped(i32, i32),
+    /// A slot of the shared state may have been freed (`state::handover`).
+    Wake,
 }
 
 /// What patience inherited from its caller and must hand on to each child:
@@ -281,7 +283,7 @@ pub fn run(
                 tty_stop = Some(sig);
                 target.signal(libc::SIGKILL);
             }
-            Ok(Event::Stopped(..)) => {}
+            Ok(Event::Stopped(..) | Event::Wake) => {}
             Ok(Event::Signal(sig)) => {
                 target.signal(sig);
                 if interrupted.is_none() {

@@ -136,6 +136,122 @@ fn slot_wait_admits_the_run_when_the_holder_ends() {
 }
 
 #[test]
+fn slot_wait_takes_a_freed_slot_at_once() {
+    // Seven hand-overs on seven keys, at different moments: a waiter that
+    // polled (every 250 ms once it has waited a second) would be tens of
+    // milliseconds late in most; one woken by the holder's lock is late by
+    // the few milliseconds of giving the slot back and starting `date`.
+    let dir = TempDir::new("handover");
+    let now_ns = "date +%s%N";
+    let holders: Vec<Guard> = (0..7)
+        .map(|i| {
+            let hold = format!("sleep {}; {now_ns}", 1.2 + f64::from(i) * 0.15);
+            spawn(
+                &dir,
+                &[
+                    "--key",
+                    &format!("k{i}"),
+                    "--max-concurrent",
+                    "1",
+                    "sh",
+                    "-c",
+                    &hold,
+                ],
+            )
+        })
+        .collect();
+    for (i, h) in holders.iter().enumerate() {
+        let pid = i64::from(h.id());
+        assert!(eventually(LONG, || slot_pids(&dir, &format!("k{i}")) == [pid]));
+    }
+    let waiters: Vec<Guard> = (0..7)
+        .map(|i| {
+            let key = format!("k{i}");
+            spawn(
+                &dir,
+                &[
+                    "--key",
+                    &key,
+                    "--max-concurrent",
+                    "1",
+                    "--slot-wait",
+                    "30s",
+                    "-q",
+                    "date",
+                    "+%s%N",
+                ],
+            )
+        })
+        .collect();
+    let ns = |g: Guard| -> i128 {
+        let out = g.wait_output(LONG);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        stdout(&out)
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))
+    };
+    let late: Vec<i128> = holders
+        .into_iter()
+        .zip(waiters)
+        .map(|(h, w)| (ns(w) - ns(h)) / 1_000_000)
+        .collect();
+    assert!(late.iter().all(|&ms| ms >= 0), "{late:?} ms");
+    let prompt = late.iter().filter(|&&ms| ms < 50).count();
+    assert!(prompt >= 5, "hand-overs late by {late:?} ms");
+    for i in 0..7 {
+        let left = std::fs::read_dir(state_dir(&dir))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("k{i}.slot."))
+            })
+            .count();
+        assert_eq!(left, 0, "every holder removed its lock file");
+    }
+}
+
+#[test]
+fn a_waiter_is_woken_when_the_holder_is_sigkilled() {
+    let dir = TempDir::new("handoverkill");
+    // The kernel releases a SIGKILLed holder's lock: the waiter wakes, and
+    // the dead holder (swept once reaped) leaves no lock file behind.
+    let mut first = spawn(&dir, &["--key", "k", "--max-concurrent", "1", "sleep", "30"]);
+    let pid = i64::from(first.id());
+    assert!(eventually(LONG, || slot_pids(&dir, "k") == [pid]));
+    let waiter = spawn(
+        &dir,
+        &[
+            "--key",
+            "k",
+            "--max-concurrent",
+            "1",
+            "--slot-wait",
+            "30s",
+            "true",
+        ],
+    );
+    assert!(eventually(LONG, || catches(waiter.id(), libc::SIGTERM)));
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Instant::now();
+    send_signal(first.id(), "KILL");
+    first.wait_status(LONG);
+    let out = waiter.wait_output(LONG);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        killed.elapsed()
+    );
+    assert!(
+        !state_dir(&dir).join(format!("k.slot.{pid}")).exists(),
+        "the dead holder's lock file is removed"
+    );
+}
+
+#[test]
 fn slot_wait_gives_up_after_its_time_and_ends_on_a_signal() {
     let dir = TempDir::new("slotgiveup");
     let first = spawn(&dir, &["--key", "k", "--max-concurrent", "1", "sleep", "30"]);

@@ -17,6 +17,7 @@
 //! by its own safety net.
 
 pub mod breaker;
+pub mod handover;
 pub mod ratelimit;
 pub mod slots;
 pub mod store;
@@ -316,9 +317,11 @@ fn locate_in(
                 }
                 return Location::Found { dir: place.dir, how };
             }
-            Tried::Unsafe(why) if place.configured => return Location::Unsafe(format!(
+            Tried::Unsafe(why) if place.configured => {
+                return Location::Unsafe(format!(
                 "state directory {why}; refusing to use it (set PATIENCE_STATE_DIR to a private directory)"
-            )),
+            ))
+            }
             Tried::Unsafe(why) | Tried::Unavailable(why) => skipped.push(format!("{}: {why}", place.label)),
         }
     }
@@ -519,13 +522,22 @@ struct Active {
     verbose: bool,
     holds_slot: bool,
     probe: bool,
+    /// The state directory and the key's file name, for the holder files.
+    dir: PathBuf,
+    stem: String,
+    /// Wakes the attempt loop's sleep when a watched slot holder let go;
+    /// without one, a slot wait polls.
+    waker: Option<handover::Waker>,
+    /// Held from just before this run may appear among the slot holders
+    /// until it has given its slot back (see `handover`).
+    holder_lock: Option<handover::HolderLock>,
 }
 
 impl Gate {
     /// Opens the state of the run's key when any limit is set. An unsafe
     /// state directory or file is an error (exit 125); a store that is merely
     /// unavailable gives a gate that lets everything through, with a warning.
-    pub fn new(p: &Policy) -> Result<Gate, Error> {
+    pub fn new(p: &Policy, waker: Option<handover::Waker>) -> Result<Gate, Error> {
         let limits = p.limits;
         if !limits.any() {
             return Ok(Gate { active: None });
@@ -541,7 +553,8 @@ impl Gate {
                 return Ok(Gate { active: None });
             }
         };
-        let store = match Store::open(&dir, &key, &file_stem(&key)) {
+        let stem = file_stem(&key);
+        let store = match Store::open(&dir, &key, &stem) {
             Ok(store) => store,
             Err(StoreError::Refused(m)) => return Err(Error::Internal(m)),
             Err(StoreError::Unavailable(m)) => {
@@ -560,141 +573,40 @@ impl Gate {
                 verbose: p.verbose,
                 holds_slot: false,
                 probe: false,
+                dir,
+                stem,
+                waker,
+                holder_lock: None,
             }),
         })
     }
 
     /// Call before attempt `number` (1-based). Waits for a slot (first
-    /// attempt, up to `--slot-wait`) and for a token, through `sleep`, which
-    /// returns early with a signal. Never waits past `deadline`.
+    /// attempt, up to `--slot-wait`) and for a token, through `sleep(d,
+    /// wakeable)`, which returns early with a signal and, when `wakeable`,
+    /// as soon as the gate's waker is called (a slot holder let go). Never
+    /// waits past `deadline`.
     pub fn before_attempt(
         &mut self,
         number: u64,
         deadline: Option<Instant>,
-        sleep: &mut dyn FnMut(Duration) -> Option<i32>,
+        sleep: &mut dyn FnMut(Duration, bool) -> Option<i32>,
     ) -> Result<(), Stop> {
         let Some(a) = &mut self.active else {
             return Ok(());
         };
-        let first = number == 1;
-        if !first && a.limits.breaker.is_none() && a.limits.rate.is_none() {
-            return Ok(());
-        }
-        let started = Instant::now();
-        let slot_end = started.checked_add(a.slot_wait).unwrap_or(started);
-        let slot_end = deadline.map_or(slot_end, |d| d.min(slot_end));
-        let mut pause = Duration::from_millis(20);
-        let mut announced = false;
-        loop {
-            let max_wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let (limits, me) = (a.limits, a.me.clone());
-            let admit = |st: &mut State, now| admit(st, &limits, &me, now, first, max_wait, &alive);
-            // Taking a slot or a token always writes: no read-only try first.
-            let writes = (first && limits.max_concurrent.is_some()) || limits.rate.is_some();
-            let decided = if writes {
-                a.store.modify(&wall_ns, admit)
-            } else {
-                a.store.update(&wall_ns, admit)
-            };
-            let decision = match decided {
-                Ok(d) => d,
-                Err(e) => {
-                    fail_open(&a.key, &e.to_string());
-                    self.active = None;
-                    return Ok(());
+        match a.before_attempt(number, deadline, sleep) {
+            Ok(decided) => {
+                // Refused or interrupted: the lock of a slot never taken goes.
+                if !a.holds_slot {
+                    a.holder_lock = None;
                 }
-            };
-            let refuse = |msg: String| {
-                Err(if first {
-                    Stop::Refused(msg)
-                } else {
-                    Stop::Failed(msg)
-                })
-            };
-            match decision {
-                Admission::Admitted {
-                    probe,
-                    slot,
-                    token_wait,
-                } => {
-                    a.probe |= probe;
-                    a.holds_slot |= slot;
-                    if probe && a.verbose {
-                        say(&format!(
-                            "circuit breaker for key '{}' is half-open: this run is the probe",
-                            a.key
-                        ));
-                    }
-                    if !token_wait.is_zero() {
-                        if a.chatty {
-                            let rate = a.limits.rate.map(|r| r.to_string()).unwrap_or_default();
-                            say(&format!(
-                                "rate limit {rate} for key '{}': waiting {} for a token",
-                                a.key,
-                                fmt_dur(token_wait)
-                            ));
-                        }
-                        if let Some(sig) = sleep(token_wait) {
-                            return Err(Stop::Interrupted(sig));
-                        }
-                    }
-                    return Ok(());
-                }
-                Admission::Breaker(Verdict::Open { left, failures }) => {
-                    return refuse(format!(
-                        "circuit breaker for key '{}' is open after {failures} consecutive failed attempts; next try in {}",
-                        a.key,
-                        fmt_dur(left.max(Duration::from_millis(1)))
-                    ));
-                }
-                Admission::Breaker(Verdict::Probing { pid }) => {
-                    return refuse(format!(
-                        "circuit breaker for key '{}' is half-open and run {pid} is the probe",
-                        a.key
-                    ));
-                }
-                Admission::Breaker(_) => unreachable!("admit passes these through as Admitted"),
-                Admission::TooLate(wait) => {
-                    if !first {
-                        return Err(Stop::Failed("deadline reached".into()));
-                    }
-                    let rate = a.limits.rate.map(|r| r.to_string()).unwrap_or_default();
-                    return refuse(format!(
-                        "rate limit {rate} for key '{}': the next token comes in {}, after the deadline",
-                        a.key,
-                        fmt_dur(wait)
-                    ));
-                }
-                Admission::Full { pids } => {
-                    let now = Instant::now();
-                    if now >= slot_end {
-                        let list: Vec<_> = pids.iter().map(|p| p.to_string()).collect();
-                        let waited = if a.slot_wait.is_zero() {
-                            String::new()
-                        } else {
-                            format!(" after waiting {}", fmt_dur(now - started))
-                        };
-                        return refuse(format!(
-                            "no free slot for key '{}' (--max-concurrent {}, held by pid {}){waited}",
-                            a.key,
-                            a.limits.max_concurrent.unwrap_or(0),
-                            list.join(", ")
-                        ));
-                    }
-                    if !announced && a.chatty {
-                        say(&format!(
-                            "no free slot for key '{}' (--max-concurrent {}); waiting up to {} for one",
-                            a.key,
-                            a.limits.max_concurrent.unwrap_or(0),
-                            fmt_dur(slot_end - started)
-                        ));
-                        announced = true;
-                    }
-                    if let Some(sig) = sleep(pause.min(slot_end - now)) {
-                        return Err(Stop::Interrupted(sig));
-                    }
-                    pause = (pause * 3 / 2).min(Duration::from_millis(250));
-                }
+                decided
+            }
+            Err(why) => {
+                fail_open(&a.key, &why);
+                self.active = None;
+                Ok(())
             }
         }
     }
@@ -730,6 +642,155 @@ impl Gate {
                 fail_open(&a.key, &e.to_string());
                 self.active = None;
                 false
+            }
+        }
+    }
+}
+
+impl Active {
+    /// `Gate::before_attempt`; `Err` when the store failed and the run is
+    /// to go on without it (with the reason).
+    fn before_attempt(
+        &mut self,
+        number: u64,
+        deadline: Option<Instant>,
+        sleep: &mut dyn FnMut(Duration, bool) -> Option<i32>,
+    ) -> Result<Result<(), Stop>, String> {
+        let a = self;
+        let first = number == 1;
+        if !first && a.limits.breaker.is_none() && a.limits.rate.is_none() {
+            return Ok(Ok(()));
+        }
+        let started = Instant::now();
+        let slot_end = started.checked_add(a.slot_wait).unwrap_or(started);
+        let slot_end = deadline.map_or(slot_end, |d| d.min(slot_end));
+        // With a waker, a freed slot wakes the wait at once and the period
+        // is only the fallback for holders that cannot be watched.
+        let (mut pause, most) = if a.waker.is_some() {
+            (Duration::from_millis(50), Duration::from_secs(1))
+        } else {
+            (Duration::from_millis(20), Duration::from_millis(250))
+        };
+        let mut watched = std::collections::HashSet::new();
+        let mut announced = false;
+        if first && a.limits.max_concurrent.is_some() && a.holder_lock.is_none() {
+            a.holder_lock = handover::HolderLock::take(&a.dir, &a.stem, a.me.pid);
+        }
+        loop {
+            let max_wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let (limits, me) = (a.limits, a.me.clone());
+            let admit = |st: &mut State, now| admit(st, &limits, &me, now, first, max_wait, &alive);
+            // Taking a slot or a token always writes: no read-only try first.
+            let writes = (first && limits.max_concurrent.is_some()) || limits.rate.is_some();
+            let decided = if writes {
+                a.store.modify(&wall_ns, admit)
+            } else {
+                a.store.update(&wall_ns, admit)
+            };
+            let decision = match decided {
+                Ok(d) => d,
+                Err(e) => return Err(e.to_string()),
+            };
+            let refuse = |msg: String| {
+                Err(if first {
+                    Stop::Refused(msg)
+                } else {
+                    Stop::Failed(msg)
+                })
+            };
+            match decision {
+                Admission::Admitted {
+                    probe,
+                    slot,
+                    token_wait,
+                } => {
+                    a.probe |= probe;
+                    a.holds_slot |= slot;
+                    if probe && a.verbose {
+                        say(&format!(
+                            "circuit breaker for key '{}' is half-open: this run is the probe",
+                            a.key
+                        ));
+                    }
+                    if !token_wait.is_zero() {
+                        if a.chatty {
+                            let rate = a.limits.rate.map(|r| r.to_string()).unwrap_or_default();
+                            say(&format!(
+                                "rate limit {rate} for key '{}': waiting {} for a token",
+                                a.key,
+                                fmt_dur(token_wait)
+                            ));
+                        }
+                        if let Some(sig) = sleep(token_wait, false) {
+                            return Ok(Err(Stop::Interrupted(sig)));
+                        }
+                    }
+                    return Ok(Ok(()));
+                }
+                Admission::Breaker(Verdict::Open { left, failures }) => {
+                    return Ok(refuse(format!(
+                        "circuit breaker for key '{}' is open after {failures} consecutive failed attempts; next try in {}",
+                        a.key,
+                        fmt_dur(left.max(Duration::from_millis(1)))
+                    )));
+                }
+                Admission::Breaker(Verdict::Probing { pid }) => {
+                    return Ok(refuse(format!(
+                        "circuit breaker for key '{}' is half-open and run {pid} is the probe",
+                        a.key
+                    )));
+                }
+                Admission::Breaker(_) => unreachable!("admit passes these through as Admitted"),
+                Admission::TooLate(wait) => {
+                    if !first {
+                        return Ok(Err(Stop::Failed("deadline reached".into())));
+                    }
+                    let rate = a.limits.rate.map(|r| r.to_string()).unwrap_or_default();
+                    return Ok(refuse(format!(
+                        "rate limit {rate} for key '{}': the next token comes in {}, after the deadline",
+                        a.key,
+                        fmt_dur(wait)
+                    )));
+                }
+                Admission::Full { pids } => {
+                    let now = Instant::now();
+                    if now >= slot_end {
+                        let list: Vec<_> = pids.iter().map(|p| p.to_string()).collect();
+                        let waited = if a.slot_wait.is_zero() {
+                            String::new()
+                        } else {
+                            format!(" after waiting {}", fmt_dur(now - started))
+                        };
+                        return Ok(refuse(format!(
+                            "no free slot for key '{}' (--max-concurrent {}, held by pid {}){waited}",
+                            a.key,
+                            a.limits.max_concurrent.unwrap_or(0),
+                            list.join(", ")
+                        )));
+                    }
+                    if !announced && a.chatty {
+                        say(&format!(
+                            "no free slot for key '{}' (--max-concurrent {}); waiting up to {} for one",
+                            a.key,
+                            a.limits.max_concurrent.unwrap_or(0),
+                            fmt_dur(slot_end - started)
+                        ));
+                        announced = true;
+                    }
+                    if let Some(wake) = &a.waker {
+                        for pid in pids {
+                            // Once each: a holder seen again after its watch
+                            // fired cannot be watched (dead, not yet reaped).
+                            if watched.insert(pid) {
+                                let _ = handover::watch(&a.dir, &a.stem, pid, wake.clone());
+                            }
+                        }
+                    }
+                    if let Some(sig) = sleep(pause.min(slot_end - now), true) {
+                        return Ok(Err(Stop::Interrupted(sig)));
+                    }
+                    pause = (pause * 3 / 2).min(most);
+                }
             }
         }
     }
