@@ -9,12 +9,15 @@
 //! - This module finds and checks the directory, names the files, and holds
 //!   the [`Gate`]: what the attempt loop calls before and after attempts.
 //!
-//! Failure policy: a state directory or file that is not the user's own (a
-//! symlink, another owner, world-writable) is refused before anything runs
-//! (exit 125). Anything else going wrong at run time — a lock held too
-//! long, an I/O error, a corrupt file — is reported and the run goes on
-//! without the shared state (fail open): a cron job is never stuck or killed
-//! by its own safety net.
+//! - [`handover`] wakes a run waiting for a slot when a holder lets go.
+//!
+//! Failure policy: a configured state directory (`PATIENCE_STATE_DIR`,
+//! `state-dir`) or a state file that is not the user's own (a symlink,
+//! another owner, world-writable) is refused before anything runs (exit
+//! 125); such a directory found by the search is passed over. Anything else
+//! — no directory to be had, a lock held too long, an I/O error, a corrupt
+//! file — is reported and the run goes on without the shared state (fail
+//! open): a cron job is never stuck or killed by its own safety net.
 
 pub mod breaker;
 pub mod handover;
