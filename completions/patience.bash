@@ -9,8 +9,8 @@ _patience_options='-a --attempts --forever -t --timeout -s --signal -k --kill-af
  --success-pattern --failure-pattern --abort-pattern --retry-pattern --transient
  --match-stream --output --hold-output --stdin -q --quiet -v --verbose --color
  --summary --summary-json --no-metrics --key --breaker --breaker-cooldown
- --rate-limit --max-concurrent --slot-wait -p --profile --config --no-config
- --dry-run --state --reset-state -h --help -V --version'
+ --rate-limit --max-concurrent --slot-wait --refused-exit -p --profile --config
+ --no-config --dry-run --state --reset-state -h --help -V --version'
 
 # _patience_valued WORD: true when option WORD takes a value (in the next
 # word, or after `=`).
@@ -22,8 +22,8 @@ _patience_valued()
             --reset-after | --restart | --name | --success-exit | --retry-exit | --stop-exit | \
             --success-pattern | --failure-pattern | --abort-pattern | --retry-pattern | \
             --match-stream | --output | --stdin | --color | --summary-json | --key | --breaker | \
-            --breaker-cooldown | --rate-limit | --max-concurrent | --slot-wait | -p | --profile | \
-            --config | --state | --reset-state) return 0 ;;
+            --breaker-cooldown | --rate-limit | --max-concurrent | --slot-wait | --refused-exit | \
+            -p | --profile | --config | --state | --reset-state) return 0 ;;
     esac
     return 1
 }

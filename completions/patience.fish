@@ -6,8 +6,8 @@ set -g __patience_valued -a --attempts -t --timeout -s --signal -k --kill-after 
     -d --delay -b --backoff --multiplier --max-delay --jitter --reset-after --restart --name \
     --success-exit --retry-exit --stop-exit --success-pattern --failure-pattern --abort-pattern \
     --retry-pattern --match-stream --output --stdin --color --summary-json --key --breaker \
-    --breaker-cooldown --rate-limit --max-concurrent --slot-wait -p --profile --config --state \
-    --reset-state
+    --breaker-cooldown --rate-limit --max-concurrent --slot-wait --refused-exit -p --profile --config \
+    --state --reset-state
 
 # Prints the command line from the command on (the word being completed
 # last), or fails while patience's own options are still being written.
@@ -82,6 +82,7 @@ complete -c patience -n __patience_options -x -l breaker-cooldown -d 'how long t
 complete -c patience -n __patience_options -x -l rate-limit -d 'at most N attempts per DUR (N/DUR)'
 complete -c patience -n __patience_options -x -l max-concurrent -d 'at most N runs of the key at once'
 complete -c patience -n __patience_options -x -l slot-wait -d 'wait up to DUR for a free slot'
+complete -c patience -n __patience_options -x -l refused-exit -a '75 0 1' -d 'exit status of a run refused before running (0-255)'
 complete -c patience -n __patience_options -x -s p -l profile -d 'layer a profile of the config file over its defaults'
 complete -c patience -n __patience_options -r -F -l config -d 'read only this config file'
 complete -c patience -n __patience_options -f -l no-config -d 'read no config file'

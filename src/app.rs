@@ -59,7 +59,7 @@ fn run(args: Vec<std::ffi::OsString>, inherited: Inherited) -> Result<i32, Error
     if let Some(json) = json {
         json.write(&outcome, settings);
     }
-    let status = report::exit_status(&outcome);
+    let status = report::exit_status(&outcome, settings.refused_exit);
     metrics::Sender::for_settings(settings).run(&outcome, status);
     Ok(status)
 }

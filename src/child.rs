@@ -45,6 +45,8 @@ pub enum Event {
     Exited(i32, io::Result<ExitKind>),
     /// The attempt's process was stopped by this signal.
     Stopped(i32, i32),
+    /// A slot of the shared state may have been freed (`state::handover`).
+    Wake,
 }
 
 /// What patience inherited from its caller and must hand on to each child:
@@ -318,7 +320,7 @@ pub fn run(
                 }
                 let _ = sys::kill_group(pid, libc::SIGCONT);
             }
-            Ok(Event::Stopped(..)) => {}
+            Ok(Event::Stopped(..) | Event::Wake) => {}
             Ok(Event::Signal(sig)) => match crate::signals::meaning(sig, spec.supervising) {
                 Meaning::Stop => {
                     target.signal(sig);

@@ -96,7 +96,11 @@ impl Loop<'_> {
         let deadline = s.deadline.and_then(|d| start.checked_add(d));
         let mut schedule = Schedule::new(s.backoff.clone(), Rng::from_entropy());
         let mut number: u64 = 0;
-        let mut gate = crate::state::Gate::new(&s.shared_state())?;
+        let wake_tx = self.tx.clone();
+        let waker: crate::state::handover::Waker = std::sync::Arc::new(move || {
+            let _ = wake_tx.send(Event::Wake);
+        });
+        let mut gate = crate::state::Gate::new(&s.shared_state(), Some(waker))?;
         let ending = loop {
             // A signal that arrived during set-up or a delay ends the run
             // before another attempt starts.
@@ -106,7 +110,9 @@ impl Loop<'_> {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break stopped_by_limit(outcome.last(), "deadline reached");
             }
-            if let Err(stop) = gate.before_attempt(number + 1, deadline, &mut |d| self.sleep(d)) {
+            if let Err(stop) = gate.before_attempt(number + 1, deadline, &mut |d, wakeable| {
+                self.sleep_or_wake(d, wakeable)
+            }) {
                 break match stop {
                     crate::state::Stop::Refused(why) => Ending::Rejected(why),
                     crate::state::Stop::Failed(why) => Ending::Failed(why),
@@ -291,6 +297,12 @@ impl Loop<'_> {
 
     /// Waits `delay`, or less if a stop signal arrives: returns that signal.
     fn sleep(&self, delay: Duration) -> Option<i32> {
+        self.sleep_or_wake(delay, false)
+    }
+
+    /// `sleep`, that also ends early, with `None`, on a wake from the shared
+    /// state (a slot holder let go) when `wakeable`.
+    fn sleep_or_wake(&self, delay: Duration, wakeable: bool) -> Option<i32> {
         let end = Instant::now().checked_add(delay);
         loop {
             let left = match end {
@@ -302,7 +314,8 @@ impl Loop<'_> {
             }
             match self.rx.recv_timeout(left) {
                 Ok(Event::Signal(sig)) if self.stops(sig) => return Some(sig),
-                Ok(Event::Signal(_) | Event::Exited(..) | Event::Stopped(..)) => {}
+                Ok(Event::Wake) if wakeable => return None,
+                Ok(Event::Signal(_) | Event::Exited(..) | Event::Stopped(..) | Event::Wake) => {}
                 Err(RecvTimeoutError::Timeout) => return None,
                 Err(RecvTimeoutError::Disconnected) => return None,
             }

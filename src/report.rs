@@ -16,15 +16,16 @@ use crate::messages::say;
 use crate::outcome::{Attempt, Ending, Outcome};
 use crate::settings::{Color, Restart, Settings, Verbosity};
 use crate::signals;
+use crate::state::Location;
 use crate::sys::{self, ExitKind};
 
-/// Exit status when the run was refused before running (EX_TEMPFAIL).
-pub const EXIT_REFUSED: i32 = 75;
 /// Exit status when the last attempt timed out, as `timeout`.
 pub const EXIT_TIMEOUT: i32 = 124;
 
 /// The exit status of a finished run: decided here and nowhere else.
-pub fn exit_status(outcome: &Outcome) -> i32 {
+/// `refused_exit` is that of a run refused before running (75, EX_TEMPFAIL,
+/// unless `--refused-exit` says otherwise).
+pub fn exit_status(outcome: &Outcome, refused_exit: i32) -> i32 {
     match &outcome.ending {
         Ending::Succeeded => 0,
         Ending::Interrupted(sig) => 128 + sig,
@@ -42,7 +43,7 @@ pub fn exit_status(outcome: &Outcome) -> i32 {
             }) => 128 + s,
             _ => 128 + sig,
         },
-        Ending::Rejected(_) => EXIT_REFUSED,
+        Ending::Rejected(_) => refused_exit,
         Ending::Failed(_) => match outcome.last() {
             None => 1,
             Some(last) => attempt_status(last),
@@ -207,6 +208,10 @@ impl Reporter {
                     ),
                 )
             }
+            // A refusal is what `flock -n` does silently: cron mode and -q
+            // keep it out of the mail (the exit status, --summary-json and
+            // the metrics still have it).
+            Ending::Rejected(_) if self.verbosity == Verbosity::Quiet || (self.hold && !summary) => return,
             Ending::Rejected(why) => ("❌", format!("rejected: {why}")),
             Ending::Interrupted(sig) => (
                 "❌",
@@ -225,7 +230,7 @@ impl Reporter {
                     ""
                 };
                 (
-                    if exit_status(o) == 0 { "✅" } else { "❌" },
+                    if exit_status(o, 0) == 0 { "✅" } else { "❌" },
                     format!(
                         "stopped by {} after {} {} ({how}{kill}, {took})",
                         signals::name(*sig),
@@ -308,7 +313,7 @@ pub fn json(o: &Outcome, s: &Settings) -> serde_json::Value {
         "command": command,
         "status": o.ending.word(),
         "reason": reason(&o.ending),
-        "exit_status": exit_status(o),
+        "exit_status": exit_status(o, s.refused_exit),
         "start": unix_secs(o.started_at),
         "duration_s": o.duration.as_secs_f64(),
         "attempts_total": o.total,
@@ -357,6 +362,8 @@ impl JsonOut {
 /// where it came from, then the delays that would follow the first attempts.
 pub fn dry_run(r: &Resolved) -> String {
     let s = &r.settings;
+    // Looked for, not created: a dry run writes nothing.
+    let state = crate::state::locate(s.state_dir.as_deref(), false);
     let b = &s.backoff;
     let c = &s.conditions;
     let patterns = |p: &[crate::conditions::Pattern]| {
@@ -435,9 +442,10 @@ pub fn dry_run(r: &Resolved) -> String {
         ),
         (
             "state-dir",
-            crate::state::dir_for(s.state_dir.as_deref())
-                .display()
-                .to_string(),
+            match &state {
+                Location::Found { dir, .. } => dir.display().to_string(),
+                _ => "none".into(),
+            },
         ),
         ("no-metrics", s.no_metrics.to_string()),
         ("key", s.key.clone().unwrap_or_else(|| s.run_name())),
@@ -449,6 +457,7 @@ pub fn dry_run(r: &Resolved) -> String {
             s.max_concurrent.map_or("off".into(), |n| n.to_string()),
         ),
         ("slot-wait", fmt_dur(s.slot_wait)),
+        ("refused-exit", s.refused_exit.to_string()),
     ];
     let mut out = format!("command: {}\n", cmd.join(" "));
     if r.files.is_empty() {
@@ -473,6 +482,13 @@ pub fn dry_run(r: &Resolved) -> String {
         };
         out.push_str(&format!("{key:<17} {value:<24} ({source})\n"));
     }
+    out.push_str(&match &state {
+        Location::Found { how, .. } => format!("state directory: {how}\n"),
+        Location::Unsafe(why) => format!("state directory: {why}: a run would exit 125\n"),
+        Location::Nowhere(why) => format!(
+            "state directory: none can be had ({why}); a run would go on without --breaker, --rate-limit and --max-concurrent\n"
+        ),
+    });
     let shown = if s.attempts == 0 {
         10
     } else {

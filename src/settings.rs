@@ -250,6 +250,12 @@ pub const OPTIONS: &[Opt] = &[
         Some("DUR"),
         "wait up to DUR for a free --max-concurrent slot instead [0]",
     ),
+    opt(
+        "refused-exit",
+        None,
+        Some("N"),
+        "exit status of a run refused before running, 0-255 [75]",
+    ),
 ];
 
 /// Settings that only a config file's `[defaults]`/`[profile.NAME]` or the
@@ -458,6 +464,8 @@ pub struct Settings {
     pub rate_limit: Option<Rate>,
     pub max_concurrent: Option<u64>,
     pub slot_wait: Duration,
+    /// The exit status of a run the shared state refused (`--refused-exit`).
+    pub refused_exit: i32,
 }
 
 impl Default for Settings {
@@ -492,6 +500,7 @@ impl Default for Settings {
             rate_limit: None,
             max_concurrent: None,
             slot_wait: Duration::ZERO,
+            refused_exit: 75,
         }
     }
 }
@@ -514,6 +523,16 @@ fn optional_count(s: &str) -> Result<Option<u64>, String> {
         Ok(n) if n <= 1_000_000 => Ok(Some(n)),
         _ => Err(format!(
             "invalid number '{s}' (expected a whole number from 0 to 1000000; 0 = off)"
+        )),
+    }
+}
+
+/// An exit status patience may choose: 0 to 255.
+fn parse_status(s: &str) -> Result<i32, String> {
+    match s.trim().parse::<u8>() {
+        Ok(n) => Ok(i32::from(n)),
+        Err(_) => Err(format!(
+            "invalid exit status '{s}' (expected a whole number from 0 to 255)"
         )),
     }
 }
@@ -681,6 +700,7 @@ impl Settings {
             }
             "max-concurrent" => self.max_concurrent = optional_count(text()?)?,
             "slot-wait" => self.slot_wait = duration::parse(text()?)?,
+            "refused-exit" => self.refused_exit = parse_status(text()?)?,
             _ => return Err(format!("unknown option '{long}'")),
         }
         Ok(())
@@ -730,6 +750,20 @@ mod tests {
             };
             s.apply(o.long, sample)
                 .unwrap_or_else(|e| panic!("--{}: {e}", o.long));
+        }
+    }
+
+    #[test]
+    fn refused_exit_is_a_status_from_0_to_255() {
+        let mut s = Settings::default();
+        assert_eq!(s.refused_exit, 75);
+        for (text, want) in [("0", 0), ("255", 255), (" 3 ", 3)] {
+            s.apply("refused-exit", Some(text)).unwrap();
+            assert_eq!(s.refused_exit, want);
+        }
+        for bad in ["256", "-1", "", "x", "1.5", "0x10"] {
+            let e = s.apply("refused-exit", Some(bad)).unwrap_err();
+            assert!(e.contains(&format!("'{bad}'")), "{e}");
         }
     }
 

@@ -136,6 +136,122 @@ fn slot_wait_admits_the_run_when_the_holder_ends() {
 }
 
 #[test]
+fn slot_wait_takes_a_freed_slot_at_once() {
+    // Seven hand-overs on seven keys, at different moments: a waiter that
+    // polled (every 250 ms once it has waited a second) would be tens of
+    // milliseconds late in most; one woken by the holder's lock is late by
+    // the few milliseconds of giving the slot back and starting `date`.
+    let dir = TempDir::new("handover");
+    let now_ns = "date +%s%N";
+    let holders: Vec<Guard> = (0..7)
+        .map(|i| {
+            let hold = format!("sleep {}; {now_ns}", 1.2 + f64::from(i) * 0.15);
+            spawn(
+                &dir,
+                &[
+                    "--key",
+                    &format!("k{i}"),
+                    "--max-concurrent",
+                    "1",
+                    "sh",
+                    "-c",
+                    &hold,
+                ],
+            )
+        })
+        .collect();
+    for (i, h) in holders.iter().enumerate() {
+        let pid = i64::from(h.id());
+        assert!(eventually(LONG, || slot_pids(&dir, &format!("k{i}")) == [pid]));
+    }
+    let waiters: Vec<Guard> = (0..7)
+        .map(|i| {
+            let key = format!("k{i}");
+            spawn(
+                &dir,
+                &[
+                    "--key",
+                    &key,
+                    "--max-concurrent",
+                    "1",
+                    "--slot-wait",
+                    "30s",
+                    "-q",
+                    "date",
+                    "+%s%N",
+                ],
+            )
+        })
+        .collect();
+    let ns = |g: Guard| -> i128 {
+        let out = g.wait_output(LONG);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        stdout(&out)
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))
+    };
+    let late: Vec<i128> = holders
+        .into_iter()
+        .zip(waiters)
+        .map(|(h, w)| (ns(w) - ns(h)) / 1_000_000)
+        .collect();
+    assert!(late.iter().all(|&ms| ms >= 0), "{late:?} ms");
+    let prompt = late.iter().filter(|&&ms| ms < 50).count();
+    assert!(prompt >= 5, "hand-overs late by {late:?} ms");
+    for i in 0..7 {
+        let left = std::fs::read_dir(state_dir(&dir))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("k{i}.slot."))
+            })
+            .count();
+        assert_eq!(left, 0, "every holder removed its lock file");
+    }
+}
+
+#[test]
+fn a_waiter_is_woken_when_the_holder_is_sigkilled() {
+    let dir = TempDir::new("handoverkill");
+    // The kernel releases a SIGKILLed holder's lock: the waiter wakes, and
+    // the dead holder (swept once reaped) leaves no lock file behind.
+    let mut first = spawn(&dir, &["--key", "k", "--max-concurrent", "1", "sleep", "30"]);
+    let pid = i64::from(first.id());
+    assert!(eventually(LONG, || slot_pids(&dir, "k") == [pid]));
+    let waiter = spawn(
+        &dir,
+        &[
+            "--key",
+            "k",
+            "--max-concurrent",
+            "1",
+            "--slot-wait",
+            "30s",
+            "true",
+        ],
+    );
+    assert!(eventually(LONG, || catches(waiter.id(), libc::SIGTERM)));
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Instant::now();
+    send_signal(first.id(), "KILL");
+    first.wait_status(LONG);
+    let out = waiter.wait_output(LONG);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        killed.elapsed()
+    );
+    assert!(
+        !state_dir(&dir).join(format!("k.slot.{pid}")).exists(),
+        "the dead holder's lock file is removed"
+    );
+}
+
+#[test]
 fn slot_wait_gives_up_after_its_time_and_ends_on_a_signal() {
     let dir = TempDir::new("slotgiveup");
     let first = spawn(&dir, &["--key", "k", "--max-concurrent", "1", "sleep", "30"]);
@@ -552,6 +668,142 @@ fn a_rejected_run_sends_status_rejected_to_patienced() {
     assert_eq!(msg["attempts"], 0, "{msg}");
 }
 
+/// Sets up the three refusals on keys `breaker`, `full` and `late`; returns
+/// the holder of the only slot of `full`, and the options that refuse.
+fn three_refusals(dir: &TempDir) -> (Guard, [[&'static str; 6]; 3]) {
+    run(dir, &["--key", "breaker", "--breaker", "1", "-a", "1", "false"]);
+    run(dir, &["--key", "late", "--rate-limit", "1/1h", "true"]);
+    let holder = spawn(dir, &["--key", "full", "--max-concurrent", "1", "sleep", "30"]);
+    let pid = i64::from(holder.id());
+    assert!(eventually(LONG, || slot_pids(dir, "full") == [pid]));
+    let refusals = [
+        ["--key", "breaker", "--breaker", "1", "-a", "1"],
+        ["--key", "full", "--max-concurrent", "1", "-a", "1"],
+        ["--key", "late", "--rate-limit", "1/1h", "--deadline", "5s"],
+    ];
+    (holder, refusals)
+}
+
+#[test]
+fn refusals_are_silent_under_quiet_and_cron_mode_and_still_reported() {
+    let dir = TempDir::new("silentrefusal");
+    let (_holder, refusals) = three_refusals(&dir);
+    let sock = std::os::unix::net::UnixDatagram::bind(dir.join("no-daemon.sock")).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let report = dir.join("report.json");
+    let report_s = report.to_str().unwrap();
+    for refusal in refusals {
+        for quiet in [&["-q"][..], &["--output", "failure"], &["--hold-output"], &[]] {
+            let mut args = refusal.to_vec();
+            args.extend_from_slice(quiet);
+            args.extend_from_slice(&["--summary-json", report_s, "true"]);
+            let out = run(&dir, &args);
+            assert_eq!(code(&out), 75, "{args:?}: {}", stderr(&out));
+            if quiet.is_empty() {
+                assert!(stderr(&out).contains("rejected: "), "{args:?}: {}", stderr(&out));
+            } else {
+                assert_eq!(stderr(&out), "", "{args:?}: silent, as flock -n");
+            }
+            let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+            assert_eq!(
+                (&json["status"], &json["exit_status"]),
+                (&"rejected".into(), &75.into()),
+                "{args:?}"
+            );
+            let mut buf = [0u8; 4096];
+            let n = sock.recv(&mut buf).expect("a run datagram");
+            let msg: serde_json::Value = serde_json::from_slice(&buf[..n]).unwrap();
+            assert_eq!(
+                (&msg["status"], &msg["exit_code"]),
+                (&"rejected".into(), &75.into()),
+                "{args:?}: {msg}"
+            );
+        }
+    }
+}
+
+#[test]
+fn refused_exit_chooses_the_status_of_a_refusal_only() {
+    let dir = TempDir::new("refusedexit");
+    let (_holder, refusals) = three_refusals(&dir);
+    let marker = dir.join("ran");
+    let marker_s = marker.to_str().unwrap();
+    let report = dir.join("report.json");
+    let report_s = report.to_str().unwrap();
+    for refusal in refusals {
+        // An overlap treated as success, as `flock -n -E 0` does.
+        let mut args = refusal.to_vec();
+        args.extend_from_slice(&[
+            "--refused-exit",
+            "0",
+            "--summary-json",
+            report_s,
+            "touch",
+            marker_s,
+        ]);
+        let out = run(&dir, &args);
+        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
+        assert!(!marker.exists(), "{args:?}: refused, not run");
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        assert_eq!(
+            (&json["status"], &json["exit_status"]),
+            (&"rejected".into(), &0.into()),
+            "{args:?}"
+        );
+    }
+    // The config key, and the command line over it.
+    let config = dir.join("config/patience/config.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    std::fs::write(&config, "[defaults]\nrefused-exit = 3\n").unwrap();
+    let refused = |extra: &[&str]| {
+        let mut args = refusals[0].to_vec();
+        args.extend_from_slice(extra);
+        args.push("true");
+        code(&run(&dir, &args))
+    };
+    assert_eq!(refused(&[]), 3);
+    assert_eq!(refused(&["--refused-exit", "255"]), 255);
+    // A run that is not refused keeps the command's status.
+    let out = run(
+        &dir,
+        &[
+            "--key",
+            "other",
+            "--breaker",
+            "5",
+            "-a",
+            "1",
+            "sh",
+            "-c",
+            "exit 4",
+        ],
+    );
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    let dry = stdout(&run(&dir, &["--dry-run", "true"]));
+    assert!(
+        dry.contains(&format!(
+            "refused-exit      3                        ({})",
+            config.display()
+        )),
+        "{dry}"
+    );
+    // Bad values: 125 and one line naming the option and the value.
+    for bad in ["256", "-1", "x", "", "7.5"] {
+        let out = run(&dir, &["--refused-exit", bad, "true"]);
+        assert_eq!(code(&out), 125, "{bad:?}");
+        let err = stderr(&out);
+        assert!(err.contains(&format!("--refused-exit '{bad}'")), "{bad:?}: {err}");
+    }
+    std::fs::write(&config, "[defaults]\nrefused-exit = 300\n").unwrap();
+    let out = run(&dir, &["true"]);
+    assert_eq!(code(&out), 125);
+    assert!(
+        stderr(&out).contains("refused-exit") && stderr(&out).contains("'300'"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn corrupt_state_files_are_reported_and_replaced() {
     let dir = TempDir::new("corrupt");
@@ -674,6 +926,156 @@ fn the_default_state_directory_is_created_private() {
     assert!(d.join("k.json").exists() && d.join("k.lock").exists());
     let mode = std::fs::metadata(d.join("k.json")).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+}
+
+// ---- where the state directory is ----
+
+/// Runs `patience ARGS` as a system user (nobody, uid 65534) from a crontab:
+/// nothing in the environment but PATH and `home`, with a /tmp of its own
+/// (a private mount namespace, so the machine's /tmp is not touched), after
+/// `setup` ran there as root. None when this cannot be set up (not root, no
+/// unshare): the caller skips.
+fn as_system_user(setup: &str, home: &str, args: &[&str]) -> Option<Output> {
+    let can = patience::sys::geteuid() == 0
+        && std::process::Command::new("unshare")
+            .args(["--mount", "sh", "-c", "mount -t tmpfs tmpfs /tmp"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if !can {
+        eprintln!("skipped: running as another user in a private /tmp needs root and unshare(1)");
+        return None;
+    }
+    let script = format!(
+        "mount -t tmpfs tmpfs /tmp && {setup} && home=$1 && shift && \
+         exec setpriv --reuid=65534 --regid=65534 --clear-groups env -i PATH=/usr/bin:/bin HOME=\"$home\" \"$0\" \"$@\""
+    );
+    let mut c = std::process::Command::new("unshare");
+    c.args(["--mount", "sh", "-c", &script, patience_bin(), home])
+        .args(args);
+    Some(output(c))
+}
+
+#[test]
+fn a_system_user_without_a_home_runs_its_cron_job() {
+    for home in ["/nonexistent", "/"] {
+        let Some(out) = as_system_user("true", home, &["--max-concurrent", "1", "--", "echo", "ran"]) else {
+            return;
+        };
+        assert_eq!(code(&out), 0, "HOME={home}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "ran\n", "HOME={home}");
+        assert_eq!(stderr(&out), "", "HOME={home}: the last resort is silent");
+    }
+    assert!(!Path::new("/nonexistent").exists());
+}
+
+#[test]
+fn a_squatted_last_resort_runs_the_command_with_one_warning() {
+    // Another user (root here) made /tmp/patience-65534 first, or planted a
+    // symlink there: patience neither uses it nor refuses to run.
+    for squat in [
+        "mkdir -m 700 /tmp/patience-65534",
+        "mkdir -m 777 /tmp/x && ln -s /tmp/x /tmp/patience-65534",
+    ] {
+        let Some(out) = as_system_user(
+            squat,
+            "/nonexistent",
+            &["--max-concurrent", "1", "--", "echo", "ran"],
+        ) else {
+            return;
+        };
+        assert_eq!(code(&out), 0, "{squat}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "ran\n", "{squat}");
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{squat}: one warning: {err}");
+        assert!(
+            err.contains("warning: no usable state directory") && err.contains("PATIENCE_STATE_DIR"),
+            "{squat}: {err}"
+        );
+        assert!(err.contains("/tmp/patience-65534"), "{squat}: {err}");
+    }
+}
+
+#[test]
+fn a_missing_home_is_not_created_even_by_root_and_dry_run_says_why() {
+    let dir = TempDir::new("nohome");
+    let home = dir.join("nonexistent");
+    let runtime = dir.join("run");
+    std::fs::create_dir(&runtime).unwrap();
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let with = |c: &mut std::process::Command, home: &Path| {
+        c.env_remove("PATIENCE_STATE_DIR")
+            .env_remove("XDG_STATE_HOME")
+            .env("HOME", home)
+            .env("XDG_RUNTIME_DIR", &runtime);
+    };
+    let mut c = patience(&dir);
+    with(&mut c, &home);
+    c.args(["--dry-run", "--max-concurrent", "1", "true"]);
+    let out = output(c);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    let chosen = runtime.join("patience");
+    assert!(
+        text.contains(&format!("state-dir         {}", chosen.display())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "state directory: $XDG_RUNTIME_DIR/patience (would be created); passed over: $XDG_STATE_HOME is not set; ~/.local/state/patience: {} does not exist",
+            home.display()
+        )),
+        "{text}"
+    );
+    assert!(!chosen.exists(), "a dry run creates nothing");
+    let mut c = patience(&dir);
+    with(&mut c, &home);
+    c.args(["--key", "k", "--max-concurrent", "1", "true"]);
+    let out = output(c);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!home.exists(), "HOME is never created");
+    assert!(chosen.join("k.json").exists());
+    // HOME=/ is no home: the state does not go to /.local.
+    let mut c = patience(&dir);
+    with(&mut c, Path::new("/"));
+    c.args(["--dry-run", "true"]);
+    let text = stdout(&output(c));
+    assert!(
+        text.contains("passed over: $XDG_STATE_HOME is not set; HOME is /"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_configured_directory_that_cannot_be_had_fails_open() {
+    let dir = TempDir::new("squatdry");
+    // Only the configured directory is tried; here it cannot be created.
+    let blocker = dir.join("file");
+    std::fs::write(&blocker, b"").unwrap();
+    let out = patience(&dir)
+        .env("PATIENCE_STATE_DIR", blocker.join("state"))
+        .args(["--dry-run", "--breaker", "2", "true"])
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(text.contains("state-dir         none"), "{text}");
+    assert!(
+        text.contains("state directory: none can be had (the configured directory: cannot "),
+        "{text}"
+    );
+    let marker = dir.join("ran");
+    let out = patience(&dir)
+        .env("PATIENCE_STATE_DIR", blocker.join("state"))
+        .args(["--breaker", "2", "touch", marker.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(marker.exists(), "fail open: the command runs");
+    assert!(
+        stderr(&out).contains("set PATIENCE_STATE_DIR"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// A process holding `path`'s flock, as `flock(1)` does (without forking,

@@ -9,14 +9,18 @@
 //! - This module finds and checks the directory, names the files, and holds
 //!   the [`Gate`]: what the attempt loop calls before and after attempts.
 //!
-//! Failure policy: a state directory or file that is not the user's own (a
-//! symlink, another owner, world-writable) is refused before anything runs
-//! (exit 125). Anything else going wrong at run time — a lock held too
-//! long, an I/O error, a corrupt file — is reported and the run goes on
-//! without the shared state (fail open): a cron job is never stuck or killed
-//! by its own safety net.
+//! - [`handover`] wakes a run waiting for a slot when a holder lets go.
+//!
+//! Failure policy: a configured state directory (`PATIENCE_STATE_DIR`,
+//! `state-dir`) or a state file that is not the user's own (a symlink,
+//! another owner, world-writable) is refused before anything runs (exit
+//! 125); such a directory found by the search is passed over. Anything else
+//! — no directory to be had, a lock held too long, an I/O error, a corrupt
+//! file — is reported and the run goes on without the shared state (fail
+//! open): a cron job is never stuck or killed by its own safety net.
 
 pub mod breaker;
+pub mod handover;
 pub mod ratelimit;
 pub mod slots;
 pub mod store;
@@ -83,76 +87,272 @@ pub fn wall_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// Where the state lives: `configured` (`$PATIENCE_STATE_DIR`, else the
-/// config's `state-dir`, as `config` resolved them), else
-/// `$XDG_STATE_HOME/patience`, else `~/.local/state/patience`, else
-/// `/tmp/patience-UID`, from the environment `var` and the user id.
-/// Relative XDG_STATE_HOME or HOME values are ignored, as the XDG spec says.
-fn dir_candidate(configured: Option<&Path>, var: impl Fn(&str) -> Option<OsString>, uid: u32) -> PathBuf {
-    let set = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-    if let Some(dir) = configured {
-        return dir.to_path_buf();
-    }
-    if let Some(xdg) = set("XDG_STATE_HOME").filter(|p| p.is_absolute()) {
-        return xdg.join("patience");
-    }
-    if let Some(home) = set("HOME").filter(|p| p.is_absolute()) {
-        return home.join(".local/state/patience");
-    }
-    PathBuf::from(format!("/tmp/patience-{uid}"))
+/// Where the state directory is, as the search found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// This directory; `how` says which place it is and, when others came
+    /// first, why they were passed over (for `--dry-run`).
+    Found { dir: PathBuf, how: String },
+    /// The configured directory (`PATIENCE_STATE_DIR`, `state-dir`) is not
+    /// the user's own: refused before anything runs (exit 125).
+    Unsafe(String),
+    /// No place can be had: the run goes on without its shared state (fail
+    /// open); the text says why each place was passed over.
+    Nowhere(String),
 }
 
-/// Creates `dir` (mode 0700, parents too) if missing, then checks that it is
-/// a real directory of this user that nobody else can write to.
-pub fn prepare_dir(dir: &Path) -> Result<(), String> {
-    let refuse = |why: String| {
-        Err(format!(
-            "state directory {} {why}; refusing to use it (set PATIENCE_STATE_DIR to a private directory)",
-            dir.display()
-        ))
+/// One place the state directory may be, in the order of the search.
+struct Place {
+    dir: PathBuf,
+    /// How `--dry-run` and the warnings name it.
+    label: String,
+    /// Set by `PATIENCE_STATE_DIR` or `state-dir`: the only place tried,
+    /// and one that is not the user's own is refused rather than skipped.
+    configured: bool,
+    /// A directory that must already exist (HOME, XDG_RUNTIME_DIR): never
+    /// created, so a missing HOME (`/nonexistent`) stays missing.
+    needs: Option<PathBuf>,
+    /// How far `dir` may be created: the whole path, or its last component
+    /// only.
+    parents: bool,
+}
+
+/// The places of the search, in order, from the configured directory
+/// (`$PATIENCE_STATE_DIR`, else the config's `state-dir`, as `config`
+/// resolved them) or the environment `var`, the user id and the root of
+/// the last resort (`/tmp`). A place the environment rules out is the
+/// reason why, in its turn.
+fn places(
+    configured: Option<&Path>,
+    var: impl Fn(&str) -> Option<OsString>,
+    uid: u32,
+    tmp: &Path,
+) -> Vec<Result<Place, String>> {
+    if let Some(dir) = configured {
+        return vec![Ok(Place {
+            dir: dir.to_path_buf(),
+            label: "the configured directory".into(),
+            configured: true,
+            needs: None,
+            parents: true,
+        })];
+    }
+    // Relative values are ignored, as the XDG spec says; empty ones are unset.
+    let absolute = |name: &str| match var(name).filter(|v| !v.is_empty()).map(PathBuf::from) {
+        None => Err(format!("${name} is not set")),
+        Some(p) if p.is_relative() => Err(format!("${name} {} is not an absolute path", p.display())),
+        Some(p) => Ok(p),
     };
-    let meta = match std::fs::symlink_metadata(dir) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let made = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
-            if let Err(e) = made {
-                return Err(format!("cannot create state directory {}: {e}", dir.display()));
-            }
-            std::fs::symlink_metadata(dir).map_err(|e| format!("cannot stat {}: {e}", dir.display()))?
+    let home = absolute("HOME");
+    let xdg = absolute("XDG_STATE_HOME").map(|x| Place {
+        // XDG_STATE_HOME may be created, but not a missing HOME above it.
+        needs: home.as_ref().ok().filter(|h| x.starts_with(h)).cloned(),
+        dir: x.join("patience"),
+        label: "$XDG_STATE_HOME/patience".into(),
+        configured: false,
+        parents: true,
+    });
+    let home = home.and_then(|h| {
+        // A home of "/" is none (a container's user without one): the state
+        // would land in the root directory.
+        if h == Path::new("/") {
+            return Err("HOME is /".into());
         }
-        Err(e) => return Err(format!("cannot stat state directory {}: {e}", dir.display())),
-    };
+        Ok(Place {
+            dir: h.join(".local/state/patience"),
+            label: "~/.local/state/patience".into(),
+            configured: false,
+            needs: Some(h),
+            parents: true,
+        })
+    });
+    let runtime = absolute("XDG_RUNTIME_DIR").map(|r| Place {
+        dir: r.join("patience"),
+        label: "$XDG_RUNTIME_DIR/patience".into(),
+        configured: false,
+        needs: Some(r),
+        parents: false,
+    });
+    let tmp = Ok(Place {
+        dir: tmp.join(format!("patience-{uid}")),
+        label: format!("{}/patience-UID", tmp.display()),
+        configured: false,
+        needs: None,
+        parents: false,
+    });
+    vec![xdg, home, runtime, tmp]
+}
+
+/// Why `dir` is not a private directory of user `uid`, if it is not: a
+/// symlink, not a directory, another owner, writable by others.
+fn unsafe_dir(meta: &std::fs::Metadata, uid: u32) -> Option<String> {
     if meta.file_type().is_symlink() {
-        return refuse("is a symbolic link".into());
+        return Some("is a symbolic link".into());
     }
     if !meta.is_dir() {
-        return refuse("is not a directory".into());
+        return Some("is not a directory".into());
     }
-    let uid = sys::getuid();
     if meta.uid() != uid {
-        return refuse(format!("is owned by uid {}, not by you (uid {uid})", meta.uid()));
+        return Some(format!("is owned by uid {}, not by you (uid {uid})", meta.uid()));
     }
     if meta.mode() & 0o022 != 0 {
-        return refuse(format!(
+        return Some(format!(
             "is writable by other users (mode {:o})",
             meta.mode() & 0o7777
         ));
     }
-    Ok(())
+    None
 }
 
-/// Where the state directory is (`--state-dir`, else the SPEC's search in
-/// this process's environment), without creating or checking it.
-pub fn dir_for(configured: Option<&Path>) -> PathBuf {
-    dir_candidate(configured, |k| std::env::var_os(k), sys::getuid())
+/// How trying one place went.
+enum Tried {
+    /// Usable: "exists", "created", or (without `create`) "would be created".
+    Usable(&'static str),
+    /// Exists but is not the user's own.
+    Unsafe(String),
+    /// Cannot be had (a missing HOME, no permission to create it).
+    Unavailable(String),
 }
 
-/// The state directory, created and checked; an unsafe one is an error
-/// (exit 125) before anything runs.
+/// Tries `place` for user `uid`: checks it and, with `create`, creates it
+/// (mode 0700). Without `create` (`--dry-run`) nothing is written, and a
+/// missing directory is usable when the nearest existing directory above
+/// it looks writable.
+fn try_place(place: &Place, uid: u32, create: bool) -> Tried {
+    let dir = &place.dir;
+    if let Some(need) = &place.needs {
+        match std::fs::metadata(need) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Tried::Unavailable(format!("{} does not exist", need.display()))
+            }
+            Err(e) => return Tried::Unavailable(format!("cannot stat {}: {e}", need.display())),
+            Ok(m) if !m.is_dir() => {
+                return Tried::Unavailable(format!("{} is not a directory", need.display()))
+            }
+            Ok(m) if m.uid() != uid => {
+                return Tried::Unavailable(format!(
+                    "{} is owned by uid {}, not by you (uid {uid})",
+                    need.display(),
+                    m.uid()
+                ))
+            }
+            Ok(_) => {}
+        }
+    }
+    let made = match std::fs::symlink_metadata(dir) {
+        Ok(_) => "exists",
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if !create {
+                return match writable_ancestor(dir, uid) {
+                    Ok(()) => Tried::Usable("would be created"),
+                    Err(why) => Tried::Unavailable(why),
+                };
+            }
+            let mut b = std::fs::DirBuilder::new();
+            b.recursive(place.parents).mode(0o700);
+            match b.create(dir) {
+                Ok(()) => "created",
+                // Another process made it first: checked below like any other.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => "exists",
+                Err(e) => return Tried::Unavailable(format!("cannot create {}: {e}", dir.display())),
+            }
+        }
+        Err(e) => return Tried::Unavailable(format!("cannot stat {}: {e}", dir.display())),
+    };
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) => match unsafe_dir(&m, uid) {
+            Some(why) => Tried::Unsafe(format!("{} {why}", dir.display())),
+            None => Tried::Usable(made),
+        },
+        Err(e) => Tried::Unavailable(format!("cannot stat {}: {e}", dir.display())),
+    }
+}
+
+/// For `--dry-run`: whether the nearest existing directory above `dir`
+/// looks writable by `uid` (root, its owner with u+w, or anyone with o+w
+/// as /tmp). A guess from the mode bits, which is all a run that writes
+/// nothing can have.
+fn writable_ancestor(dir: &Path, uid: u32) -> Result<(), String> {
+    let mut up = dir.parent();
+    while let Some(p) = up {
+        if let Ok(m) = std::fs::metadata(p) {
+            let ok = m.is_dir()
+                && (uid == 0 || (m.uid() == uid && m.mode() & 0o200 != 0) || m.mode() & 0o002 != 0);
+            return if ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "cannot create {}: {} is not writable",
+                    dir.display(),
+                    p.display()
+                ))
+            };
+        }
+        up = p.parent();
+    }
+    Err(format!("cannot create {}", dir.display()))
+}
+
+/// The search of SPEC "Cross-process resilience", with the environment
+/// `var`, user `uid` and last-resort root `tmp` given. The first usable
+/// place wins; a configured one is the only place tried.
+fn locate_in(
+    configured: Option<&Path>,
+    var: impl Fn(&str) -> Option<OsString>,
+    uid: u32,
+    tmp: &Path,
+    create: bool,
+) -> Location {
+    let mut skipped = Vec::new();
+    for place in places(configured, var, uid, tmp) {
+        let place = match place {
+            Ok(p) => p,
+            Err(why) => {
+                skipped.push(why);
+                continue;
+            }
+        };
+        match try_place(&place, uid, create) {
+            Tried::Usable(state) => {
+                let mut how = format!("{} ({state})", place.label);
+                if !skipped.is_empty() {
+                    how.push_str(&format!("; passed over: {}", skipped.join("; ")));
+                }
+                return Location::Found { dir: place.dir, how };
+            }
+            Tried::Unsafe(why) if place.configured => {
+                return Location::Unsafe(format!(
+                "state directory {why}; refusing to use it (set PATIENCE_STATE_DIR to a private directory)"
+            ))
+            }
+            Tried::Unsafe(why) | Tried::Unavailable(why) => skipped.push(format!("{}: {why}", place.label)),
+        }
+    }
+    Location::Nowhere(skipped.join("; "))
+}
+
+/// Where the state directory of this process is, created (mode 0700) when
+/// `create`, else only looked for (`--dry-run`).
+pub fn locate(configured: Option<&Path>, create: bool) -> Location {
+    locate_in(
+        configured,
+        |k| std::env::var_os(k),
+        sys::getuid(),
+        Path::new("/tmp"),
+        create,
+    )
+}
+
+/// The state directory, for `--state` and `--reset-state`: created and
+/// checked; one that is unsafe or cannot be had is an error (exit 125).
 pub fn state_dir(configured: Option<&Path>) -> Result<PathBuf, Error> {
-    let dir = dir_for(configured);
-    prepare_dir(&dir).map_err(Error::Internal)?;
-    Ok(dir)
+    match locate(configured, true) {
+        Location::Found { dir, .. } => Ok(dir),
+        Location::Unsafe(m) => Err(Error::Internal(m)),
+        Location::Nowhere(why) => Err(Error::Internal(format!(
+            "no usable state directory ({why}); set PATIENCE_STATE_DIR to a private directory"
+        ))),
+    }
 }
 
 /// The file name (without extension) for `key`: letters, digits, `_`, `-`
@@ -325,20 +525,39 @@ struct Active {
     verbose: bool,
     holds_slot: bool,
     probe: bool,
+    /// The state directory and the key's file name, for the holder files.
+    dir: PathBuf,
+    stem: String,
+    /// Wakes the attempt loop's sleep when a watched slot holder let go;
+    /// without one, a slot wait polls.
+    waker: Option<handover::Waker>,
+    /// Held from just before this run may appear among the slot holders
+    /// until it has given its slot back (see `handover`).
+    holder_lock: Option<handover::HolderLock>,
 }
 
 impl Gate {
     /// Opens the state of the run's key when any limit is set. An unsafe
     /// state directory or file is an error (exit 125); a store that is merely
     /// unavailable gives a gate that lets everything through, with a warning.
-    pub fn new(p: &Policy) -> Result<Gate, Error> {
+    pub fn new(p: &Policy, waker: Option<handover::Waker>) -> Result<Gate, Error> {
         let limits = p.limits;
         if !limits.any() {
             return Ok(Gate { active: None });
         }
         let key = p.key.clone();
-        let dir = state_dir(p.state_dir.as_deref())?;
-        let store = match Store::open(&dir, &key, &file_stem(&key)) {
+        let dir = match locate(p.state_dir.as_deref(), true) {
+            Location::Found { dir, .. } => dir,
+            Location::Unsafe(m) => return Err(Error::Internal(m)),
+            Location::Nowhere(why) => {
+                say(&format!(
+                    "warning: no usable state directory ({why}); running without --breaker, --rate-limit and --max-concurrent: set PATIENCE_STATE_DIR to a private directory"
+                ));
+                return Ok(Gate { active: None });
+            }
+        };
+        let stem = file_stem(&key);
+        let store = match Store::open(&dir, &key, &stem) {
             Ok(store) => store,
             Err(StoreError::Refused(m)) => return Err(Error::Internal(m)),
             Err(StoreError::Unavailable(m)) => {
@@ -357,141 +576,40 @@ impl Gate {
                 verbose: p.verbose,
                 holds_slot: false,
                 probe: false,
+                dir,
+                stem,
+                waker,
+                holder_lock: None,
             }),
         })
     }
 
     /// Call before attempt `number` (1-based). Waits for a slot (first
-    /// attempt, up to `--slot-wait`) and for a token, through `sleep`, which
-    /// returns early with a signal. Never waits past `deadline`.
+    /// attempt, up to `--slot-wait`) and for a token, through `sleep(d,
+    /// wakeable)`, which returns early with a signal and, when `wakeable`,
+    /// as soon as the gate's waker is called (a slot holder let go). Never
+    /// waits past `deadline`.
     pub fn before_attempt(
         &mut self,
         number: u64,
         deadline: Option<Instant>,
-        sleep: &mut dyn FnMut(Duration) -> Option<i32>,
+        sleep: &mut dyn FnMut(Duration, bool) -> Option<i32>,
     ) -> Result<(), Stop> {
         let Some(a) = &mut self.active else {
             return Ok(());
         };
-        let first = number == 1;
-        if !first && a.limits.breaker.is_none() && a.limits.rate.is_none() {
-            return Ok(());
-        }
-        let started = Instant::now();
-        let slot_end = started.checked_add(a.slot_wait).unwrap_or(started);
-        let slot_end = deadline.map_or(slot_end, |d| d.min(slot_end));
-        let mut pause = Duration::from_millis(20);
-        let mut announced = false;
-        loop {
-            let max_wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let (limits, me) = (a.limits, a.me.clone());
-            let admit = |st: &mut State, now| admit(st, &limits, &me, now, first, max_wait, &alive);
-            // Taking a slot or a token always writes: no read-only try first.
-            let writes = (first && limits.max_concurrent.is_some()) || limits.rate.is_some();
-            let decided = if writes {
-                a.store.modify(&wall_ns, admit)
-            } else {
-                a.store.update(&wall_ns, admit)
-            };
-            let decision = match decided {
-                Ok(d) => d,
-                Err(e) => {
-                    fail_open(&a.key, &e.to_string());
-                    self.active = None;
-                    return Ok(());
+        match a.before_attempt(number, deadline, sleep) {
+            Ok(decided) => {
+                // Refused or interrupted: the lock of a slot never taken goes.
+                if !a.holds_slot {
+                    a.holder_lock = None;
                 }
-            };
-            let refuse = |msg: String| {
-                Err(if first {
-                    Stop::Refused(msg)
-                } else {
-                    Stop::Failed(msg)
-                })
-            };
-            match decision {
-                Admission::Admitted {
-                    probe,
-                    slot,
-                    token_wait,
-                } => {
-                    a.probe |= probe;
-                    a.holds_slot |= slot;
-                    if probe && a.verbose {
-                        say(&format!(
-                            "circuit breaker for key '{}' is half-open: this run is the probe",
-                            a.key
-                        ));
-                    }
-                    if !token_wait.is_zero() {
-                        if a.chatty {
-                            let rate = a.limits.rate.map(|r| r.to_string()).unwrap_or_default();
-                            say(&format!(
-                                "rate limit {rate} for key '{}': waiting {} for a token",
-                                a.key,
-                                fmt_dur(token_wait)
-                            ));
-                        }
-                        if let Some(sig) = sleep(token_wait) {
-                            return Err(Stop::Interrupted(sig));
-                        }
-                    }
-                    return Ok(());
-                }
-                Admission::Breaker(Verdict::Open { left, failures }) => {
-                    return refuse(format!(
-                        "circuit breaker for key '{}' is open after {failures} consecutive failed attempts; next try in {}",
-                        a.key,
-                        fmt_dur(left.max(Duration::from_millis(1)))
-                    ));
-                }
-                Admission::Breaker(Verdict::Probing { pid }) => {
-                    return refuse(format!(
-                        "circuit breaker for key '{}' is half-open and run {pid} is the probe",
-                        a.key
-                    ));
-                }
-                Admission::Breaker(_) => unreachable!("admit passes these through as Admitted"),
-                Admission::TooLate(wait) => {
-                    if !first {
-                        return Err(Stop::Failed("deadline reached".into()));
-                    }
-                    let rate = a.limits.rate.map(|r| r.to_string()).unwrap_or_default();
-                    return refuse(format!(
-                        "rate limit {rate} for key '{}': the next token comes in {}, after the deadline",
-                        a.key,
-                        fmt_dur(wait)
-                    ));
-                }
-                Admission::Full { pids } => {
-                    let now = Instant::now();
-                    if now >= slot_end {
-                        let list: Vec<_> = pids.iter().map(|p| p.to_string()).collect();
-                        let waited = if a.slot_wait.is_zero() {
-                            String::new()
-                        } else {
-                            format!(" after waiting {}", fmt_dur(now - started))
-                        };
-                        return refuse(format!(
-                            "no free slot for key '{}' (--max-concurrent {}, held by pid {}){waited}",
-                            a.key,
-                            a.limits.max_concurrent.unwrap_or(0),
-                            list.join(", ")
-                        ));
-                    }
-                    if !announced && a.chatty {
-                        say(&format!(
-                            "no free slot for key '{}' (--max-concurrent {}); waiting up to {} for one",
-                            a.key,
-                            a.limits.max_concurrent.unwrap_or(0),
-                            fmt_dur(slot_end - started)
-                        ));
-                        announced = true;
-                    }
-                    if let Some(sig) = sleep(pause.min(slot_end - now)) {
-                        return Err(Stop::Interrupted(sig));
-                    }
-                    pause = (pause * 3 / 2).min(Duration::from_millis(250));
-                }
+                decided
+            }
+            Err(why) => {
+                fail_open(&a.key, &why);
+                self.active = None;
+                Ok(())
             }
         }
     }
@@ -527,6 +645,160 @@ impl Gate {
                 fail_open(&a.key, &e.to_string());
                 self.active = None;
                 false
+            }
+        }
+    }
+}
+
+impl Active {
+    /// `Gate::before_attempt`; `Err` when the store failed and the run is
+    /// to go on without it (with the reason).
+    fn before_attempt(
+        &mut self,
+        number: u64,
+        deadline: Option<Instant>,
+        sleep: &mut dyn FnMut(Duration, bool) -> Option<i32>,
+    ) -> Result<Result<(), Stop>, String> {
+        let a = self;
+        let first = number == 1;
+        if !first && a.limits.breaker.is_none() && a.limits.rate.is_none() {
+            return Ok(Ok(()));
+        }
+        let started = Instant::now();
+        let slot_end = started.checked_add(a.slot_wait).unwrap_or(started);
+        let slot_end = deadline.map_or(slot_end, |d| d.min(slot_end));
+        // With a waker, a freed slot wakes the wait at once and the period
+        // is only the fallback for holders that cannot be watched.
+        let (mut pause, most) = if a.waker.is_some() {
+            (Duration::from_millis(50), Duration::from_secs(1))
+        } else {
+            (Duration::from_millis(20), Duration::from_millis(250))
+        };
+        let mut watched = std::collections::HashSet::new();
+        let mut announced = false;
+        if first && a.limits.max_concurrent.is_some() && a.holder_lock.is_none() {
+            a.holder_lock = handover::HolderLock::take(&a.dir, &a.stem, a.me.pid);
+        }
+        loop {
+            let max_wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let (limits, me) = (a.limits, a.me.clone());
+            let admit = |st: &mut State, now| admit(st, &limits, &me, now, first, max_wait, &alive);
+            // Taking a slot or a token always writes: no read-only try first.
+            let writes = (first && limits.max_concurrent.is_some()) || limits.rate.is_some();
+            let decided = if writes {
+                a.store.modify(&wall_ns, admit)
+            } else {
+                a.store.update(&wall_ns, admit)
+            };
+            let decision = match decided {
+                Ok(d) => d,
+                Err(e) => return Err(e.to_string()),
+            };
+            let refuse = |msg: String| {
+                Err(if first {
+                    Stop::Refused(msg)
+                } else {
+                    Stop::Failed(msg)
+                })
+            };
+            match decision {
+                Admission::Admitted {
+                    probe,
+                    slot,
+                    token_wait,
+                } => {
+                    a.probe |= probe;
+                    a.holds_slot |= slot;
+                    if slot {
+                        for &pid in &watched {
+                            handover::remove_abandoned(&a.dir, &a.stem, pid);
+                        }
+                    }
+                    if probe && a.verbose {
+                        say(&format!(
+                            "circuit breaker for key '{}' is half-open: this run is the probe",
+                            a.key
+                        ));
+                    }
+                    if !token_wait.is_zero() {
+                        if a.chatty {
+                            let rate = a.limits.rate.map(|r| r.to_string()).unwrap_or_default();
+                            say(&format!(
+                                "rate limit {rate} for key '{}': waiting {} for a token",
+                                a.key,
+                                fmt_dur(token_wait)
+                            ));
+                        }
+                        if let Some(sig) = sleep(token_wait, false) {
+                            return Ok(Err(Stop::Interrupted(sig)));
+                        }
+                    }
+                    return Ok(Ok(()));
+                }
+                Admission::Breaker(Verdict::Open { left, failures }) => {
+                    return Ok(refuse(format!(
+                        "circuit breaker for key '{}' is open after {failures} consecutive failed attempts; next try in {}",
+                        a.key,
+                        fmt_dur(left.max(Duration::from_millis(1)))
+                    )));
+                }
+                Admission::Breaker(Verdict::Probing { pid }) => {
+                    return Ok(refuse(format!(
+                        "circuit breaker for key '{}' is half-open and run {pid} is the probe",
+                        a.key
+                    )));
+                }
+                Admission::Breaker(_) => unreachable!("admit passes these through as Admitted"),
+                Admission::TooLate(wait) => {
+                    if !first {
+                        return Ok(Err(Stop::Failed("deadline reached".into())));
+                    }
+                    let rate = a.limits.rate.map(|r| r.to_string()).unwrap_or_default();
+                    return Ok(refuse(format!(
+                        "rate limit {rate} for key '{}': the next token comes in {}, after the deadline",
+                        a.key,
+                        fmt_dur(wait)
+                    )));
+                }
+                Admission::Full { pids } => {
+                    let now = Instant::now();
+                    if now >= slot_end {
+                        let list: Vec<_> = pids.iter().map(|p| p.to_string()).collect();
+                        let waited = if a.slot_wait.is_zero() {
+                            String::new()
+                        } else {
+                            format!(" after waiting {}", fmt_dur(now - started))
+                        };
+                        return Ok(refuse(format!(
+                            "no free slot for key '{}' (--max-concurrent {}, held by pid {}){waited}",
+                            a.key,
+                            a.limits.max_concurrent.unwrap_or(0),
+                            list.join(", ")
+                        )));
+                    }
+                    if !announced && a.chatty {
+                        say(&format!(
+                            "no free slot for key '{}' (--max-concurrent {}); waiting up to {} for one",
+                            a.key,
+                            a.limits.max_concurrent.unwrap_or(0),
+                            fmt_dur(slot_end - started)
+                        ));
+                        announced = true;
+                    }
+                    if let Some(wake) = &a.waker {
+                        for pid in pids {
+                            // Once each: a holder seen again after its watch
+                            // fired cannot be watched (dead, not yet reaped).
+                            if watched.insert(pid) {
+                                let _ = handover::watch(&a.dir, &a.stem, pid, wake.clone());
+                            }
+                        }
+                    }
+                    if let Some(sig) = sleep(pause.min(slot_end - now), true) {
+                        return Ok(Err(Stop::Interrupted(sig)));
+                    }
+                    pause = (pause * 3 / 2).min(most);
+                }
             }
         }
     }
@@ -642,22 +914,123 @@ mod tests {
         move |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| OsString::from(v))
     }
 
+    /// A scratch directory for the search, removed on drop.
+    struct Scratch(PathBuf);
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            let p = std::env::temp_dir().join(format!("patience-locate-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::DirBuilder::new().mode(0o700).create(&p).unwrap();
+            Scratch(p)
+        }
+        fn at(&self, rel: &str) -> String {
+            self.0.join(rel).to_str().unwrap().to_string()
+        }
+    }
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn found(l: Location) -> (PathBuf, String) {
+        match l {
+            Location::Found { dir, how } => (dir, how),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn the_state_directory_follows_the_spec_order() {
-        let all = [("XDG_STATE_HOME", "/x"), ("HOME", "/h")];
-        let p = Some(Path::new("/p"));
-        assert_eq!(dir_candidate(p, env(&all), 7), PathBuf::from("/p"));
-        assert_eq!(dir_candidate(None, env(&all), 7), PathBuf::from("/x/patience"));
+        let t = Scratch::new("order");
+        let uid = sys::getuid();
+        let tmp = t.0.join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let (x, h, r) = (t.at("x"), t.at("h"), t.at("r"));
+        for d in [&h, &r] {
+            std::fs::DirBuilder::new().mode(0o700).create(d).unwrap();
+        }
+        let all = [
+            ("XDG_STATE_HOME", x.as_str()),
+            ("HOME", h.as_str()),
+            ("XDG_RUNTIME_DIR", r.as_str()),
+        ];
+        let at = |vars: &[(&str, &str)], create| locate_in(None, env(vars), uid, &tmp, create);
+        // Without create nothing is written: the first place would do.
+        let (dir, how) = found(at(&all, false));
         assert_eq!(
-            dir_candidate(None, env(&all[1..]), 7),
-            PathBuf::from("/h/.local/state/patience")
+            (dir, how.as_str()),
+            (
+                t.0.join("x/patience"),
+                "$XDG_STATE_HOME/patience (would be created)"
+            )
         );
-        assert_eq!(dir_candidate(None, env(&[]), 7), PathBuf::from("/tmp/patience-7"));
+        assert!(!t.0.join("x").exists());
+        assert_eq!(found(at(&all, true)).0, t.0.join("x/patience"));
+        assert_eq!(found(at(&all[1..], true)).0, t.0.join("h/.local/state/patience"));
+        assert_eq!(found(at(&all[2..], true)).0, t.0.join("r/patience"));
+        let (dir, how) = found(at(&[], true));
+        assert_eq!(dir, tmp.join(format!("patience-{uid}")));
+        assert!(how.contains("$HOME is not set"), "{how}");
+        let mode = std::fs::symlink_metadata(&dir).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        // A configured directory is the only place tried.
+        let p = t.at("p");
+        assert_eq!(
+            found(locate_in(Some(Path::new(&p)), env(&all), uid, &tmp, true)).0,
+            PathBuf::from(&p)
+        );
         // Empty or relative values do not count.
         let odd = [("XDG_STATE_HOME", "rel"), ("HOME", "")];
-        assert_eq!(
-            dir_candidate(None, env(&odd), 7),
-            PathBuf::from("/tmp/patience-7")
+        let (dir, how) = found(at(&odd, true));
+        assert_eq!(dir, tmp.join(format!("patience-{uid}")));
+        assert!(
+            how.contains("$XDG_STATE_HOME rel is not an absolute path"),
+            "{how}"
+        );
+    }
+
+    #[test]
+    fn a_missing_home_is_never_created_and_slash_is_no_home() {
+        let t = Scratch::new("home");
+        let uid = sys::getuid();
+        let tmp = t.0.join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let gone = t.at("nonexistent");
+        // XDG_STATE_HOME under the missing HOME is not created either.
+        let state = format!("{gone}/.local/state");
+        let vars = [("HOME", gone.as_str()), ("XDG_STATE_HOME", state.as_str())];
+        let (dir, how) = found(locate_in(None, env(&vars), uid, &tmp, true));
+        assert_eq!(dir, tmp.join(format!("patience-{uid}")));
+        assert!(how.contains(&format!("{gone} does not exist")), "{how}");
+        assert!(!Path::new(&gone).exists());
+        let (_, how) = found(locate_in(None, env(&[("HOME", "/")]), uid, &tmp, false));
+        assert!(how.contains("HOME is /"), "{how}");
+    }
+
+    #[test]
+    fn a_squatted_last_resort_leaves_nowhere_and_a_bad_runtime_dir_is_skipped() {
+        let t = Scratch::new("squat");
+        let uid = sys::getuid();
+        let tmp = t.0.join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let squat = tmp.join(format!("patience-{uid}"));
+        std::os::unix::fs::symlink(&t.0, &squat).unwrap();
+        // XDG_RUNTIME_DIR that is not a directory: passed over, not created.
+        let r = t.at("runtime-file");
+        std::fs::write(&r, b"").unwrap();
+        match locate_in(None, env(&[("XDG_RUNTIME_DIR", r.as_str())]), uid, &tmp, true) {
+            Location::Nowhere(why) => {
+                assert!(why.contains("is a symbolic link"), "{why}");
+                assert!(why.contains("is not a directory"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The same problem in a configured directory is refused.
+        let l = locate_in(Some(&squat), env(&[]), uid, &tmp, true);
+        assert!(
+            matches!(&l, Location::Unsafe(m) if m.contains("refusing")),
+            "{l:?}"
         );
     }
 
