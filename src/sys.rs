@@ -673,3 +673,12 @@ pub fn kill_everyone_else(sig: i32) -> bool {
     // SAFETY: kill has no memory arguments.
     unsafe { libc::kill(-1, sig) == 0 }
 }
+
+// ---- signal names ----
+
+/// The real-time signals as this C library numbers them: (SIGRTMIN,
+/// SIGRTMAX). They are functions, not constants, because glibc keeps the
+/// first few for its threads (34 under glibc, 35 under musl).
+pub fn realtime_signals() -> (i32, i32) {
+    (libc::SIGRTMIN(), libc::SIGRTMAX())
+}
