@@ -33,7 +33,7 @@ _patience_values()
 {
     local values
     case $1 in
-        -s | --signal) values='TERM INT HUP QUIT KILL USR1 USR2 ALRM' ;;
+        -s | --signal) values='TERM INT HUP QUIT KILL USR1 USR2 ALRM 0 RTMIN RTMIN+1 RTMAX-1 RTMAX' ;;
         -b | --backoff) values='fixed linear exponential fibonacci jitter decorrelated-jitter' ;;
         --restart) values='on-failure always on-success' ;;
         --match-stream) values='stdout stderr both' ;;

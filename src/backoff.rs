@@ -1,5 +1,6 @@
-//! The delay schedule between attempts: six strategies, a cap, optional
-//! jitter, and a tiny seeded PRNG so that tests are reproducible.
+//! The delay schedule between attempts: six strategies or an explicit list
+//! of delays (`-d 1s,5s,30s`), a cap, optional jitter, and a tiny seeded
+//! PRNG so that tests are reproducible.
 //!
 //! Everything is computed in `f64` seconds, clamped to the cap *before* it is
 //! turned into a `Duration`, so no attempt number (0, 64, 65, 10^6, u64::MAX)
@@ -66,6 +67,10 @@ impl fmt::Display for Strategy {
 pub struct Backoff {
     pub strategy: Strategy,
     pub base: Duration,
+    /// `-d 1s,5s,30s`: the delays themselves, in order, the last repeating
+    /// (Debian's `retry -d 1,5,30`); they replace the strategy. Empty for a
+    /// single `--delay`, which is then the base.
+    pub list: Vec<Duration>,
     pub multiplier: f64,
     pub max_delay: Duration,
     pub jitter: f64,
@@ -76,11 +81,41 @@ impl Default for Backoff {
         Backoff {
             strategy: Strategy::Exponential,
             base: Duration::from_secs(1),
+            list: Vec::new(),
             multiplier: 2.0,
             max_delay: Duration::from_secs(60),
             jitter: 0.0,
         }
     }
+}
+
+/// Parses `--delay`: one duration (the base), or two or more separated by
+/// commas (the list). Returns the base and the list (empty for one).
+pub fn parse_delay(s: &str) -> Result<(Duration, Vec<Duration>), String> {
+    if !s.contains(',') {
+        return Ok((crate::duration::parse(s)?, Vec::new()));
+    }
+    let mut list = Vec::new();
+    for (i, item) in s.split(',').enumerate() {
+        if item.trim().is_empty() {
+            return Err(format!(
+                "invalid delay list '{s}': delay {} is empty (expected durations separated by commas, such as 1s,5s,30s)",
+                i + 1
+            ));
+        }
+        let d = crate::duration::parse(item.trim()).map_err(|e| format!("invalid delay list '{s}': {e}"))?;
+        list.push(d);
+    }
+    Ok((list[0], list))
+}
+
+/// `--delay` as it was given: the base, or the list joined by commas.
+pub fn format_delay(b: &Backoff) -> String {
+    if b.list.is_empty() {
+        return crate::duration::format(b.base);
+    }
+    let shown: Vec<String> = b.list.iter().map(|d| crate::duration::format(*d)).collect();
+    shown.join(",")
 }
 
 /// Parses `--multiplier`: a finite number, at least 1 (a factor below one
@@ -125,18 +160,38 @@ fn fibonacci(n: u64) -> f64 {
 }
 
 impl Backoff {
+    /// The listed delay after attempt `n` (1-based), the last one once the
+    /// list runs out; `None` without a list.
+    fn listed(&self, n: u64) -> Option<Duration> {
+        let i = usize::try_from(n.max(1) - 1).unwrap_or(usize::MAX);
+        self.list.get(i).or(self.list.last()).copied()
+    }
+
+    /// The strategy that shapes the delays: a list is fixed per position, so
+    /// nothing random or growing applies on top of it but `--jitter`.
+    fn effective(&self) -> Strategy {
+        if self.list.is_empty() {
+            self.strategy
+        } else {
+            Strategy::Fixed
+        }
+    }
+
     /// The deterministic part of the delay after attempt `n` (1-based), in
     /// seconds, already capped. For the jitter strategies this is the upper
     /// bound of the random draw.
     fn nominal(&self, n: u64) -> f64 {
         let base = self.base.as_secs_f64();
         let n = n.max(1);
-        let raw = match self.strategy {
-            Strategy::Fixed => base,
-            Strategy::Linear => base * n as f64,
-            Strategy::Exponential => grow(base, self.multiplier, n - 1),
-            Strategy::Fibonacci => base * fibonacci(n),
-            Strategy::Jitter | Strategy::DecorrelatedJitter => grow(base, 2.0, n - 1),
+        let raw = match self.listed(n) {
+            Some(d) => d.as_secs_f64(),
+            None => match self.strategy {
+                Strategy::Fixed => base,
+                Strategy::Linear => base * n as f64,
+                Strategy::Exponential => grow(base, self.multiplier, n - 1),
+                Strategy::Fibonacci => base * fibonacci(n),
+                Strategy::Jitter | Strategy::DecorrelatedJitter => grow(base, 2.0, n - 1),
+            },
         };
         raw.min(self.max_delay.as_secs_f64())
     }
@@ -145,7 +200,8 @@ impl Backoff {
     /// `--dry-run` (equal bounds for the deterministic strategies).
     pub fn range(&self, n: u64) -> (Duration, Duration) {
         let cap = self.max_delay.as_secs_f64();
-        let (lo, hi) = match self.strategy {
+        let strategy = self.effective();
+        let (lo, hi) = match strategy {
             Strategy::Jitter => (0.0, self.nominal(n)),
             Strategy::DecorrelatedJitter => {
                 let base = self.base.as_secs_f64().min(cap);
@@ -250,7 +306,7 @@ impl Schedule {
         let b = &self.backoff;
         let cap = b.max_delay.as_secs_f64();
         let base = b.base.as_secs_f64();
-        let mut d = match b.strategy {
+        let mut d = match b.effective() {
             Strategy::Jitter => {
                 let hi = b.nominal(self.n);
                 self.rng.uniform(0.0, hi)
@@ -372,6 +428,7 @@ mod tests {
         let b = Backoff {
             strategy: Strategy::Exponential,
             base: crate::duration::MAX,
+            list: Vec::new(),
             multiplier: 1000.0,
             max_delay: crate::duration::MAX,
             jitter: 1.0,
@@ -516,6 +573,77 @@ mod tests {
     fn seeded_rng_is_reproducible() {
         let b = backoff(Strategy::Jitter, 100, 60);
         assert_eq!(first(&b, 20), first(&b, 20));
+    }
+
+    fn listed(list: &[u64], strategy: Strategy) -> Backoff {
+        let list: Vec<Duration> = list.iter().map(|&ms| Duration::from_millis(ms)).collect();
+        Backoff {
+            strategy,
+            base: list[0],
+            list,
+            ..Backoff::default()
+        }
+    }
+
+    #[test]
+    fn a_delay_list_is_followed_in_order_and_its_last_delay_repeats() {
+        // Whatever strategy is left at its default: the list replaces it.
+        for strategy in [Strategy::Fixed, Strategy::Exponential] {
+            let b = listed(&[1000, 5000, 30_000], strategy);
+            assert_eq!(
+                first(&b, 6),
+                [1000, 5000, 30_000, 30_000, 30_000, 30_000],
+                "{strategy}"
+            );
+            assert_eq!(b.range(2), (Duration::from_secs(5), Duration::from_secs(5)));
+            for n in [0, 1] {
+                assert_eq!(b.range(n).0, Duration::from_secs(1));
+            }
+            for n in [3, 1000, u64::MAX] {
+                assert_eq!(b.range(n), (Duration::from_secs(30), Duration::from_secs(30)));
+            }
+        }
+    }
+
+    #[test]
+    fn a_delay_list_is_capped_jittered_and_restarted() {
+        let mut b = listed(&[100, 5000, 90_000], Strategy::Fixed);
+        b.max_delay = Duration::from_secs(60);
+        assert_eq!(first(&b, 4), [100, 5000, 60_000, 60_000]);
+        b.jitter = 0.5;
+        let mut s = Schedule::new(b.clone(), Rng::new(4));
+        for n in 1..=1000u64 {
+            let d = s.next_delay();
+            let (lo, hi) = b.range(n);
+            assert!(d >= lo && d <= hi, "attempt {n}: {d:?} not in {lo:?}..{hi:?}");
+            assert!(d <= Duration::from_secs(60));
+        }
+        assert_eq!(
+            b.range(1),
+            (Duration::from_millis(50), Duration::from_millis(150))
+        );
+        let mut s = Schedule::new(listed(&[100, 200], Strategy::Fixed), Rng::new(1));
+        s.next_delay();
+        s.next_delay();
+        s.reset();
+        assert_eq!(s.next_delay(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn delay_lists_parse_and_bad_ones_name_the_value() {
+        assert_eq!(parse_delay("2s").unwrap(), (Duration::from_secs(2), vec![]));
+        let (base, list) = parse_delay("1s,5s,30s").unwrap();
+        assert_eq!(base, Duration::from_secs(1));
+        assert_eq!(list, [1, 5, 30].map(Duration::from_secs).to_vec());
+        // Debian's retry takes bare seconds; spaces around items are fine.
+        assert_eq!(parse_delay("1, 1.5,0").unwrap().1.len(), 3);
+        for bad in ["1s,,2s", "1s,", ",1s", ",", "1s,x", "1s,-2s", "1s,1e999s"] {
+            let e = parse_delay(bad).unwrap_err();
+            assert!(e.contains(&format!("'{bad}'")), "{bad}: {e}");
+        }
+        let b = listed(&[1000, 1500, 60_000], Strategy::Fixed);
+        assert_eq!(format_delay(&b), "1s,1.5s,1m");
+        assert_eq!(format_delay(&Backoff::default()), "1s");
     }
 
     #[test]

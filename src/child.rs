@@ -436,6 +436,11 @@ fn clear_leftovers(
             reaper.signal_orphans(pid, spec.signal);
         }
     }
+    // `--kill-after 0`: no SIGKILL, ever (GNU timeout's -k 0), so nothing
+    // to wait for either.
+    if spec.kill_after.is_zero() {
+        return false;
+    }
     // No /proc: nothing tells whether the group is empty while the leader
     // is unreaped, so it gets the grace only when patience can tell (or the
     // polite signal was all a normal exit asked for before this release).
@@ -466,12 +471,18 @@ fn clear_leftovers(
     true
 }
 
-/// When the grace after a first signal ends. A grace too large to add to
-/// `now` means "never escalate", which `Instant` cannot express, so it is
-/// pushed out by the largest duration patience accepts.
+/// When the grace after a first signal ends. `--kill-after 0` means "never
+/// escalate" (GNU timeout's `-k 0`; SIGKILL at once is `-s KILL`), and so
+/// does a grace too large to add to `now`: `Instant` cannot express never,
+/// so it is pushed out by the largest duration patience accepts.
 fn grace_end(kill_after: Duration) -> Instant {
     let now = Instant::now();
-    now.checked_add(kill_after)
+    let grace = if kill_after.is_zero() {
+        crate::duration::MAX
+    } else {
+        kill_after
+    };
+    now.checked_add(grace)
         .or_else(|| now.checked_add(crate::duration::MAX))
         .unwrap_or(now)
 }

@@ -12,7 +12,9 @@
 //! 1. success: not timed out, exit code in the success set, no failure
 //!    pattern matched, and a success pattern matched if any is given;
 //! 2. otherwise a failure, final when an abort pattern matched;
-//! 3. a timeout is retried;
+//! 3. a timeout is retried, unless the exit-code sets say otherwise: it
+//!    counts as [`TIMEOUT_STATUS`] (124) there, so `--stop-exit 124` makes
+//!    it final and `--retry-exit 1` does too (`1,124` retries it);
 //! 4. death by SIGPIPE is final (the reader of the output went away), as
 //!    is any failure after patience met EPIPE forwarding the output;
 //! 5. a failing exit code in `--stop-exit`, or outside `--retry-exit` when
@@ -273,6 +275,10 @@ pub const TRANSIENT: &[(&str, &str)] = &[
     ),
 ];
 
+/// What a timeout counts as in `--stop-exit` and `--retry-exit`: the status
+/// `timeout` and patience exit with after one.
+pub const TIMEOUT_STATUS: i32 = 124;
+
 /// The exit code `--transient` also retries (EX_TEMPFAIL).
 pub const TRANSIENT_EXIT: i32 = 75;
 
@@ -475,7 +481,9 @@ impl Conditions {
             return Verdict::Final(rule(&format!("; abort pattern {}", self.name(Kind::Abort, i))));
         }
         if ended.timed_out {
-            return Verdict::Retry(rule(""));
+            return self
+                .by_code(TIMEOUT_STATUS, rule)
+                .unwrap_or_else(|| Verdict::Retry(rule("")));
         }
         // Whoever read the output went away (`patience -- yes | head -1`):
         // another attempt would only write into the same closed pipe. A
@@ -489,11 +497,8 @@ impl Conditions {
                 ExitKind::Code(c) => c,
                 ExitKind::Signal(s) => 128 + s,
             };
-            if self.stop_exit.contains(status) {
-                return Verdict::Final(rule(" (--stop-exit)"));
-            }
-            if self.retry_exit.is_some_and(|r| !r.contains(status)) {
-                return Verdict::Final(rule(" (not in --retry-exit)"));
+            if let Some(verdict) = self.by_code(status, rule) {
+                return verdict;
             }
         }
         if self.transient || !self.retry.is_empty() {
@@ -512,6 +517,18 @@ impl Conditions {
             return Verdict::Final(rule("; no retry pattern matched"));
         }
         Verdict::Retry(rule(""))
+    }
+
+    /// The final verdict `--stop-exit` or `--retry-exit` give a failure with
+    /// `status`, if either decides it.
+    fn by_code(&self, status: i32, rule: impl Fn(&str) -> Rule) -> Option<Verdict> {
+        if self.stop_exit.contains(status) {
+            return Some(Verdict::Final(rule(" (--stop-exit)")));
+        }
+        if self.retry_exit.is_some_and(|r| !r.contains(status)) {
+            return Some(Verdict::Final(rule(" (not in --retry-exit)")));
+        }
+        None
     }
 
     /// The verdict on an attempt that could not start (`status` 126 or 127,
@@ -909,6 +926,53 @@ mod tests {
         ));
         assert!(matches!(
             c.classify(&ended(ExitKind::Code(75), none)),
+            Verdict::Retry(_)
+        ));
+    }
+
+    #[test]
+    fn a_timeout_is_124_in_the_exit_code_sets() {
+        let timed = |exit| {
+            let mut t = ended(exit, Matches::default());
+            t.timed_out = true;
+            t
+        };
+        let sets = |retry: Option<&str>, stop: &str| Conditions {
+            retry_exit: retry.map(|r| CodeSet::parse(r).unwrap()),
+            stop_exit: match stop {
+                "" => CodeSet::empty(),
+                codes => CodeSet::parse(codes).unwrap(),
+            },
+            success_exit: CodeSet::parse("0,124").unwrap(),
+            ..Conditions::default()
+        };
+        for exit in [
+            ExitKind::Signal(libc::SIGTERM),
+            ExitKind::Code(0),
+            ExitKind::Code(1),
+        ] {
+            let v = sets(None, "124").classify(&timed(exit));
+            assert_eq!(v, Verdict::Final(Rule::from("timeout (--stop-exit)")), "{exit:?}");
+            let v = sets(Some("1"), "").classify(&timed(exit));
+            assert_eq!(v, Verdict::Final(Rule::from("timeout (not in --retry-exit)")));
+            assert_eq!(
+                sets(Some("1,124"), "").classify(&timed(exit)),
+                Verdict::Retry(Rule::from("timeout"))
+            );
+            // Never a success, whatever --success-exit holds.
+            assert_eq!(
+                sets(None, "").classify(&timed(exit)),
+                Verdict::Retry(Rule::from("timeout"))
+            );
+        }
+        // --retry-exit 1,124 still makes other codes final, and 1 retried.
+        let c = sets(Some("1,124"), "");
+        assert!(matches!(
+            c.classify(&ended(ExitKind::Code(2), Matches::default())),
+            Verdict::Final(_)
+        ));
+        assert!(matches!(
+            c.classify(&ended(ExitKind::Code(1), Matches::default())),
             Verdict::Retry(_)
         ));
     }

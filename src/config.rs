@@ -354,7 +354,47 @@ fn merge(layers: &[Assignment]) -> Result<(Settings, BTreeMap<&'static str, Sour
         }
         sources.insert(a.key, a.source.clone());
     }
+    check_delay_list(layers, &settings)?;
     Ok((settings, sources))
+}
+
+/// A delay list (`-d 1s,5s,30s`) gives every delay itself, so a growth
+/// strategy chosen on top of it (command line or file) would disagree about
+/// each one: an error naming both. The default `exponential`, which nobody
+/// chose, gives way to the list without a word, and so does `fixed`.
+fn check_delay_list(layers: &[Assignment], settings: &Settings) -> Result<(), Error> {
+    let b = &settings.backoff;
+    if b.list.is_empty() || b.strategy == crate::backoff::Strategy::Fixed {
+        return Ok(());
+    }
+    let last = |key: &str| {
+        layers
+            .iter()
+            .rev()
+            .find(|a| a.key == key)
+            .and_then(|a| a.values.last())
+    };
+    let Some((Some(backoff), backoff_at)) = last("backoff") else {
+        return Ok(());
+    };
+    let (delay, delay_at) = match last("delay") {
+        Some((Some(v), at)) => (v.as_str(), at),
+        _ => return Ok(()),
+    };
+    let name = |key: &str, value: &str, at: &Where| match at {
+        Where::File(prefix) => format!("{key} '{value}' ({prefix})"),
+        Where::Env(var) => format!("{key} '{value}' (environment {var})"),
+        Where::CommandLine => format!("--{key} '{value}'"),
+    };
+    let msg = format!(
+        "{} cannot be used with {}: a delay list gives every delay itself; use --backoff fixed or leave --backoff out",
+        name("delay", delay, delay_at),
+        name("backoff", backoff, backoff_at),
+    );
+    Err(match (delay_at, backoff_at) {
+        (Where::CommandLine, _) | (_, Where::CommandLine) => Error::Usage(msg),
+        _ => Error::Config(msg),
+    })
 }
 
 /// The error for a value `Settings::apply` refused, naming where it was set.
@@ -717,6 +757,22 @@ fn convert(opt: &Opt, value: &Spanned<DeValue<'_>>) -> Result<Vec<(String, Range
         (Kind::Number, _) => return Err(wrong(span, "a number", v)),
         (Kind::Text | Kind::List, DeValue::String(_) | DeValue::Integer(_) | DeValue::Float(_)) => {
             vec![text(value)?]
+        }
+        // `delay = ["1s", "5s", 30]`: the list `-d 1s,5s,30` gives.
+        (Kind::Text, DeValue::Array(items)) if opt.long == "delay" => {
+            let mut delays = Vec::new();
+            for item in items.iter() {
+                match item.get_ref() {
+                    DeValue::String(d) if d.contains(',') => {
+                        return Err((item.span(), "one duration per element of this array".into()))
+                    }
+                    DeValue::String(_) | DeValue::Integer(_) | DeValue::Float(_) => {
+                        delays.push(text(item)?.0)
+                    }
+                    other => return Err(wrong(item.span(), "a duration in this array", other)),
+                }
+            }
+            vec![(delays.join(","), span)]
         }
         (Kind::Text, DeValue::Array(items)) => {
             let mut codes = Vec::new();
@@ -1122,6 +1178,86 @@ mod tests {
         let (span, msg) = get("w").unwrap_err();
         assert_eq!(doc.line(span), 7);
         assert!(msg.contains("found an array"), "{msg}");
+    }
+
+    #[test]
+    fn a_delay_list_from_a_string_or_an_array_and_never_under_a_chosen_backoff() {
+        let secs = |v: &[u64]| v.iter().map(|&s| Duration::from_secs(s)).collect::<Vec<_>>();
+        for text in [
+            "[defaults]\ndelay = \"1s,5s,30s\"\n",
+            "[defaults]\ndelay = [\"1s\", \"5s\", 30]\n",
+            "[defaults]\ndelay = [1, 5.0, \"30s\"]\nbackoff = \"fixed\"\n",
+        ] {
+            let r = build(&[file("/c.toml", text)], &[], None, &no_env, &[]).unwrap();
+            assert_eq!(r.settings.backoff.list, secs(&[1, 5, 30]), "{text}");
+        }
+        // A single element is a plain delay; a comma inside one is refused.
+        let r = build(
+            &[file("/c.toml", "[defaults]\ndelay = [\"2s\"]\n")],
+            &[],
+            None,
+            &no_env,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            (r.settings.backoff.base, r.settings.backoff.list.len()),
+            (Duration::from_secs(2), 0)
+        );
+        let e = file_err("[defaults]\ndelay = [\"1s,2s\"]\n");
+        assert!(
+            e.contains("/c.toml:2") && e.contains("one duration per element"),
+            "{e}"
+        );
+        let e = file_err("[defaults]\ndelay = [\"1s\", true]\n");
+        assert!(e.contains("a duration in this array"), "{e}");
+        let e = file_err("[defaults]\ndelay = \"1s,,2s\"\n");
+        assert!(e.contains("/c.toml:2") && e.contains("'1s,,2s'"), "{e}");
+
+        // A backoff someone chose, from either place, is an error naming both.
+        let list_file = file("/c.toml", "[defaults]\ndelay = [\"1s\", \"5s\"]\n");
+        let chosen = file("/b.toml", "[defaults]\nbackoff = \"linear\"\n");
+        let cases: [(&[ConfigFile], Vec<_>); 3] = [
+            (&[], cli(&[("delay", Some("1s,5s")), ("backoff", Some("jitter"))])),
+            (
+                std::slice::from_ref(&list_file),
+                cli(&[("backoff", Some("exponential"))]),
+            ),
+            (std::slice::from_ref(&chosen), cli(&[("delay", Some("1s,5s"))])),
+        ];
+        for (files, args) in &cases {
+            let e = build(files, &[], None, &no_env, args).unwrap_err();
+            let msg = e.to_string();
+            assert!(matches!(e, Error::Usage(_)), "{msg}");
+            assert!(
+                msg.contains("delay '1s,5s'") && msg.contains("backoff '"),
+                "{msg}"
+            );
+        }
+        let both = [list_file, chosen];
+        let e = build(&both, &[], None, &no_env, &[]).unwrap_err();
+        assert!(
+            matches!(&e, Error::Config(m) if m.contains("/b.toml:2") && m.contains("/c.toml:2")),
+            "{e}"
+        );
+        // The default exponential, and fixed, give way to the list.
+        for args in [
+            cli(&[("delay", Some("1s,5s"))]),
+            cli(&[("backoff", Some("fixed")), ("delay", Some("1s,5s"))]),
+        ] {
+            let r = build(&[], &[], None, &no_env, &args).unwrap();
+            assert_eq!(r.settings.backoff.list, secs(&[1, 5]));
+        }
+        // A single delay on the command line replaces a list from a file.
+        let r = build(
+            &both[..1],
+            &[],
+            None,
+            &no_env,
+            &cli(&[("delay", Some("3s")), ("backoff", Some("linear"))]),
+        )
+        .unwrap();
+        assert!(r.settings.backoff.list.is_empty());
     }
 
     #[test]

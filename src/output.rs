@@ -11,8 +11,10 @@
 //! - patterns see the output one line at a time, a line cut at
 //!   [`MATCH_LINE_MAX`] for matching only, so memory stays flat whatever the
 //!   output (a 2 GB line without a newline included);
-//! - `--output final|failure` holds the attempt's output in memory up to
-//!   [`HOLD_MEM_MAX`] per stream, then in an unlinked temporary file.
+//! - `--output failure` holds the attempt's stdout and stderr, `--output
+//!   final` its stdout only (its stderr stays live, so no attempt's error
+//!   message is lost), in memory up to [`HOLD_MEM_MAX`] per stream, then in
+//!   an unlinked temporary file.
 //!
 //! When patience's stdout or stderr is a closed pipe (`patience … | head -1`)
 //! the reader stops forwarding that stream and closes its end of the pipe,
@@ -77,7 +79,6 @@ impl Plan {
             patterns.is_some() && c.match_stream.reads_stdout(),
             patterns.is_some() && c.match_stream.reads_stderr(),
         ];
-        let hold = s.output != OutputMode::Live;
         let replay = match s.stdin {
             StdinMode::Replay => {
                 let mut file = sys::temp_file(&temp_dir())?;
@@ -91,7 +92,7 @@ impl Plan {
             stdin: s.stdin,
             replay,
             patterns,
-            capture: [hold || matched[0], hold || matched[1]],
+            capture: [holds(s.output, 0) || matched[0], holds(s.output, 1) || matched[1]],
             matched,
         })
     }
@@ -147,12 +148,12 @@ impl Plan {
                 src: File::from(read),
                 stop: stop_read.clone(),
                 dest,
-                forward: self.mode == OutputMode::Live,
+                forward: !holds(self.mode, i),
                 matcher: match (&self.patterns, self.matched[i]) {
                     (Some(p), true) => Some(LineMatcher::new(p.clone())),
                     _ => None,
                 },
-                spool: (self.mode != OutputMode::Live).then(Spool::default),
+                spool: holds(self.mode, i).then(Spool::default),
             };
             let tx = done_tx.clone();
             let handle = std::thread::Builder::new()
@@ -189,6 +190,18 @@ impl Plan {
         let mut dup = file.try_clone()?;
         dup.seek(SeekFrom::Start(0))?;
         Ok(dup)
+    }
+}
+
+/// Whether `--output` holds stream `i` (0 stdout, 1 stderr) to the end of
+/// the run rather than forwarding it live. `final` is for `x=$(patience
+/// --output final -- …)`: a clean stdout, while every attempt's stderr is
+/// shown as it comes (as recur's `-O` and Debian's `retry` do).
+fn holds(mode: OutputMode, i: usize) -> bool {
+    match mode {
+        OutputMode::Live => false,
+        OutputMode::Final => i == 0,
+        OutputMode::Failure => true,
     }
 }
 
@@ -281,7 +294,8 @@ impl Drop for Capture {
 pub struct Captured {
     /// Which patterns matched, over the streams they read.
     pub matches: Matches,
-    /// The attempt's output, with `--output final|failure`.
+    /// The attempt's held output, with `--output final` (stdout) or
+    /// `failure` (both).
     pub held: Option<Arc<Held>>,
     /// Forwarding met EPIPE: whoever read patience's output went away.
     pub reader_gone: bool,

@@ -400,8 +400,15 @@ pub fn dry_run(r: &Resolved) -> String {
         ("signal", signals::name(s.signal)),
         ("kill-after", fmt_dur(s.kill_after)),
         ("deadline", opt_dur(s.deadline)),
-        ("delay", fmt_dur(b.base)),
-        ("backoff", b.strategy.to_string()),
+        ("delay", crate::backoff::format_delay(b)),
+        (
+            "backoff",
+            if b.list.is_empty() {
+                b.strategy.to_string()
+            } else {
+                "none (a delay list)".into()
+            },
+        ),
         ("multiplier", b.multiplier.to_string()),
         ("max-delay", fmt_dur(b.max_delay)),
         ("jitter", b.jitter.to_string()),

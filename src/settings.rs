@@ -72,12 +72,17 @@ pub const OPTIONS: &[Opt] = &[
         Some("DUR"),
         "time limit per attempt, 0 = none [none]",
     ),
-    opt("signal", Some('s'), Some("SIG"), "signal sent at timeout [TERM]"),
+    opt(
+        "signal",
+        Some('s'),
+        Some("SIG"),
+        "signal sent at timeout: TERM, 15, RTMIN+1, 0 = none [TERM]",
+    ),
     opt(
         "kill-after",
         Some('k'),
         Some("DUR"),
-        "grace before SIGKILL after the first signal [5s]",
+        "grace before SIGKILL after the first signal, 0 = no SIGKILL [5s]",
     ),
     opt(
         "deadline",
@@ -89,7 +94,7 @@ pub const OPTIONS: &[Opt] = &[
         "delay",
         Some('d'),
         Some("DUR"),
-        "base delay between attempts [1s]",
+        "base delay between attempts, or a list 1s,5s,30s (the last repeats) [1s]",
     ),
     opt(
         "backoff",
@@ -145,13 +150,13 @@ pub const OPTIONS: &[Opt] = &[
         "retry-exit",
         None,
         Some("CODES"),
-        "only these failing exit codes are retried [all]",
+        "only these failing exit codes are retried; a timeout is 124 [all]",
     ),
     opt(
         "stop-exit",
         None,
         Some("CODES"),
-        "these exit codes are final, never retried [none]",
+        "these exit codes are final, never retried; a timeout is 124 [none]",
     ),
     many(
         "success-pattern",
@@ -189,7 +194,7 @@ pub const OPTIONS: &[Opt] = &[
         "output",
         None,
         Some("MODE"),
-        "live, final (last attempt only), failure (only if the run failed) [live]",
+        "live, final (last attempt's stdout only; stderr live), failure (only if the run failed) [live]",
     ),
     opt("hold-output", None, None, "same as --output failure (cron mode)"),
     opt(
@@ -631,7 +636,7 @@ impl Settings {
                 self.kill_after_given = true;
             }
             "deadline" => self.deadline = optional_duration(text()?)?,
-            "delay" => self.backoff.base = duration::parse(text()?)?,
+            "delay" => (self.backoff.base, self.backoff.list) = backoff::parse_delay(text()?)?,
             "backoff" => self.backoff.strategy = text()?.parse()?,
             "multiplier" => self.backoff.multiplier = backoff::parse_multiplier(text()?)?,
             "max-delay" => {

@@ -36,11 +36,11 @@ const NOT_CAUGHT: [i32; 13] = [
 /// shares the terminal's job with the command, and a shell sees the job
 /// stopped only if patience stops too.
 pub fn caught(foreground: bool) -> Vec<i32> {
-    (1..=crate::sys::sigrtmax())
+    (1..=crate::sys::realtime_signals().1)
         .filter(|s| !NOT_CAUGHT.contains(s))
         .filter(|&s| !(foreground && s == libc::SIGTSTP))
         // glibc keeps the first real-time signals for its threads.
-        .filter(|&s| !(libc::SIGSYS < s && s < crate::sys::sigrtmin()))
+        .filter(|&s| !(libc::SIGSYS < s && s < crate::sys::realtime_signals().0))
         .collect()
 }
 
@@ -102,30 +102,79 @@ const NAMES: [(&str, i32); 31] = [
     ("SYS", libc::SIGSYS),
 ];
 
-/// Parses `TERM`, `SIGTERM`, `term` or `15`.
+/// Parses a signal as GNU timeout's `-s` does: `TERM`, `SIGTERM`, `term`,
+/// `15`, `SIG15`; `0` (or `EXIT`), which signals nothing and only starts the
+/// grace before SIGKILL; and the real-time signals `RTMIN`, `RTMIN+N`,
+/// `RTMAX-N`, `RTMAX`, counted from this C library's SIGRTMIN and SIGRTMAX.
 pub fn parse(text: &str) -> Result<i32, String> {
-    let s = text.trim();
-    if let Ok(n) = s.parse::<i32>() {
-        if (1..=64).contains(&n) {
-            return Ok(n);
-        }
-        return Err(format!("invalid signal '{text}' (numbers go from 1 to 64)"));
-    }
-    let upper = s.to_ascii_uppercase();
+    let (_, rtmax) = crate::sys::realtime_signals();
+    let bad = || {
+        format!(
+            "invalid signal '{text}' (use a name such as TERM, INT, KILL, RTMIN+1, or a number from 0 to {rtmax})"
+        )
+    };
+    let upper = text.trim().to_ascii_uppercase();
     let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if !bare.is_empty() && bare.bytes().all(|b| b.is_ascii_digit()) {
+        return match bare.parse::<i32>() {
+            Ok(n) if n <= rtmax => Ok(n),
+            _ => Err(bad()),
+        };
+    }
+    if bare == "EXIT" {
+        return Ok(0);
+    }
     NAMES
         .iter()
         .find(|(name, _)| *name == bare)
         .map(|&(_, n)| n)
-        .ok_or_else(|| format!("invalid signal '{text}' (use a name such as TERM, INT, KILL, or a number)"))
+        .or_else(|| realtime(bare))
+        .ok_or_else(bad)
 }
 
-/// The name of signal `n` with its SIG prefix (`SIGKILL`), or `SIG<n>`.
-pub fn name(n: i32) -> String {
-    match NAMES.iter().find(|&&(_, v)| v == n) {
-        Some((name, _)) => format!("SIG{name}"),
-        None => format!("SIG{n}"),
+/// `RTMIN`, `RTMIN+N`, `RTMAX-N`, `RTMAX` (without SIG), when N keeps the
+/// signal inside the real-time range.
+fn realtime(bare: &str) -> Option<i32> {
+    let (min, max) = crate::sys::realtime_signals();
+    let offset = |rest: &str, sign: char| -> Option<i32> {
+        if rest.is_empty() {
+            return Some(0);
+        }
+        let digits = rest.strip_prefix(sign)?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse::<i32>().ok().filter(|&n| n <= max - min)
+    };
+    if let Some(rest) = bare.strip_prefix("RTMIN") {
+        return offset(rest, '+').map(|n| min + n);
     }
+    if let Some(rest) = bare.strip_prefix("RTMAX") {
+        return offset(rest, '-').map(|n| max - n);
+    }
+    None
+}
+
+/// The name of signal `n` with its SIG prefix (`SIGKILL`); a real-time
+/// signal as `kill -l` and GNU timeout name it, `SIGRTMIN+N` in the lower
+/// half of the range and `SIGRTMAX-N` in the upper (`SIGRTMIN+6` is 40 under
+/// glibc); anything else `SIG<n>`. Every name is a valid metrics label and
+/// `parse` reads it back.
+pub fn name(n: i32) -> String {
+    if let Some((name, _)) = NAMES.iter().find(|&&(_, v)| v == n) {
+        return format!("SIG{name}");
+    }
+    let (min, max) = crate::sys::realtime_signals();
+    if (min..=max).contains(&n) {
+        let lower_half = n <= min + (max - min) / 2;
+        return match (n - min, max - n) {
+            (0, _) => "SIGRTMIN".into(),
+            (_, 0) => "SIGRTMAX".into(),
+            (up, _) if lower_half => format!("SIGRTMIN+{up}"),
+            (_, down) => format!("SIGRTMAX-{down}"),
+        };
+    }
+    format!("SIG{n}")
 }
 
 /// Registers handlers for the `caught` signals that were not ignored when
@@ -162,12 +211,78 @@ mod tests {
         assert_eq!(parse("SIGTERM").unwrap(), 15);
         assert_eq!(parse("sigkill").unwrap(), 9);
         assert_eq!(parse("15").unwrap(), 15);
+        assert_eq!(parse("SIG15").unwrap(), 15);
         assert_eq!(parse("HUP").unwrap(), 1);
-        for bad in ["NOPE", "", "0", "65", "-1", "SIG", "15.0"] {
+        // Signal 0, as GNU timeout takes it: nothing sent, SIGKILL later.
+        assert_eq!(parse("0").unwrap(), 0);
+        assert_eq!(parse("SIG0").unwrap(), 0);
+        assert_eq!(parse("EXIT").unwrap(), 0);
+        for bad in [
+            "NOPE",
+            "",
+            "65",
+            "-1",
+            "SIG",
+            "15.0",
+            "+15",
+            "SIGSIGTERM",
+            "99999999999",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
         assert_eq!(name(9), "SIGKILL");
-        assert_eq!(name(40), "SIG40");
+        assert_eq!(name(0), "SIG0");
+    }
+
+    #[test]
+    fn real_time_signals_as_gnu_and_kill_l_name_them() {
+        let (min, max) = crate::sys::realtime_signals();
+        assert!(min > 31 && max >= min + 8, "{min}..{max}");
+        assert_eq!(parse("RTMIN").unwrap(), min);
+        assert_eq!(parse("SIGRTMIN").unwrap(), min);
+        assert_eq!(parse("rtmin+2").unwrap(), min + 2);
+        assert_eq!(parse("SIGRTMIN+0").unwrap(), min);
+        assert_eq!(parse("RTMAX").unwrap(), max);
+        assert_eq!(parse("SIGRTMAX-1").unwrap(), max - 1);
+        assert_eq!(parse(&format!("RTMIN+{}", max - min)).unwrap(), max);
+        assert_eq!(parse(&format!("RTMAX-{}", max - min)).unwrap(), min);
+        assert_eq!(parse(&max.to_string()).unwrap(), max);
+        for bad in [
+            format!("RTMIN+{}", max - min + 1),
+            format!("RTMAX-{}", max - min + 1),
+            format!("{}", max + 1),
+            "RTMIN-1".into(),
+            "RTMAX+1".into(),
+            "RTMIN+".into(),
+            "RTMIN1".into(),
+            "RTMIN+ 1".into(),
+            "RTMIDDLE".into(),
+        ] {
+            assert!(parse(&bad).is_err(), "{bad}");
+        }
+        assert_eq!(name(min), "SIGRTMIN");
+        assert_eq!(name(min + 1), "SIGRTMIN+1");
+        assert_eq!(name(max), "SIGRTMAX");
+        assert_eq!(name(max - 1), "SIGRTMAX-1");
+        // Every number has a name that reads back to it, and no label
+        // needs quoting beyond what Prometheus does anyway.
+        for n in 0..=max {
+            let shown = name(n);
+            assert_eq!(parse(&shown), Ok(n), "{shown}");
+            assert!(
+                shown
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-'),
+                "{shown}"
+            );
+        }
+        if (min, max) == (34, 64) {
+            // glibc, as `kill -l` prints it.
+            assert_eq!(name(40), "SIGRTMIN+6");
+            assert_eq!(name(49), "SIGRTMIN+15");
+            assert_eq!(name(50), "SIGRTMAX-14");
+            assert_eq!(name(32), "SIG32");
+        }
     }
 
     #[test]
@@ -184,7 +299,10 @@ mod tests {
         ] {
             assert!(all.contains(&sig), "{sig}");
         }
-        assert!(all.contains(&crate::sys::sigrtmin()) && all.contains(&crate::sys::sigrtmax()));
+        assert!(
+            all.contains(&crate::sys::realtime_signals().0)
+                && all.contains(&crate::sys::realtime_signals().1)
+        );
         for sig in NOT_CAUGHT {
             assert!(!all.contains(&sig), "{sig}");
         }

@@ -687,17 +687,6 @@ pub fn kill_everyone_else(sig: i32) -> bool {
 
 // ---- signals and the terminal ----
 
-/// The lowest real-time signal applications may use (glibc keeps two for
-/// its threads, so 34 on Linux).
-pub fn sigrtmin() -> i32 {
-    libc::SIGRTMIN()
-}
-
-/// The highest real-time signal (64 on Linux).
-pub fn sigrtmax() -> i32 {
-    libc::SIGRTMAX()
-}
-
 /// The descriptor among stdin, stdout and stderr that is a terminal whose
 /// foreground process group is patience's own, if any: then patience is a
 /// foreground job (`docker run -it`, an interactive shell) and may hand the
@@ -794,4 +783,13 @@ fn state_and_group(pid: i32) -> Option<(u8, i32)> {
     let state = *fields.next()?.as_bytes().first()?;
     let pgrp = fields.nth(1)?.parse().ok()?;
     Some((state, pgrp))
+}
+
+// ---- signal names ----
+
+/// The real-time signals as this C library numbers them: (SIGRTMIN,
+/// SIGRTMAX). They are functions, not constants, because glibc keeps the
+/// first few for its threads (34 under glibc, 35 under musl).
+pub fn realtime_signals() -> (i32, i32) {
+    (libc::SIGRTMIN(), libc::SIGRTMAX())
 }

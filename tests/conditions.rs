@@ -241,6 +241,52 @@ fn exit_code_sets() {
 }
 
 #[test]
+fn a_timeout_is_124_in_the_exit_code_sets() {
+    let dir = TempDir::new("cond-timeout-124");
+    let sleeper = ["--", "sleep", "10"];
+    let with = |extra: &[&'static str]| {
+        let mut args = vec!["-a", "3", "-t", "200ms", "-k", "1s"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&sleeper);
+        args
+    };
+    // --stop-exit 124: the first timeout ends the run.
+    let started = Instant::now();
+    let (out, json) = report(&dir, &with(&["--stop-exit", "124"]));
+    assert_eq!(code(&out), 124, "{}", stderr(&out));
+    assert_eq!(attempts(&json), 1);
+    assert_eq!(rules(&json), ["timeout (--stop-exit)"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // --retry-exit without 124: a timeout is final.
+    let (out, json) = report(&dir, &with(&["--retry-exit", "1"]));
+    assert_eq!((code(&out), attempts(&json)), (124, 1), "{}", stderr(&out));
+    assert_eq!(rules(&json), ["timeout (not in --retry-exit)"]);
+    // --retry-exit 1,124: timeouts are retried, and code 1 too, but not 2.
+    let (out, json) = report(&dir, &with(&["--retry-exit", "1,124"]));
+    assert_eq!((code(&out), attempts(&json)), (124, 3), "{}", stderr(&out));
+    let (out, json) = report(
+        &dir,
+        &[
+            "-a",
+            "3",
+            "-t",
+            "5s",
+            "--retry-exit",
+            "1,124",
+            "--",
+            "sh",
+            "-c",
+            "exit $PATIENCE_ATTEMPT",
+        ],
+    );
+    assert_eq!((code(&out), attempts(&json)), (2, 2), "{}", stderr(&out));
+}
+
+#[test]
 fn a_failed_run_never_exits_zero() {
     // Exit code 0 outside --success-exit is a failure; the run's status is
     // then 1, as when a pattern fails it, never a 0 a script reads as success.

@@ -389,7 +389,7 @@ fn hold_output_shows_the_last_attempt_complete_on_failure() {
 }
 
 #[test]
-fn output_final_shows_only_the_last_attempt() {
+fn output_final_holds_stdout_only_and_every_stderr_stays_live() {
     let dir = TempDir::new("out-final");
     let out = run(
         &dir,
@@ -408,11 +408,15 @@ fn output_final_shows_only_the_last_attempt() {
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(stdout(&out), "out 3\n");
+    // Every attempt's stderr, once each, as it came: attempt 1's error
+    // before patience's line about attempt 1, not replayed at the end.
     let err = stderr(&out);
-    assert!(
-        err.contains("err 3\n") && !err.contains("err 1") && !err.contains("err 2"),
-        "{err}"
-    );
+    for n in 1..=3 {
+        assert_eq!(err.matches(&format!("err {n}\n")).count(), 1, "{err}");
+    }
+    let first_error = err.find("err 1").unwrap();
+    let first_verdict = err.find("attempt 1/5 failed").expect("a retry line");
+    assert!(first_error < first_verdict, "{err}");
 
     // Whatever its result.
     let out = run(
@@ -432,6 +436,19 @@ fn output_final_shows_only_the_last_attempt() {
     );
     assert_eq!(code(&out), 4);
     assert_eq!(stdout(&out), "2\n");
+
+    // --output failure (chronic) still holds both streams.
+    let script = r#"echo "out $PATIENCE_ATTEMPT"; echo "err $PATIENCE_ATTEMPT" >&2; exit 4"#;
+    let out = run(
+        &dir,
+        &[
+            "--output", "failure", "-a", "2", "-d", "0", "--", "sh", "-c", script,
+        ],
+    );
+    assert_eq!(code(&out), 4);
+    assert_eq!(stdout(&out), "out 2\n");
+    let err = stderr(&out);
+    assert!(err.contains("err 2\n") && !err.contains("err 1"), "{err}");
 }
 
 fn with_stdin(dir: &TempDir, args: &[&str], input: &[u8]) -> std::process::Output {
