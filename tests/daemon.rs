@@ -74,6 +74,12 @@ impl Daemon {
         self.log.lock().unwrap().clone()
     }
 
+    /// Whether patienced logs `needle` within LONG. A line printed while the
+    /// test runs reaches `log` through the reader thread, some time later.
+    fn logs(&self, needle: &str) -> bool {
+        eventually(LONG, || self.log().contains(needle))
+    }
+
     fn scrape(&self) -> String {
         let (status, head, body) = http(
             &self.addr,
@@ -599,7 +605,7 @@ fn max_series_bounds_memory_and_counts_what_it_drops() {
         "the exposition stays bounded: {} bytes",
         text.len()
     );
-    assert!(d.log().contains("--max-series 500 reached"), "{}", d.log());
+    assert!(d.logs("--max-series 500 reached"), "{}", d.log());
     // Known series keep counting once full.
     d.send(&datagrams[..1]);
     d.expect(r#"patience_runs_total{command="job-0",status="succeeded"}"#, 2.0);
@@ -740,7 +746,7 @@ fn http_recovers_after_running_out_of_descriptors() {
             last.contains(r#"patience_runs_total{command="keep",status="succeeded"} 1"#)
         });
         assert!(back, "limit {limit}: HTTP did not come back: {}\n{last}", d.log());
-        assert!(d.log().contains("accepting connections again"), "{}", d.log());
+        assert!(d.logs("accepting connections again"), "{}", d.log());
         assert!(
             d.guard.child().try_wait().unwrap().is_none(),
             "patienced died: {}",
