@@ -343,11 +343,7 @@ fn transient_retries_connection_refused_but_not_a_404() {
 #[test]
 fn transient_with_a_real_refused_connection() {
     // curl against a closed loopback port, when curl is there.
-    if std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    if !have_tool("curl", "--version", "curl") {
         return;
     }
     let dir = TempDir::new("cond-curl");

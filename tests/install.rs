@@ -31,9 +31,7 @@ fn files_under(root: &Path) -> Vec<String> {
 
 #[test]
 fn install_and_uninstall_into_destdir() {
-    if Command::new("make").arg("--version").output().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "make is required under CI");
-        eprintln!("skipped: make is not installed");
+    if !have_tool("make", "--version", "make") {
         return;
     }
     let dir = TempDir::new("install");
@@ -107,9 +105,7 @@ fn install_and_uninstall_into_destdir() {
 
 #[test]
 fn install_directories_can_be_moved_one_by_one() {
-    if Command::new("make").arg("--version").output().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "make is required under CI");
-        eprintln!("skipped: make is not installed");
+    if !have_tool("make", "--version", "make") {
         return;
     }
     let dir = TempDir::new("install-dirs");
@@ -206,11 +202,7 @@ fn completions_pass_their_shells_syntax_check() {
         ("fish", "patience.fish"),
     ] {
         if !have(shell) {
-            assert!(
-                shell != "bash" || std::env::var_os("CI").is_none(),
-                "bash is required under CI"
-            );
-            eprintln!("note: {shell} is not installed; {file} not checked");
+            skip(&format!("needs {shell} to check {file}"));
             continue;
         }
         let path = format!("{}/completions/{file}", env!("CARGO_MANIFEST_DIR"));
@@ -246,8 +238,7 @@ fn bash_complete(words: &[&str]) -> Vec<String> {
 #[test]
 fn bash_completes_options_values_and_the_command() {
     if !have("bash") {
-        assert!(std::env::var_os("CI").is_none(), "bash is required under CI");
-        eprintln!("note: bash is not installed; completion not checked");
+        skip("needs bash");
         return;
     }
     assert_eq!(bash_complete(&["patience", "--back"]), ["--backoff"]);
@@ -296,7 +287,7 @@ fn fish_complete(line: &str) -> Vec<String> {
 #[test]
 fn fish_completes_options_values_and_the_command() {
     if !have("fish") {
-        eprintln!("note: fish is not installed; completion not checked");
+        skip("needs fish");
         return;
     }
     assert_eq!(fish_complete("patience --back"), ["--backoff"]);
@@ -307,4 +298,130 @@ fn fish_completes_options_values_and_the_command() {
     assert!(commands.iter().any(|c| c == "true"), "{commands:?}");
     let args = fish_complete("patience -a 2 sh --back");
     assert!(!args.iter().any(|a| a == "--backoff"), "{args:?}");
+}
+
+/// `make ARGS` in the source tree with no make or target-dir settings
+/// inherited from an outer `make test`, its output captured.
+fn make_here(args: &[&str], env: &[(&str, &Path)]) -> std::process::Output {
+    let mut c = Command::new("make");
+    c.arg("-C")
+        .arg(env!("CARGO_MANIFEST_DIR"))
+        .args(args)
+        .env_remove("MAKEFLAGS")
+        .env_remove("MFLAGS")
+        .env_remove("BUILD_DIR")
+        .env_remove("CARGO_TARGET_DIR");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    output(c)
+}
+
+/// A fake build: `release/NAME` scripts that say where they came from.
+fn fake_build(target: &Path, names: &[&str]) {
+    std::fs::create_dir_all(target.join("release")).unwrap();
+    for name in names {
+        let path = target.join("release").join(name);
+        std::fs::write(&path, format!("#!/bin/sh\necho {name} from the fake build\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+#[test]
+fn install_takes_the_binaries_from_cargo_target_dir() {
+    if !have_tool("make", "--version", "make") {
+        return;
+    }
+    // A package build that sets CARGO_TARGET_DIR (as `make static` honours
+    // it) installs what it built there, not a stale target/release.
+    let dir = TempDir::new("install-ctd");
+    let target = dir.join("elsewhere");
+    fake_build(&target, &["patience", "patienced"]);
+    let dest = dir.join("dest");
+    let destdir = format!("DESTDIR={}", dest.display());
+    let out = make_here(
+        &["install", &destdir, "PREFIX=/usr"],
+        &[("CARGO_TARGET_DIR", &target)],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for name in ["patience", "patienced"] {
+        assert_eq!(
+            std::fs::read(dest.join("usr/bin").join(name)).unwrap(),
+            std::fs::read(target.join("release").join(name)).unwrap(),
+            "{name} did not come from CARGO_TARGET_DIR"
+        );
+    }
+}
+
+#[test]
+fn install_fails_and_copies_nothing_when_a_binary_is_missing() {
+    if !have_tool("make", "--version", "make") {
+        return;
+    }
+    let dir = TempDir::new("install-missing");
+    let target = dir.join("target");
+    fake_build(&target, &["patienced"]);
+    let dest = dir.join("dest");
+    let destdir = format!("DESTDIR={}", dest.display());
+    let build_dir = format!("BUILD_DIR={}", target.join("release").display());
+    let out = make_here(&["install", &destdir, "PREFIX=/usr", &build_dir], &[]);
+    assert_ne!(code(&out), 0, "make install succeeded without patience");
+    let err = stderr(&out);
+    assert!(err.contains("release/patience is missing"), "{err}");
+    let installed = if dest.exists() {
+        files_under(&dest)
+    } else {
+        Vec::new()
+    };
+    assert_eq!(installed, Vec::<String>::new(), "a partial install");
+}
+
+#[test]
+fn release_builds_embed_no_builder_paths() {
+    if !have_tool("make", "--version", "make") {
+        return;
+    }
+    let source = env!("CARGO_MANIFEST_DIR");
+    // Both release builds remap the cargo home (from CARGO_HOME) and the
+    // source directory, so panic locations name neither.
+    let home = Path::new("/nonexistent/cargo-home");
+    let out = make_here(&["-n", "build", "static"], &[("CARGO_HOME", home)]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let plan = stdout(&out);
+    let builds: Vec<&str> = plan.lines().filter(|l| l.contains("cargo build")).collect();
+    assert_eq!(builds.len(), 2, "{plan}");
+    for line in builds {
+        for from in [home.to_str().unwrap(), source] {
+            assert!(
+                line.contains(&format!("--remap-path-prefix={from}=")),
+                "{from} is not remapped: {line}"
+            );
+        }
+    }
+    // And the shipped bytes of `make static` (built by .ci/run before the
+    // tests) contain neither path: the cheap stand-in for building twice
+    // with different CARGO_HOMEs and comparing.
+    let target = Path::new(patience_bin()).parent().and_then(Path::parent).unwrap();
+    let release = target
+        .join(format!("{}-unknown-linux-gnu", std::env::consts::ARCH))
+        .join("release");
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .unwrap_or_else(|| "/root/.cargo".into());
+    for name in ["patience", "patienced"] {
+        let bin = release.join(name);
+        let Ok(bytes) = std::fs::read(&bin) else {
+            return skip(&format!("no static build at {}: run make static", bin.display()));
+        };
+        for path in [cargo_home.to_str().unwrap(), source, "/.cargo/registry/"] {
+            // A build from before the remap differs in RUSTFLAGS, so
+            // `make static` rebuilds it.
+            assert!(
+                !bytes.windows(path.len()).any(|w| w == path.as_bytes()),
+                "{} names the builder path {path} (run make static again)",
+                bin.display()
+            );
+        }
+    }
 }

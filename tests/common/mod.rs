@@ -344,19 +344,62 @@ pub fn help_options(help: &str) -> Vec<String> {
     opts
 }
 
-/// True when strace is installed; under CI it must be (.ci/run installs it).
+/// True when strace is installed; otherwise the test is skipped.
 pub fn have_strace() -> bool {
-    let found = std::process::Command::new("strace")
-        .arg("-V")
+    have_tool("strace", "-V", "strace (Debian package strace)")
+}
+
+/// Whether `program ARG` can be run here (its exit status aside); if not,
+/// the calling test is skipped with "needs WHAT".
+pub fn have_tool(program: &str, arg: &str, what: &str) -> bool {
+    let found = Command::new(program)
+        .arg(arg)
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .status()
         .is_ok();
     if !found {
-        assert!(
-            std::env::var("CI").is_err(),
-            "strace is required under CI (.ci/run installs it)"
-        );
-        eprintln!("strace not installed: skipped");
+        skip(&format!("needs {what}"));
     }
     found
+}
+
+/// Says that the calling test cannot run here and why; the caller then
+/// returns. Under `CI=true`, where .ci/run provides every tool, it fails.
+pub fn skip(why: &str) {
+    // libtest runs each test on a thread named after it.
+    let thread = std::thread::current();
+    skip_test(thread.name().unwrap_or("a test"), why);
+}
+
+/// `skip` for a test named explicitly.
+pub fn skip_test(test: &str, why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test} cannot run under CI=true: {why}");
+    }
+    let line = format!("skipped: {test}: {why}\n");
+    // eprintln! is captured by libtest and shown only for a failing test;
+    // a write to the stderr handle itself is not, so the line always shows.
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    // One line per skip (a single O_APPEND write, so test binaries running
+    // side by side do not interleave); `make test` empties it first and
+    // prints the count at the end.
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(skips_file())
+    {
+        let _ = std::io::Write::write_all(&mut f, line.as_bytes());
+    }
+}
+
+/// Where skips are counted: `test-skips` in the target directory
+/// (CARGO_TARGET_DIR or target/), the parent of the binaries' profile dir.
+pub fn skips_file() -> PathBuf {
+    let bin = Path::new(patience_bin());
+    bin.parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."))
+        .join("test-skips")
 }
