@@ -215,7 +215,8 @@ pub fn help() -> String {
          \nExit status: 0 success; the last attempt's code when the run failed; 1 failed on\n\
          an output pattern although it exited 0; 124 timed out; 125 patience's own\n\
          error; 126 not executable; 127 not found; 128+N killed by signal N; 75\n\
-         refused before running (--refused-exit).\n\
+         refused before running (--refused-exit). After a SIGTERM, SIGINT or SIGQUIT\n\
+         passed on to a running attempt: that attempt's own status.\n\
          \nSee patience(1) for the full manual.\n",
     );
     out

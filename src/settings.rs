@@ -82,7 +82,7 @@ pub const OPTIONS: &[Opt] = &[
         "kill-after",
         Some('k'),
         Some("DUR"),
-        "grace before SIGKILL after the first signal, 0 = no SIGKILL [5s]",
+        "grace before SIGKILL (timeouts, leftovers; a passed-on TERM only if given), 0 = none [5s]",
     ),
     opt(
         "deadline",
