@@ -138,14 +138,16 @@ fn slot_wait_admits_the_run_when_the_holder_ends() {
 #[test]
 fn slot_wait_takes_a_freed_slot_at_once() {
     // Seven hand-overs on seven keys, at different moments: a waiter that
-    // polled (every 250 ms once it has waited a second) would be tens of
-    // milliseconds late in most; one woken by the holder's lock is late by
-    // the few milliseconds of giving the slot back and starting `date`.
+    // polled (its pause grows to 1 s: 855 ms and more after 2.5 s of
+    // waiting) would be hundreds of milliseconds late in most; one woken by
+    // the holder's lock is late by the few milliseconds of giving the slot
+    // back and starting `date`. The median is held to a bound that a loaded
+    // machine keeps; `make bench` measures the real figure.
     let dir = TempDir::new("handover");
     let now_ns = "date +%s%N";
     let holders: Vec<Guard> = (0..7)
         .map(|i| {
-            let hold = format!("sleep {}; {now_ns}", 1.2 + f64::from(i) * 0.15);
+            let hold = format!("sleep {}; {now_ns}", 2.5 + f64::from(i) * 0.15);
             spawn(
                 &dir,
                 &[
@@ -197,8 +199,9 @@ fn slot_wait_takes_a_freed_slot_at_once() {
         .map(|(h, w)| (ns(w) - ns(h)) / 1_000_000)
         .collect();
     assert!(late.iter().all(|&ms| ms >= 0), "{late:?} ms");
-    let prompt = late.iter().filter(|&&ms| ms < 50).count();
-    assert!(prompt >= 5, "hand-overs late by {late:?} ms");
+    let mut sorted = late.clone();
+    sorted.sort_unstable();
+    assert!(sorted[3] < 150, "hand-overs late by {late:?} ms");
     for i in 0..7 {
         let left = std::fs::read_dir(state_dir(&dir))
             .unwrap()
