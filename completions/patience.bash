@@ -4,7 +4,7 @@
 # `patience --help` by tests/install.rs.
 
 _patience_options='-a --attempts --forever -t --timeout -s --signal -k --kill-after
- --deadline -d --delay -b --backoff --multiplier --max-delay --jitter --reset-after
+ --deadline --stagger -d --delay -b --backoff --multiplier --max-delay --jitter --reset-after
  --restart --foreground --init --name --success-exit --retry-exit --stop-exit
  --success-pattern --failure-pattern --abort-pattern --retry-pattern --transient
  --match-stream --output --hold-output --stdin -q --quiet -v --verbose --color
@@ -18,7 +18,7 @@ _patience_valued()
 {
     case $1 in
         -a | --attempts | -t | --timeout | -s | --signal | -k | --kill-after | --deadline | \
-            -d | --delay | -b | --backoff | --multiplier | --max-delay | --jitter | \
+            --stagger | -d | --delay | -b | --backoff | --multiplier | --max-delay | --jitter | \
             --reset-after | --restart | --name | --success-exit | --retry-exit | --stop-exit | \
             --success-pattern | --failure-pattern | --abort-pattern | --retry-pattern | \
             --match-stream | --output | --stdin | --color | --summary-json | --key | --breaker | \

@@ -2,7 +2,7 @@
 # command and its own completion. Kept in step with `patience --help` by
 # tests/install.rs.
 
-set -g __patience_valued -a --attempts -t --timeout -s --signal -k --kill-after --deadline \
+set -g __patience_valued -a --attempts -t --timeout -s --signal -k --kill-after --deadline --stagger \
     -d --delay -b --backoff --multiplier --max-delay --jitter --reset-after --restart --name \
     --success-exit --retry-exit --stop-exit --success-pattern --failure-pattern --abort-pattern \
     --retry-pattern --match-stream --output --stdin --color --summary-json --key --breaker \
@@ -48,6 +48,7 @@ complete -c patience -n __patience_options -x -s t -l timeout -d 'time limit per
 complete -c patience -n __patience_options -x -s s -l signal -a 'TERM INT HUP QUIT KILL USR1 USR2 ALRM 0 RTMIN RTMIN+1 RTMAX-1 RTMAX' -d 'signal sent at timeout, 0 = none'
 complete -c patience -n __patience_options -x -s k -l kill-after -d 'grace before SIGKILL after the first signal, 0 = no SIGKILL'
 complete -c patience -n __patience_options -x -l deadline -d 'limit for the whole run, delays included'
+complete -c patience -n __patience_options -x -l stagger -d 'wait a random time in [0, DUR) before the first attempt, 0 = none'
 complete -c patience -n __patience_options -x -s d -l delay -d 'base delay between attempts, or a list 1s,5s,30s'
 complete -c patience -n __patience_options -x -s b -l backoff -a 'fixed linear exponential fibonacci jitter decorrelated-jitter' -d 'how the delay grows'
 complete -c patience -n __patience_options -x -l multiplier -d 'exponential growth factor'

@@ -271,6 +271,19 @@ impl Rng {
     }
 }
 
+/// The `--stagger` wait: uniform in [0, `below`), never `below` itself, and
+/// zero when `below` is. Drawn in whole nanoseconds, so float rounding can
+/// never reach the bound (a first attempt at the deadline would not run).
+pub fn stagger(below: Duration, rng: &mut Rng) -> Duration {
+    let span = u64::try_from(below.as_nanos()).unwrap_or(u64::MAX);
+    if span == 0 {
+        return Duration::ZERO;
+    }
+    // `as` saturates: a product rounded up past u64 stays in range.
+    let ns = (span as f64 * rng.next_f64()) as u64;
+    Duration::from_nanos(ns.min(span - 1))
+}
+
 /// The running schedule of one patience run: remembers the previous delay
 /// (decorrelated jitter needs it) and where the sequence restarted.
 #[derive(Clone, Debug)]
@@ -567,6 +580,33 @@ mod tests {
         s.next_delay();
         s.reset();
         assert_eq!(s.next_delay(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn stagger_lies_in_its_half_open_range_and_spreads() {
+        assert_eq!(stagger(Duration::ZERO, &mut Rng::new(1)), Duration::ZERO);
+        assert_eq!(stagger(Duration::from_nanos(1), &mut Rng::new(1)), Duration::ZERO);
+        for below in [
+            Duration::from_nanos(2),
+            Duration::from_millis(1),
+            Duration::from_secs(1),
+            crate::duration::MAX,
+        ] {
+            let mut rng = Rng::new(below.as_nanos() as u64);
+            let draws: Vec<_> = (0..2000).map(|_| stagger(below, &mut rng)).collect();
+            assert!(draws.iter().all(|d| *d < below), "{below:?}");
+            let (lo, hi) = (draws.iter().min().unwrap(), draws.iter().max().unwrap());
+            if below >= Duration::from_millis(1) {
+                // Uniform: both ends of the range are reached, the middle too.
+                assert!(
+                    *lo < below / 50 && *hi > below - below / 50,
+                    "{below:?}: {lo:?}..{hi:?}"
+                );
+                let mean = draws.iter().map(|d| d.as_secs_f64()).sum::<f64>() / draws.len() as f64;
+                let want = below.as_secs_f64() / 2.0;
+                assert!((mean - want).abs() < want * 0.1, "{below:?}: mean {mean}");
+            }
+        }
     }
 
     #[test]

@@ -87,6 +87,7 @@ impl Loop<'_> {
             ending: Ending::Succeeded,
             started_at: SystemTime::now(),
             duration: Duration::ZERO,
+            staggered: Duration::ZERO,
             total: 0,
             succeeded: 0,
             failed: 0,
@@ -94,7 +95,12 @@ impl Loop<'_> {
         };
         // A deadline too far to represent is no deadline.
         let deadline = s.deadline.and_then(|d| start.checked_add(d));
-        let mut schedule = Schedule::new(s.backoff.clone(), Rng::from_entropy());
+        let mut rng = Rng::from_entropy();
+        // Before admission (breaker, rate limit, slots), so the splay spreads
+        // that traffic too and no slot is held through the wait.
+        let (staggered, mut stagger_stop) = self.stagger(deadline, &mut rng);
+        outcome.staggered = staggered;
+        let mut schedule = Schedule::new(s.backoff.clone(), rng);
         let mut number: u64 = 0;
         let wake_tx = self.tx.clone();
         let waker: crate::state::handover::Waker = std::sync::Arc::new(move || {
@@ -102,6 +108,9 @@ impl Loop<'_> {
         });
         let mut gate = crate::state::Gate::new(&s.shared_state(), Some(waker))?;
         let ending = loop {
+            if let Some(sig) = stagger_stop.take() {
+                break Ending::Interrupted(sig);
+            }
             // A signal that arrived during set-up or a delay ends the run
             // before another attempt starts.
             if let Some(sig) = self.pending_signal() {
@@ -293,6 +302,23 @@ impl Loop<'_> {
     /// True when `sig` ends the run.
     fn stops(&self, sig: i32) -> bool {
         crate::signals::meaning(sig, self.settings.supervising()) == crate::signals::Meaning::Stop
+    }
+
+    /// Waits the `--stagger` before the first attempt: a random time below
+    /// it, or below what is left of the deadline when that is less, so the
+    /// first attempt always starts (a cron user's splay must not skip the
+    /// job). Returns the time waited and the stop signal that cut it short.
+    fn stagger(&mut self, deadline: Option<Instant>, rng: &mut Rng) -> (Duration, Option<i32>) {
+        let Some(stagger) = self.settings.stagger else {
+            return (Duration::ZERO, None);
+        };
+        let began = Instant::now();
+        let left = deadline.map(|d| d.saturating_duration_since(began));
+        let wait = crate::backoff::stagger(left.map_or(stagger, |l| l.min(stagger)), rng);
+        self.reporter
+            .staggering(wait, stagger, left.filter(|l| *l < stagger));
+        let stop = self.sleep(wait);
+        (began.elapsed(), stop)
     }
 
     /// Waits `delay`, or less if a stop signal arrives: returns that signal.

@@ -62,6 +62,8 @@ pub struct Outcome {
     pub ending: Ending,
     pub started_at: SystemTime,
     pub duration: Duration,
+    /// The time waited before the first attempt (`--stagger`).
+    pub staggered: Duration,
     /// Attempts made, succeeded and failed, over the whole run.
     pub total: u64,
     pub succeeded: u64,

@@ -149,6 +149,21 @@ impl Reporter {
         }
     }
 
+    /// The first attempt waits `wait` of `--stagger stagger` (shown with
+    /// `--verbose`); `cut` is the shorter time the deadline left to draw in.
+    pub fn staggering(&mut self, wait: Duration, stagger: Duration, cut: Option<Duration>) {
+        if self.verbosity == Verbosity::Verbose {
+            let why = cut.map_or(String::new(), |left| {
+                format!(
+                    " (--stagger {} cut to the {} left before --deadline)",
+                    fmt_dur(stagger),
+                    fmt_dur(left)
+                )
+            });
+            say(&format!("staggering start by {}{why}", fmt_dur(wait)));
+        }
+    }
+
     /// The command could not be started at all.
     pub fn cannot_run(&mut self, command: &OsString, err: &std::io::Error) {
         if self.verbosity > Verbosity::Quiet {
@@ -316,6 +331,7 @@ pub fn json(o: &Outcome, s: &Settings) -> serde_json::Value {
         "exit_status": exit_status(o, s.refused_exit),
         "start": unix_secs(o.started_at),
         "duration_s": o.duration.as_secs_f64(),
+        "stagger_s": o.staggered.as_secs_f64(),
         "attempts_total": o.total,
         "succeeded": o.succeeded,
         "failed": o.failed,
@@ -400,6 +416,7 @@ pub fn dry_run(r: &Resolved) -> String {
         ("signal", signals::name(s.signal)),
         ("kill-after", fmt_dur(s.kill_after)),
         ("deadline", opt_dur(s.deadline)),
+        ("stagger", opt_dur(s.stagger)),
         ("delay", crate::backoff::format_delay(b)),
         (
             "backoff",
@@ -502,6 +519,18 @@ pub fn dry_run(r: &Resolved) -> String {
         (s.attempts - 1).min(10)
     };
     out.push_str("schedule:\n");
+    if let Some(st) = s.stagger {
+        let below = s.deadline.map_or(st, |d| d.min(st));
+        let cut = if below < st {
+            format!(" (--stagger {} cut to --deadline)", fmt_dur(st))
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "  before attempt 1: a random wait in [0, {}){cut}\n",
+            fmt_dur(below)
+        ));
+    }
     if shown == 0 {
         out.push_str("  a single attempt: no delay\n");
     }

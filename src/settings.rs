@@ -91,6 +91,12 @@ pub const OPTIONS: &[Opt] = &[
         "limit for the whole run, delays included [none]",
     ),
     opt(
+        "stagger",
+        None,
+        Some("DUR"),
+        "wait a random time in [0, DUR) before the first attempt (cron splay), 0 = none [none]",
+    ),
+    opt(
         "delay",
         Some('d'),
         Some("DUR"),
@@ -435,6 +441,8 @@ pub struct Settings {
     /// stop signal patience passes on escalated to SIGKILL.
     pub kill_after_given: bool,
     pub deadline: Option<Duration>,
+    /// `--stagger`: the first attempt waits a random time below this.
+    pub stagger: Option<Duration>,
     pub backoff: Backoff,
     pub reset_after: Option<Duration>,
     pub restart: Restart,
@@ -483,6 +491,7 @@ impl Default for Settings {
             kill_after: Duration::from_secs(5),
             kill_after_given: false,
             deadline: None,
+            stagger: None,
             backoff: Backoff::default(),
             reset_after: None,
             restart: Restart::OnFailure,
@@ -636,6 +645,7 @@ impl Settings {
                 self.kill_after_given = true;
             }
             "deadline" => self.deadline = optional_duration(text()?)?,
+            "stagger" => self.stagger = optional_duration(text()?)?,
             "delay" => (self.backoff.base, self.backoff.list) = backoff::parse_delay(text()?)?,
             "backoff" => self.backoff.strategy = text()?.parse()?,
             "multiplier" => self.backoff.multiplier = backoff::parse_multiplier(text()?)?,
@@ -863,6 +873,20 @@ mod tests {
             ("key", ""),
         ] {
             assert!(s.apply(opt, Some(bad)).is_err(), "--{opt} {bad}");
+        }
+    }
+
+    #[test]
+    fn stagger_is_a_duration_and_0_is_none() {
+        let mut s = Settings::default();
+        assert_eq!(s.stagger, None);
+        s.apply("stagger", Some("1m30s")).unwrap();
+        assert_eq!(s.stagger, Some(Duration::from_secs(90)));
+        s.apply("stagger", Some("0")).unwrap();
+        assert_eq!(s.stagger, None);
+        for bad in ["-1s", "x", "", "1y"] {
+            let e = s.apply("stagger", Some(bad)).unwrap_err();
+            assert!(e.contains(&format!("'{bad}'")) || bad.is_empty(), "{e}");
         }
     }
 
