@@ -573,6 +573,12 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     if pid <= 0 {
         return None;
     }
+    stat_fields(pid, |mut fields| fields.nth(19)?.parse().ok())
+}
+
+/// Calls `read` with the fields of /proc/PID/stat that follow the command
+/// name (field 3, the state, first).
+fn stat_fields<T>(pid: i32, read: impl FnOnce(std::str::SplitWhitespace<'_>) -> Option<T>) -> Option<T> {
     // One read into a buffer: /proc reports a size of 0, which would make
     // read_to_string probe with many small reads. The line is far shorter.
     let mut buf = [0u8; 1024];
@@ -584,8 +590,7 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     let stat = std::str::from_utf8(&buf[..n]).ok()?;
     // The command name (field 2) is in parentheses and may contain spaces or
     // ')' itself: the fields that follow start after the *last* ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    read(stat[stat.rfind(')')? + 1..].split_whitespace())
 }
 
 // ---- metrics and daemon ----
@@ -771,18 +776,12 @@ fn gone(state: u8) -> bool {
 
 /// The state letter and process group of `pid`, from /proc/PID/stat.
 fn state_and_group(pid: i32) -> Option<(u8, i32)> {
-    let mut buf = [0u8; 1024];
-    let n = std::io::Read::read(
-        &mut std::fs::File::open(format!("/proc/{pid}/stat")).ok()?,
-        &mut buf,
-    )
-    .ok()?;
-    let stat = std::str::from_utf8(&buf[..n]).ok()?;
-    // Fields after the command name (which may hold ')'): state, ppid, pgrp.
-    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
-    let state = *fields.next()?.as_bytes().first()?;
-    let pgrp = fields.nth(1)?.parse().ok()?;
-    Some((state, pgrp))
+    // State, ppid, pgrp.
+    stat_fields(pid, |mut fields| {
+        let state = *fields.next()?.as_bytes().first()?;
+        let pgrp = fields.nth(1)?.parse().ok()?;
+        Some((state, pgrp))
+    })
 }
 
 // ---- signal names ----
