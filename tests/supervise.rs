@@ -945,3 +945,91 @@ fn a_command_stopped_for_the_terminal_ends_at_once_and_is_not_retried() {
         );
     }
 }
+
+#[test]
+fn pid1_under_restart_always_lets_no_leftover_pile_up() {
+    // Issue 11 item 4: each attempt leaves a member of its group that
+    // ignores SIGTERM; at most the current attempt's one is alive at any
+    // moment, and none after the stop.
+    let test = "pid1_under_restart_always_lets_no_leftover_pile_up";
+    if !namespaces(test) {
+        return;
+    }
+    let dir = TempDir::new("pid1-pile");
+    let marker = unique_sleep_secs();
+    let _cleanup = Cleanup(marker.clone());
+    let script = format!("sh -c 'trap \"\" TERM; exec sleep {marker}' & sleep 0.1; exit 1");
+    let guard = Guard::new(
+        as_pid1(
+            &dir,
+            &[
+                "--restart",
+                "always",
+                "--forever",
+                "-d",
+                "0",
+                "-k",
+                "200ms",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ],
+        )
+        .spawn()
+        .expect("spawn unshare"),
+    );
+    let mut most = 0;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        most = most.max(sleeps_matching(&marker).len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid1 = children_of(guard.id())
+        .first()
+        .map(|&(pid, _)| pid)
+        .expect("patience under unshare");
+    send_signal(pid1, "TERM");
+    let out = guard.wait_output(Duration::from_secs(20));
+    assert!(most <= 1, "{most} leftovers alive at once: {}", stderr(&out));
+    assert!(stderr(&out).contains("attempt 3"), "{}", stderr(&out));
+    assert!(sleeps_matching(&marker).is_empty());
+}
+
+#[test]
+fn pid1_docker_stop_of_a_server_that_exits_cleanly_is_status_0() {
+    // Issue 11 items 6 and 9: SIGTERM from outside reaches the server,
+    // which takes 6 s (more than the 5 s default grace) to exit 0; nothing
+    // SIGKILLs it, and the container's status is the server's.
+    let test = "pid1_docker_stop_of_a_server_that_exits_cleanly_is_status_0";
+    if !namespaces(test) {
+        return;
+    }
+    let dir = TempDir::new("pid1-stop");
+    let up = dir.join("up");
+    let script = format!(
+        "trap 'sleep 6; exit 0' TERM; touch {}; while :; do sleep 0.05; done",
+        up.display()
+    );
+    let guard = Guard::new(
+        as_pid1(
+            &dir,
+            &["--restart", "always", "--forever", "--", "sh", "-c", &script],
+        )
+        .spawn()
+        .expect("spawn unshare"),
+    );
+    assert!(eventually(Duration::from_secs(10), || up.exists()));
+    let pid1 = children_of(guard.id())
+        .first()
+        .map(|&(pid, _)| pid)
+        .expect("patience under unshare");
+    let sent = Instant::now();
+    send_signal(pid1, "TERM");
+    let out = guard.wait_output(Duration::from_secs(30));
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}");
+    assert!(sent.elapsed() >= Duration::from_secs(5), "{:?}", sent.elapsed());
+    assert!(err.contains("stopped by SIGTERM"), "{err}");
+    assert!(!err.contains("SIGKILL"), "{err}");
+}
