@@ -86,11 +86,16 @@ pub enum Fate {
 }
 
 /// All that patienced knows, behind one mutex in the daemon.
+///
+/// Commands are shared (`Arc`) with the snapshots that scrapes and the
+/// state file writer render from: taking a snapshot copies pointers only,
+/// and a datagram for a command a snapshot still holds copies that one
+/// command (`Arc::make_mut`), so neither side waits on the other for long.
 #[derive(Debug)]
 pub struct Aggregate {
     pub buckets: Arc<[f64]>,
     pub max_series: usize,
-    pub commands: BTreeMap<String, Command>,
+    pub commands: BTreeMap<Arc<str>, Arc<Command>>,
     series: usize,
     pub accepted: u64,
     pub dropped: u64,
@@ -130,7 +135,7 @@ impl Aggregate {
                 return Fate::Rejected(r);
             }
         };
-        let existing = self.commands.get(event.name());
+        let existing = self.commands.get(event.name()).map(|c| &**c);
         let new = new_series(existing, &event);
         if new > 0 && self.series + new > self.max_series {
             self.dropped += 1;
@@ -138,8 +143,8 @@ impl Aggregate {
             return Fate::Dropped;
         }
         let command = match self.commands.get_mut(event.name()) {
-            Some(c) => c,
-            None => self.commands.entry(event.name().to_string()).or_default(),
+            Some(c) => Arc::make_mut(c),
+            None => Arc::make_mut(self.commands.entry(Arc::from(event.name())).or_default()),
         };
         match event {
             Event::Run(r) => {
@@ -177,14 +182,47 @@ impl Aggregate {
     /// returns false (and counts its series as dropped) when it does not.
     pub fn restore(&mut self, name: String, command: Command) -> bool {
         let n = command.series();
-        let old = self.commands.get(&name).map_or(0, Command::series);
+        let old = self.commands.get(name.as_str()).map_or(0, |c| c.series());
         if self.series - old + n > self.max_series {
             self.series_dropped += n as u64;
             return false;
         }
-        self.commands.insert(name, command);
+        self.commands.insert(Arc::from(name), Arc::new(command));
         self.series = self.series - old + n;
         true
+    }
+}
+
+/// What a scrape or the state file writer renders from: the commands as
+/// they were at one instant (shared, not copied) and the daemon's counters.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub buckets: Arc<[f64]>,
+    pub commands: Vec<(Arc<str>, Arc<Command>)>,
+    pub series: usize,
+    pub accepted: u64,
+    pub dropped: u64,
+    pub rejected: [u64; Reject::ALL.len()],
+    pub series_dropped: u64,
+}
+
+impl Aggregate {
+    /// The state now, taken in time proportional to the number of commands
+    /// (a pointer copy each).
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            buckets: self.buckets.clone(),
+            commands: self
+                .commands
+                .iter()
+                .map(|(n, c)| (n.clone(), c.clone()))
+                .collect(),
+            series: self.series,
+            accepted: self.accepted,
+            dropped: self.dropped,
+            rejected: self.rejected,
+            series_dropped: self.series_dropped,
+        }
     }
 }
 

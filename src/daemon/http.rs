@@ -5,10 +5,11 @@
 //! connection is served on a thread of its own, at most `MAX_CONNECTIONS` at
 //! once (beyond that a connection gets 503 at once and is closed). A
 //! connection must deliver its request head within `HEAD_TIMEOUT` and take
-//! its response within `SEND_TIMEOUT`, so it holds a thread and a descriptor
-//! for seconds only. The exposition is rendered into memory before anything
-//! is written, so the aggregate's lock, and with it datagram intake, is never
-//! held during network I/O. accept(2) failing for want of descriptors or
+//! its whole response within `SEND_TIMEOUT`, so it holds a thread and a
+//! descriptor for seconds only. The exposition is rendered from a snapshot
+//! while it is written, `CHUNK` bytes at a time: a scrape's memory does not
+//! grow with the body, and the aggregate's lock, and with it datagram
+//! intake, is never held during rendering or network I/O. accept(2) failing for want of descriptors or
 //! memory (EMFILE under a flood) is logged and tried again as connections
 //! close; it never stops the server.
 //!
@@ -27,7 +28,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{exposition, log, Shared};
+use super::exposition::{self, Sink};
+use super::{log, Shared};
 
 /// Connections served at once; each has its own thread.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -35,8 +37,13 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// The longest a client may take to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The longest a client may take to read its response (per write).
-const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a client may take to read its whole response: Prometheus's
+/// default scrape timeout, past which it has given up on the scrape anyway.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How much of the exposition is rendered before it is written: the
+/// memory a scrape holds beside its snapshot.
+const CHUNK: usize = 256 * 1024;
 
 /// The largest request head read; a larger one is answered 431.
 const MAX_HEAD: usize = 8 * 1024;
@@ -48,9 +55,13 @@ const POLL: Duration = Duration::from_millis(200);
 /// failed for want of resources (it would fail again at once, in a spin).
 const STARVED_RETRY: Duration = Duration::from_millis(100);
 
-/// A connection thread's stack: it parses a head and copies a rendered
-/// string; the exposition itself is on the heap.
+/// A connection thread's stack: it parses a head and renders into a
+/// buffer on the heap.
 const STACK: usize = 256 * 1024;
+
+/// How much nicer than intake a connection's thread is (see
+/// `sys::lower_thread_priority`).
+const HTTP_NICE: i32 = 5;
 
 const PLAIN: &str = "text/plain; charset=utf-8";
 
@@ -150,6 +161,7 @@ fn admit(stream: TcpStream, shared: &Arc<Shared>, open: &Arc<AtomicUsize>) {
         .stack_size(STACK)
         .spawn(move || {
             let _counted = counted;
+            crate::sys::lower_thread_priority(HTTP_NICE);
             serve(stream, &shared);
         });
     // On failure the closure, and with it the stream and the count, is
@@ -166,7 +178,7 @@ fn turn_away(mut stream: TcpStream) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
     let body = b"too many connections: try again\n";
-    let _ = stream.write_all(&head(503, PLAIN, body.len(), ""));
+    let _ = stream.write_all(&head(503, PLAIN, Some(body.len()), ""));
     let _ = stream.write_all(body);
     let _ = stream.shutdown(Shutdown::Write);
 }
@@ -176,31 +188,130 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
     // Linux does not pass the listener's O_NONBLOCK on to accepted sockets;
     // say so anyway, since the timeouts below rely on blocking I/O.
     let _ = stream.set_nonblocking(false);
-    let _ = stream.set_write_timeout(Some(SEND_TIMEOUT));
-    // The head and the body go out as two writes; without NODELAY the body
-    // could wait for the client's delayed ACK of the head.
+    // The head and the body go out as separate writes; without NODELAY the
+    // body could wait for the client's delayed ACK of the head.
     let _ = stream.set_nodelay(true);
     let (reply, with_body) = match read_head(&mut stream) {
         Ok(raw) => answer(&raw, shared),
         Err(HeadError::TooLarge) => (Reply::plain(431, "request head too large\n"), true),
         Err(HeadError::Gone) => return,
     };
-    let sent = stream
-        .write_all(&head(
-            reply.status,
-            reply.content_type,
-            reply.body.len(),
-            reply.extra,
-        ))
-        .and_then(|()| match with_body {
-            true => stream.write_all(reply.body.as_bytes()),
-            false => Ok(()),
-        });
-    // The exposition can be megabytes: not kept while lingering.
-    drop(reply);
-    if sent.is_ok() {
+    let mut out = Body::new(&mut stream, Instant::now() + SEND_TIMEOUT);
+    match reply.body {
+        Content::Text(text) => {
+            out.put(&head(
+                reply.status,
+                reply.content_type,
+                Some(text.len()),
+                reply.extra,
+            ));
+            if with_body {
+                out.put(text.as_bytes());
+            }
+        }
+        Content::Exposition { chunked } => {
+            let framing = if chunked {
+                "Transfer-Encoding: chunked\r\n"
+            } else {
+                ""
+            };
+            out.put(&head(200, reply.content_type, None, framing));
+            out.send();
+            if with_body {
+                out.chunked = chunked;
+                // Taken now, under the lock for a moment; rendered and
+                // written without it, a chunk at a time.
+                let snap = shared.snapshot();
+                exposition::render(&snap, shared.start_time(), &mut out);
+            }
+        }
+    }
+    if out.finish() {
         let _ = stream.shutdown(Shutdown::Write);
         linger(&mut stream);
+    }
+}
+
+/// A response on its way out: bytes gathered up to `CHUNK`, then written
+/// (as one chunk of a chunked body when `chunked`), all before `deadline`.
+/// The first failure (the client gone, the deadline passed) is kept and
+/// the rest dropped.
+struct Body<'a> {
+    stream: &'a mut TcpStream,
+    buf: Vec<u8>,
+    chunked: bool,
+    deadline: Instant,
+    failed: bool,
+}
+
+/// Room kept at the front of a chunk for its size line.
+const SIZE_LINE: usize = 8;
+
+impl<'a> Body<'a> {
+    fn new(stream: &'a mut TcpStream, deadline: Instant) -> Body<'a> {
+        Body {
+            stream,
+            buf: Vec::with_capacity(CHUNK + 1024),
+            chunked: false,
+            deadline,
+            failed: false,
+        }
+    }
+
+    /// Writes what is gathered.
+    fn send(&mut self) {
+        if self.failed || self.buf.len() <= self.start() {
+            return;
+        }
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || self.stream.set_write_timeout(Some(left)).is_err() {
+            self.failed = true;
+            return;
+        }
+        if self.chunked {
+            // Leading zeros are allowed in a chunk size: the line is a
+            // fixed six hex digits, so it fits the room kept for it.
+            let size = format!("{:06x}\r\n", self.buf.len() - SIZE_LINE);
+            self.buf[..SIZE_LINE].copy_from_slice(size.as_bytes());
+            self.buf.extend_from_slice(b"\r\n");
+        }
+        self.failed = self.stream.write_all(&self.buf).is_err();
+        self.buf.clear();
+        if self.chunked {
+            self.buf.extend_from_slice(&[0; SIZE_LINE]);
+        }
+    }
+
+    fn start(&self) -> usize {
+        if self.chunked {
+            SIZE_LINE
+        } else {
+            0
+        }
+    }
+
+    /// Writes the rest and the end of a chunked body; true when all went out.
+    fn finish(mut self) -> bool {
+        self.send();
+        if self.chunked && !self.failed {
+            self.failed = self.stream.write_all(b"0\r\n\r\n").is_err();
+        }
+        !self.failed
+    }
+}
+
+impl exposition::Sink for Body<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        if self.failed {
+            return;
+        }
+        if self.chunked && self.buf.is_empty() {
+            self.buf.extend_from_slice(&[0; SIZE_LINE]);
+        }
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= CHUNK {
+            self.send();
+        }
     }
 }
 
@@ -208,9 +319,18 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
 struct Reply {
     status: u16,
     content_type: &'static str,
-    body: String,
+    body: Content,
     /// More header lines, each ending in CRLF.
     extra: &'static str,
+}
+
+enum Content {
+    Text(String),
+    /// The exposition, rendered as it is sent: in chunks for HTTP/1.1,
+    /// to the end of the connection for HTTP/1.0.
+    Exposition {
+        chunked: bool,
+    },
 }
 
 impl Reply {
@@ -218,7 +338,7 @@ impl Reply {
         Reply {
             status,
             content_type: PLAIN,
-            body: body.into(),
+            body: Content::Text(body.into()),
             extra: "",
         }
     }
@@ -226,14 +346,18 @@ impl Reply {
 
 /// The reply to the request whose head is `raw`, and whether its body is
 /// sent (not for HEAD).
-fn answer(raw: &[u8], shared: &Shared) -> (Reply, bool) {
+fn answer(raw: &[u8], _shared: &Shared) -> (Reply, bool) {
     let Some(req) = parse_request(raw) else {
         return (Reply::plain(400, "bad request\n"), true);
     };
     let reply = match route(req.method, req.path) {
         Route::Metrics => Reply {
+            status: 200,
             content_type: exposition::CONTENT_TYPE,
-            ..Reply::plain(200, shared.render())
+            body: Content::Exposition {
+                chunked: req.version == "HTTP/1.1",
+            },
+            extra: "",
         },
         Route::Health => Reply::plain(200, "ok\n"),
         Route::Index => Reply::plain(200, index_page()),
@@ -316,6 +440,7 @@ fn head_end(buf: &[u8]) -> Option<usize> {
 #[derive(Debug, PartialEq)]
 struct Request<'a> {
     method: &'a str,
+    version: &'a str,
     /// The target without its query string.
     path: &'a str,
 }
@@ -332,7 +457,11 @@ fn parse_request(head: &[u8]) -> Option<Request<'_>> {
         return None;
     }
     let path = target.split('?').next().unwrap_or(target);
-    Some(Request { method, path })
+    Some(Request {
+        method,
+        path,
+        version,
+    })
 }
 
 #[derive(Debug, PartialEq)]
@@ -359,10 +488,11 @@ fn route(method: &str, path: &str) -> Route {
     }
 }
 
-/// A response head for a body of `len` bytes; `extra` is more header lines,
-/// each ending in CRLF. Always a Content-Length and `Connection: close`:
-/// one request per connection.
-fn head(status: u16, content_type: &str, len: usize, extra: &str) -> Vec<u8> {
+/// A response head for a body of `len` bytes (None: the body's length is
+/// told by its framing, or by the end of the connection); `extra` is more
+/// header lines, each ending in CRLF. Always `Connection: close`: one
+/// request per connection.
+fn head(status: u16, content_type: &str, len: Option<usize>, extra: &str) -> Vec<u8> {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
@@ -372,8 +502,11 @@ fn head(status: u16, content_type: &str, len: usize, extra: &str) -> Vec<u8> {
         503 => "Service Unavailable",
         _ => "",
     };
+    let length = len
+        .map(|n| format!("Content-Length: {n}\r\n"))
+        .unwrap_or_default();
     format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n\
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n{length}\
          {extra}Connection: close\r\n\r\n"
     )
     .into_bytes()
@@ -385,15 +518,21 @@ mod tests {
 
     #[test]
     fn request_lines_are_parsed_or_refused() {
-        let ok = |m, p| Some(Request { method: m, path: p });
+        let ok = |m, p, v| {
+            Some(Request {
+                method: m,
+                path: p,
+                version: v,
+            })
+        };
         assert_eq!(
             parse_request(b"GET /metrics HTTP/1.1\r\nHost: x"),
-            ok("GET", "/metrics")
+            ok("GET", "/metrics", "HTTP/1.1")
         );
-        assert_eq!(parse_request(b"HEAD /?a=b HTTP/1.0"), ok("HEAD", "/"));
+        assert_eq!(parse_request(b"HEAD /?a=b HTTP/1.0"), ok("HEAD", "/", "HTTP/1.0"));
         assert_eq!(
             parse_request(b"GET /metrics?x=1&y HTTP/1.1\n"),
-            ok("GET", "/metrics")
+            ok("GET", "/metrics", "HTTP/1.1")
         );
         for bad in [
             &b""[..],
@@ -432,7 +571,7 @@ mod tests {
 
     #[test]
     fn response_heads_carry_length_and_close() {
-        let h = String::from_utf8(head(405, PLAIN, 12, "Allow: GET, HEAD\r\n")).unwrap();
+        let h = String::from_utf8(head(405, PLAIN, Some(12), "Allow: GET, HEAD\r\n")).unwrap();
         assert_eq!(
             h,
             "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\n\

@@ -22,6 +22,13 @@ use crate::sys;
 /// How often the intake thread looks at the stop flag when no datagram comes.
 const POLL: Duration = Duration::from_millis(200);
 
+/// How soon it tries again to record datagrams it holds because the
+/// aggregate was locked.
+const RETRY: Duration = Duration::from_millis(1);
+
+/// At most this many datagrams are held that way; then it waits for the lock.
+const MAX_PENDING: usize = 100_000;
+
 /// The daemon's bound socket.
 pub struct Socket {
     pub socket: UnixDatagram,
@@ -101,7 +108,23 @@ impl Socket {
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         let mut last_log: Option<Instant> = None;
         let mut unlogged = 0u64;
-        while !stop.load(Ordering::Relaxed) {
+        // Datagrams received while the aggregate was locked: intake never
+        // waits for a snapshot, it keeps reading the socket.
+        let mut pending = Vec::new();
+        let mut waiting = false;
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                shared.record_all(&mut pending, true);
+                return;
+            }
+            let full = pending.len() >= MAX_PENDING;
+            let held = !shared.record_all(&mut pending, full);
+            if held != waiting {
+                waiting = held;
+                let _ = self
+                    .socket
+                    .set_read_timeout(Some(if held { RETRY } else { POLL }));
+            }
             let n = match self.socket.recv(&mut buf) {
                 Ok(n) => n,
                 Err(e)
@@ -125,7 +148,8 @@ impl Socket {
             } else {
                 0.0
             };
-            shared.record(decoded, now);
+            pending.push((decoded, now));
+            shared.record_all(&mut pending, false);
             if let Some(r) = reason {
                 unlogged += 1;
                 if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {

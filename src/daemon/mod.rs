@@ -353,32 +353,57 @@ impl Shared {
         self.agg.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes in one datagram's result; `now` is used for runs without `ts`.
-    pub fn record(&self, decoded: Result<Event, Reject>, now: f64) {
-        let (fate, max) = {
-            let mut agg = self.lock();
-            (agg.record(decoded, now), agg.max_series)
+    /// Takes in the datagrams of `pending` (each decoded, with the time
+    /// used for a run without `ts`) and empties it; when `wait` is
+    /// false and the aggregate is locked (a snapshot or the state writer
+    /// holds it for a moment), leaves them for next time and returns false,
+    /// so that the intake thread goes back to the socket at once instead of
+    /// letting the kernel's short queue overflow.
+    pub fn record_all(&self, pending: &mut Vec<(Result<Event, Reject>, f64)>, wait: bool) -> bool {
+        if pending.is_empty() {
+            return true;
+        }
+        let mut agg = match self.agg.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) if !wait => return false,
+            Err(std::sync::TryLockError::WouldBlock) => self.lock(),
         };
-        if fate == Fate::Dropped && !self.full_reported.swap(true, Ordering::Relaxed) {
+        let max = agg.max_series;
+        let mut dropped = false;
+        for (decoded, now) in pending.drain(..) {
+            dropped |= agg.record(decoded, now) == Fate::Dropped;
+        }
+        drop(agg);
+        if dropped && !self.full_reported.swap(true, Ordering::Relaxed) {
             log(&format!(
                 "--max-series {max} reached: new series are dropped (see patienced_series_dropped_total)"
             ));
         }
+        true
     }
 
-    /// The exposition text, rendered under the lock, written without it.
-    pub fn render(&self) -> String {
-        exposition::render(&self.lock(), self.start_time)
+    /// What a scrape renders from, taken under the lock in a moment.
+    pub fn snapshot(&self) -> aggregate::Snapshot {
+        self.lock().snapshot()
+    }
+
+    /// When the daemon started, in seconds since the epoch.
+    pub fn start_time(&self) -> f64 {
+        self.start_time
     }
 
     /// The state to write, if anything changed since the last call.
     fn changed_state(&self) -> Option<Vec<u8>> {
-        let mut agg = self.lock();
-        if !agg.dirty {
-            return None;
-        }
-        agg.dirty = false;
-        Some(persist::serialize(&agg))
+        let snap = {
+            let mut agg = self.lock();
+            if !agg.dirty {
+                return None;
+            }
+            agg.dirty = false;
+            agg.snapshot()
+        };
+        Some(persist::serialize(&snap))
     }
 
     /// Writes the state file if anything changed; on failure, logs and
@@ -465,7 +490,7 @@ fn serve(s: &Settings) -> Result<(), String> {
         }
         // Write it once now: a state file that cannot be written is better
         // found at start than ten seconds later, and every ten seconds after.
-        persist::write(path, &persist::serialize(&agg))
+        persist::write(path, &persist::serialize(&agg.snapshot()))
             .map_err(|e| format!("cannot write state file {}: {e}", path.display()))?;
     }
     let shared = Arc::new(Shared {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::aggregate::{Aggregate, Command, Histogram, Runs};
+use super::aggregate::{Aggregate, Command, Histogram, Runs, Snapshot};
 use crate::metrics::{ExitLabel, Status};
 
 const FILE_VERSION: u64 = 1;
@@ -68,13 +68,13 @@ pub struct Loaded {
     pub set_aside: Option<(PathBuf, String)>,
 }
 
-/// The state as JSON bytes; call with the aggregate locked, write unlocked.
-pub fn serialize(agg: &Aggregate) -> Vec<u8> {
+/// The state as JSON bytes, from a snapshot (so without the lock).
+pub fn serialize(agg: &Snapshot) -> Vec<u8> {
     let commands = agg
         .commands
         .iter()
         .map(|(name, c)| Saved {
-            name: name.clone(),
+            name: name.to_string(),
             runs: Status::ALL
                 .iter()
                 .filter_map(|s| {
@@ -270,7 +270,7 @@ mod tests {
     fn round_trip() {
         let agg = sample();
         let mut back = Aggregate::new(&DEFAULT_BUCKETS, 100);
-        let (commands, dropped) = parse(&serialize(&agg), &DEFAULT_BUCKETS).unwrap();
+        let (commands, dropped) = parse(&serialize(&agg.snapshot()), &DEFAULT_BUCKETS).unwrap();
         assert!(!dropped);
         for (n, c) in commands {
             assert!(back.restore(n, c));
@@ -281,7 +281,7 @@ mod tests {
 
     #[test]
     fn other_buckets_keep_counters_only() {
-        let (commands, dropped) = parse(&serialize(&sample()), &[1.0, 2.0]).unwrap();
+        let (commands, dropped) = parse(&serialize(&sample().snapshot()), &[1.0, 2.0]).unwrap();
         assert!(dropped);
         assert!(commands
             .iter()
@@ -291,7 +291,7 @@ mod tests {
 
     #[test]
     fn bad_files_are_refused() {
-        let good = String::from_utf8(serialize(&sample())).unwrap();
+        let good = String::from_utf8(serialize(&sample().snapshot())).unwrap();
         let bad = [
             String::new(),
             "{}".into(),
