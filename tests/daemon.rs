@@ -783,25 +783,30 @@ fn threads_of(pid: i32) -> usize {
 }
 
 #[test]
-fn a_flood_of_idle_connections_is_bounded_and_timed_out() {
+fn a_flood_of_idle_connections_is_bounded_and_never_locks_out_a_scrape() {
     let dir = TempDir::new("d-flood");
     let d = start_daemon(&dir, &[]);
     let before = threads_of(d.guard.id());
     // More idle connections than patienced serves at once (64).
     let mut idle: Vec<TcpStream> = (0..100).map(|_| TcpStream::connect(&d.addr).unwrap()).collect();
-    // The ones over the limit are answered 503 at once, without a request.
-    let mut last = idle.pop().unwrap();
-    last.set_read_timeout(Some(LONG)).unwrap();
-    let mut reply = String::new();
-    let _ = last.read_to_string(&mut reply);
-    assert!(reply.starts_with("HTTP/1.1 503 "), "{reply:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    // A scrape still gets in at once: the oldest idle connection makes room.
+    let start = Instant::now();
+    assert!(d.scrape().contains("patienced_active 1"));
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
     let threads = threads_of(d.guard.id());
     assert!(
-        threads <= before + 64,
+        threads <= before + 64 + 8,
         "{threads} threads for 100 idle connections (idle daemon: {before})"
     );
-    // The daemon closes the idle ones itself once their time to send a
-    // request (5 s) is up, and scrapes work again.
+    // The first ones were closed to make room, with a 408.
+    let mut first = idle.remove(0);
+    first.set_read_timeout(Some(LONG)).unwrap();
+    let mut reply = String::new();
+    let _ = first.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 408 "), "{reply:?}");
+    // The daemon closes the others itself once their time to send a
+    // request (5 s) is up.
     let start = Instant::now();
     for s in &mut idle {
         s.set_read_timeout(Some(LONG)).unwrap();
@@ -819,6 +824,99 @@ fn a_flood_of_idle_connections_is_bounded_and_timed_out() {
         "threads left behind"
     );
     assert!(d.scrape().contains("patienced_active 1"));
+}
+
+#[test]
+fn a_client_reading_4_kib_a_second_is_cut_at_the_response_deadline() {
+    let dir = TempDir::new("d-slowread");
+    let d = start_daemon(&dir, &[]);
+    fill(&d, 2000, 250);
+    let pid = d.guard.id();
+    let before = threads_of(pid);
+    let mut s = TcpStream::connect(&d.addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(LONG)).unwrap();
+    let reading = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let reader = {
+        let reading = reading.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            let mut got = 0usize;
+            while reading.load(std::sync::atomic::Ordering::Relaxed) {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+                std::thread::sleep(Duration::from_millis(1000));
+            }
+            got
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(threads_of(pid) > before, "the response is under way");
+    // The body is some 28 MB: at 4 KiB/s it would hold a thread for hours.
+    // 10 s for the whole response, then the thread is free, whatever the
+    // socket buffers still hold for the client.
+    let start = Instant::now();
+    let freed = eventually(Duration::from_secs(16), || threads_of(pid) <= before);
+    let took = start.elapsed();
+    reading.store(false, std::sync::atomic::Ordering::Relaxed);
+    let got = reader.join().unwrap();
+    assert!(
+        freed,
+        "the slow client's thread still runs after {took:?} ({got} bytes read)"
+    );
+    assert!(took > Duration::from_secs(5), "cut after {took:?} only");
+}
+
+/// Puts `pid` in a pids cgroup (v1) where no further thread can start,
+/// and takes it out on drop. None (with a notice) where that is not
+/// possible (not root, no pids controller).
+struct NoNewThreads(PathBuf, i32);
+
+impl NoNewThreads {
+    fn apply(pid: i32) -> Option<NoNewThreads> {
+        let root = Path::new("/sys/fs/cgroup/pids");
+        let dir = root.join(format!("patienced-test-{}", std::process::id()));
+        let ok = std::fs::create_dir(&dir).is_ok()
+            && std::fs::write(dir.join("cgroup.procs"), pid.to_string()).is_ok();
+        let current = std::fs::read_to_string(dir.join("pids.current")).unwrap_or_default();
+        if !ok || std::fs::write(dir.join("pids.max"), current.trim()).is_err() {
+            let _ = std::fs::write(root.join("cgroup.procs"), pid.to_string());
+            let _ = std::fs::remove_dir(&dir);
+            eprintln!(
+                "NOTICE: cannot limit threads with a pids cgroup (needs root and cgroup v1 pids): skipping"
+            );
+            return None;
+        }
+        Some(NoNewThreads(dir, pid))
+    }
+}
+
+impl Drop for NoNewThreads {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("pids.max"), "max");
+        let _ = std::fs::write("/sys/fs/cgroup/pids/cgroup.procs", self.1.to_string());
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn when_no_thread_can_start_clients_get_503_and_the_log_says_so_once() {
+    let dir = TempDir::new("d-nothread");
+    let d = start_daemon(&dir, &[]);
+    let Some(limit) = NoNewThreads::apply(d.guard.id()) else {
+        return;
+    };
+    for _ in 0..3 {
+        let (status, _, body) = http(&d.addr, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(status, 503, "{body}");
+    }
+    drop(limit);
+    assert!(d.scrape().contains("patienced_active 1"));
+    let log = d.log();
+    assert_eq!(log.matches("cannot start a thread").count(), 1, "{log}");
+    assert!(log.contains("threads for connections start again"), "{log}");
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //!
 //! What bounds a slow, stalled or flooding client: one thread accepts; each
 //! connection is served on a thread of its own, at most `MAX_CONNECTIONS` at
-//! once (beyond that a connection gets 503 at once and is closed). A
+//! once; beyond that the oldest one still waiting for its request is closed
+//! to make room, and when none is, the newcomer gets 503 at once. A
 //! connection must deliver its request head within `HEAD_TIMEOUT` and take
 //! its whole response within `SEND_TIMEOUT`, so it holds a thread and a
 //! descriptor for seconds only. The exposition is rendered from a snapshot
@@ -23,8 +24,8 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,13 @@ use super::{log, Shared};
 
 /// Connections served at once; each has its own thread.
 pub const MAX_CONNECTIONS: usize = 64;
+
+/// How many more may be open for a moment, while connections closed to
+/// make room for them end.
+const SPARE: usize = 8;
+
+/// After SIGTERM, how long responses under way may still take.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// The longest a client may take to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -69,6 +77,7 @@ const PLAIN: &str = "text/plain; charset=utf-8";
 pub struct Http {
     pub addr: SocketAddr,
     acceptor: JoinHandle<()>,
+    conns: Arc<Conns>,
 }
 
 /// Binds `addr` and starts accepting; the acceptor stops once `stop` is set.
@@ -79,24 +88,92 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>, stop: Arc<AtomicBool>) -> Re
     // leave the acceptor blocked past a stop.
     listener.set_nonblocking(true).map_err(cannot)?;
     let addr = listener.local_addr().unwrap_or(addr);
+    let conns = Arc::new(Conns::default());
+    let c = conns.clone();
     let acceptor = std::thread::Builder::new()
         .name("http".into())
-        .spawn(move || accept_loop(&listener, &shared, &stop))
+        .spawn(move || accept_loop(&listener, &shared, &stop, &c))
         .map_err(|e| format!("cannot start the HTTP thread: {e}"))?;
-    Ok(Http { addr, acceptor })
+    Ok(Http {
+        addr,
+        acceptor,
+        conns,
+    })
 }
 
 impl Http {
-    /// Waits for the acceptor to see the stop flag. Connections still being
-    /// served end with the process; they only read the aggregate.
+    /// Waits for the acceptor to see the stop flag and answer what was
+    /// still queued, then for the responses under way to end (within
+    /// `STOP_GRACE`, which they know of).
     pub fn join(self) {
         let _ = self.acceptor.join();
+        let until = Instant::now() + STOP_GRACE + Duration::from_secs(1);
+        let mut list = self.conns.lock();
+        while !list.is_empty() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            list = match self.conns.ended.wait_timeout(list, left) {
+                Ok((l, _)) => l,
+                Err(e) => e.into_inner().0,
+            };
+        }
     }
 }
 
-fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, stop: &AtomicBool) {
-    let open = Arc::new(AtomicUsize::new(0));
+/// The connections being served: for making room (closing the oldest one
+/// still waiting for its request) and for waiting on them at shutdown.
+#[derive(Default)]
+struct Conns {
+    list: Mutex<Vec<Conn>>,
+    ended: Condvar,
+    next: AtomicU64,
+}
+
+struct Conn {
+    id: u64,
+    since: Instant,
+    /// Still reading its request head: may be closed to make room.
+    waiting: bool,
+    /// A handle to shut the socket down with, when one could be made.
+    handle: Option<TcpStream>,
+}
+
+impl Conns {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
+        self.list.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks connection `id` as past its request head.
+    fn busy(&self, id: u64) {
+        if let Some(c) = self.lock().iter_mut().find(|c| c.id == id) {
+            c.waiting = false;
+            c.handle = None;
+        }
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().retain(|c| c.id != id);
+        self.ended.notify_all();
+    }
+}
+
+/// Removes its connection from `Conns` when the thread serving it ends.
+struct Registered {
+    conns: Arc<Conns>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.conns.remove(self.id);
+    }
+}
+
+fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, stop: &Arc<AtomicBool>, conns: &Arc<Conns>) {
     let mut starved = false;
+    let mut no_threads = false;
     while !stop.load(Ordering::Relaxed) {
         match crate::sys::readable_within(listener.as_fd(), POLL) {
             Ok(true) => {}
@@ -112,7 +189,21 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, stop: &AtomicBool) 
                     log("HTTP: accepting connections again");
                     starved = false;
                 }
-                admit(stream, shared, &open);
+                match admit(stream, shared, stop, conns) {
+                    Ok(()) if no_threads => {
+                        log("HTTP: threads for connections start again");
+                        no_threads = false;
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        if !no_threads {
+                            log(&format!(
+                                "HTTP: cannot start a thread for a connection ({e}): answering 503 until one starts"
+                            ));
+                            no_threads = true;
+                        }
+                    }
+                }
             }
             Err(e) if out_of_resources(&e) => {
                 if !starved {
@@ -128,6 +219,10 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, stop: &AtomicBool) 
             Err(_) => {}
         }
     }
+    // Stopping: what is queued in the kernel is answered, not reset.
+    while let Ok((stream, _)) = listener.accept() {
+        turn_away(stream, "shutting down\n");
+    }
 }
 
 fn out_of_resources(e: &io::Error) -> bool {
@@ -137,66 +232,110 @@ fn out_of_resources(e: &io::Error) -> bool {
     )
 }
 
-/// Counts a connection as open for as long as it lives.
-struct Open(Arc<AtomicUsize>);
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+/// Serves `stream` on a thread of its own. When `MAX_CONNECTIONS` are open,
+/// the oldest one still waiting for its request is closed to make room;
+/// when none is, or no thread can start, the client is answered 503 (and
+/// the error returned, for the log).
+fn admit(
+    stream: TcpStream,
+    shared: &Arc<Shared>,
+    stop: &Arc<AtomicBool>,
+    conns: &Arc<Conns>,
+) -> io::Result<()> {
+    let id = conns.next.fetch_add(1, Ordering::Relaxed);
+    {
+        let mut list = conns.lock();
+        let open = list.len();
+        if open >= MAX_CONNECTIONS {
+            let oldest = list
+                .iter_mut()
+                .filter(|c| c.waiting && c.handle.is_some())
+                .min_by_key(|c| c.since);
+            match oldest {
+                Some(c) if open < MAX_CONNECTIONS + SPARE => {
+                    if let Some(mut h) = c.handle.take() {
+                        // Told why, as far as a short write can.
+                        let why = "request not sent in time: closed to make room\n";
+                        let _ = h.set_write_timeout(Some(Duration::from_millis(50)));
+                        let _ = h.write_all(&head(408, PLAIN, Some(why.len()), ""));
+                        let _ = h.write_all(why.as_bytes());
+                        let _ = h.shutdown(Shutdown::Both);
+                    }
+                    c.waiting = false;
+                }
+                _ => {
+                    drop(list);
+                    turn_away(stream, "too many connections: try again\n");
+                    return Ok(());
+                }
+            }
+        }
+        list.push(Conn {
+            id,
+            since: Instant::now(),
+            waiting: true,
+            handle: stream.try_clone().ok(),
+        });
     }
-}
-
-/// Serves `stream` on a thread of its own, or turns it away when
-/// `MAX_CONNECTIONS` are open or no thread can be started.
-fn admit(stream: TcpStream, shared: &Arc<Shared>, open: &Arc<AtomicUsize>) {
-    if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-        open.fetch_sub(1, Ordering::AcqRel);
-        turn_away(stream);
-        return;
-    }
-    let counted = Open(open.clone());
-    let shared = shared.clone();
+    let registered = Registered {
+        conns: conns.clone(),
+        id,
+    };
+    // The stream reaches the thread through a channel, so that it is still
+    // ours to answer 503 on when the thread cannot start.
+    let (tx, rx) = std::sync::mpsc::channel::<TcpStream>();
+    let (shared, stop) = (shared.clone(), stop.clone());
     let spawned = std::thread::Builder::new()
         .name("http-conn".into())
         .stack_size(STACK)
         .spawn(move || {
-            let _counted = counted;
+            let registered = registered;
             crate::sys::lower_thread_priority(HTTP_NICE);
-            serve(stream, &shared);
+            if let Ok(stream) = rx.recv() {
+                serve(stream, &shared, &stop, &registered);
+            }
         });
-    // On failure the closure, and with it the stream and the count, is
-    // dropped here: the client sees the connection closed.
-    if let Err(e) = spawned {
-        log(&format!("HTTP: cannot start a thread for a connection: {e}"));
+    match spawned {
+        Ok(_) => {
+            let _ = tx.send(stream);
+            Ok(())
+        }
+        Err(e) => {
+            // The closure, and with it the registration, is gone already.
+            turn_away(stream, "no thread to serve this: try again\n");
+            Err(e)
+        }
     }
 }
 
 /// Answers 503 without reading the request, on the acceptor's thread: the
 /// reply is small enough for the socket's buffer, and a short timeout
 /// bounds the write if it is not.
-fn turn_away(mut stream: TcpStream) {
+fn turn_away(mut stream: TcpStream, why: &str) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-    let body = b"too many connections: try again\n";
-    let _ = stream.write_all(&head(503, PLAIN, Some(body.len()), ""));
-    let _ = stream.write_all(body);
+    let _ = stream.write_all(&head(503, PLAIN, Some(why.len()), ""));
+    let _ = stream.write_all(why.as_bytes());
     let _ = stream.shutdown(Shutdown::Write);
+    linger(&mut stream, Duration::from_millis(100));
 }
 
 /// One exchange: read the head, answer, close.
-fn serve(mut stream: TcpStream, shared: &Shared) {
+fn serve(mut stream: TcpStream, shared: &Shared, stop: &AtomicBool, conn: &Registered) {
     // Linux does not pass the listener's O_NONBLOCK on to accepted sockets;
     // say so anyway, since the timeouts below rely on blocking I/O.
     let _ = stream.set_nonblocking(false);
     // The head and the body go out as separate writes; without NODELAY the
     // body could wait for the client's delayed ACK of the head.
     let _ = stream.set_nodelay(true);
-    let (reply, with_body) = match read_head(&mut stream) {
+    let (reply, with_body) = match read_head(&mut stream, stop) {
         Ok(raw) => answer(&raw, shared),
         Err(HeadError::TooLarge) => (Reply::plain(431, "request head too large\n"), true),
+        Err(HeadError::Stopping) => (Reply::plain(503, "shutting down\n"), true),
         Err(HeadError::Gone) => return,
     };
-    let mut out = Body::new(&mut stream, Instant::now() + SEND_TIMEOUT);
+    conn.conns.busy(conn.id);
+    let mut out = Body::new(&mut stream, Instant::now() + SEND_TIMEOUT, stop);
     match reply.body {
         Content::Text(text) => {
             out.put(&head(
@@ -228,7 +367,7 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
     }
     if out.finish() {
         let _ = stream.shutdown(Shutdown::Write);
-        linger(&mut stream);
+        linger(&mut stream, LINGER);
     }
 }
 
@@ -242,19 +381,24 @@ struct Body<'a> {
     chunked: bool,
     deadline: Instant,
     failed: bool,
+    /// Set at SIGTERM: the deadline is then `STOP_GRACE` away at most.
+    stop: &'a AtomicBool,
+    stopping: bool,
 }
 
 /// Room kept at the front of a chunk for its size line.
 const SIZE_LINE: usize = 8;
 
 impl<'a> Body<'a> {
-    fn new(stream: &'a mut TcpStream, deadline: Instant) -> Body<'a> {
+    fn new(stream: &'a mut TcpStream, deadline: Instant, stop: &'a AtomicBool) -> Body<'a> {
         Body {
             stream,
             buf: Vec::with_capacity(CHUNK + 1024),
             chunked: false,
             deadline,
             failed: false,
+            stop,
+            stopping: false,
         }
     }
 
@@ -262,6 +406,10 @@ impl<'a> Body<'a> {
     fn send(&mut self) {
         if self.failed || self.buf.len() <= self.start() {
             return;
+        }
+        if !self.stopping && self.stop.load(Ordering::Relaxed) {
+            self.stopping = true;
+            self.deadline = self.deadline.min(Instant::now() + STOP_GRACE);
         }
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() || self.stream.set_write_timeout(Some(left)).is_err() {
@@ -370,14 +518,21 @@ fn answer(raw: &[u8], _shared: &Shared) -> (Reply, bool) {
     (reply, req.method != "HEAD")
 }
 
+/// How long, at most, a connection is read after its response.
+const LINGER: Duration = Duration::from_millis(500);
+
 /// Reads, for a moment, what the client still sends (a body we did not
-/// ask for), so that closing does not reset the connection and throw away
-/// the response before the client has read it.
-fn linger(stream: &mut TcpStream) {
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+/// ask for, a second request), so that closing does not reset the
+/// connection and throw away the response before the client has read it.
+fn linger(stream: &mut TcpStream, within: Duration) {
+    let until = Instant::now() + within;
     let mut sink = [0u8; 4096];
     let mut left: usize = 64 * 1024;
     while left > 0 {
+        let wait = until.saturating_duration_since(Instant::now());
+        if wait.is_zero() || stream.set_read_timeout(Some(wait)).is_err() {
+            break;
+        }
         match stream.read(&mut sink) {
             Ok(0) | Err(_) => break,
             Ok(n) => left = left.saturating_sub(n),
@@ -395,26 +550,41 @@ fn index_page() -> String {
 enum HeadError {
     /// The client closed, failed or took longer than `HEAD_TIMEOUT`.
     Gone,
+    /// SIGTERM came first.
+    Stopping,
     /// More than `MAX_HEAD` bytes without the blank line that ends a head.
     TooLarge,
 }
 
 /// Reads up to the blank line that ends the request head (the head alone,
 /// without it), within `HEAD_TIMEOUT` in all.
-fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, HeadError> {
+fn read_head(stream: &mut TcpStream, stop: &AtomicBool) -> Result<Vec<u8>, HeadError> {
     let deadline = Instant::now() + HEAD_TIMEOUT;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(HeadError::Stopping);
+        }
         let left = deadline
             .checked_duration_since(Instant::now())
             .filter(|d| !d.is_zero())
             .ok_or(HeadError::Gone)?;
-        stream.set_read_timeout(Some(left)).map_err(|_| HeadError::Gone)?;
+        // In slices, to see a stop.
+        stream
+            .set_read_timeout(Some(left.min(POLL)))
+            .map_err(|_| HeadError::Gone)?;
         let n = match stream.read(&mut chunk) {
             Ok(0) => return Err(HeadError::Gone),
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
             Err(_) => return Err(HeadError::Gone),
         };
         // The end may straddle two reads: look again at the last 3 bytes.
@@ -498,6 +668,7 @@ fn head(status: u16, content_type: &str, len: Option<usize>, extra: &str) -> Vec
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "",
