@@ -941,6 +941,53 @@ fn a_client_sending_a_body_or_a_huge_head_still_gets_its_answer() {
 }
 
 #[test]
+fn http_is_strict_about_versions_host_and_the_head_limit() {
+    let dir = TempDir::new("d-strict");
+    let d = start_daemon(&dir, &[]);
+    for (request, want) in [
+        ("GET /metrics HTTP/1.1\r\n\r\n", 400),
+        ("GET /metrics HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        ("GET /metrics HTTP/1.9\r\nHost: t\r\n\r\n", 505),
+        ("GET /metrics HTTP/2.0\r\nHost: t\r\n\r\n", 505),
+        ("GET /metrics HTTP/1.1junk\r\nHost: t\r\n\r\n", 400),
+        ("GET /healthz HTTP/1.0\r\n\r\n", 200),
+        ("GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n", 200),
+    ] {
+        let (status, head, _) = http(&d.addr, request);
+        assert_eq!(status, want, "{request:?}: {head}");
+    }
+    // The man page's limit: 8 KiB for the head, its blank line included.
+    let head_of = |len: usize| {
+        let start = "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Pad: ";
+        let pad = "p".repeat(len - start.len() - 4);
+        format!("{start}{pad}\r\n\r\n")
+    };
+    assert_eq!(head_of(8192).len(), 8192);
+    assert_eq!(http(&d.addr, &head_of(8192)).0, 200);
+    assert_eq!(http(&d.addr, &head_of(8193)).0, 431);
+}
+
+#[test]
+fn a_pipelined_second_request_is_not_answered_and_the_close_is_clean() {
+    let dir = TempDir::new("d-pipeline");
+    let d = start_daemon(&dir, &[]);
+    let mut s = TcpStream::connect(&d.addr).unwrap();
+    s.set_read_timeout(Some(LONG)).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    // A reset would be an error here, and could lose the first response.
+    s.read_to_end(&mut raw).expect("a clean end of the connection");
+    let text = String::from_utf8_lossy(&raw);
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+    assert!(
+        text.starts_with("HTTP/1.1 200 ") && text.contains("Connection: close"),
+        "{text}"
+    );
+    assert!(text.ends_with("ok\n"), "{text}");
+}
+
+#[test]
 fn sigterm_and_sigint_exit_zero_and_remove_the_socket() {
     for sig in ["TERM", "INT"] {
         let dir = TempDir::new("d-term");

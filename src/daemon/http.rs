@@ -495,8 +495,15 @@ impl Reply {
 /// The reply to the request whose head is `raw`, and whether its body is
 /// sent (not for HEAD).
 fn answer(raw: &[u8], _shared: &Shared) -> (Reply, bool) {
-    let Some(req) = parse_request(raw) else {
-        return (Reply::plain(400, "bad request\n"), true);
+    let req = match parse_request(raw) {
+        Ok(r) => r,
+        Err(505) => {
+            return (
+                Reply::plain(505, "HTTP version not supported: use HTTP/1.1\n"),
+                true,
+            )
+        }
+        Err(status) => return (Reply::plain(status, "bad request\n"), true),
     };
     let reply = match route(req.method, req.path) {
         Route::Metrics => Reply {
@@ -591,7 +598,13 @@ fn read_head(stream: &mut TcpStream, stop: &AtomicBool) -> Result<Vec<u8>, HeadE
         let from = buf.len().saturating_sub(3);
         buf.extend_from_slice(&chunk[..n]);
         if let Some(end) = head_end(&buf[from..]) {
-            buf.truncate(from + end);
+            let end = from + end;
+            // The limit counts the head up to and including its blank line.
+            let blank = if buf[end..].starts_with(b"\n\r\n") { 3 } else { 2 };
+            if end + blank > MAX_HEAD {
+                return Err(HeadError::TooLarge);
+            }
+            buf.truncate(end);
             return Ok(buf);
         }
         if buf.len() > MAX_HEAD {
@@ -611,25 +624,69 @@ fn head_end(buf: &[u8]) -> Option<usize> {
 struct Request<'a> {
     method: &'a str,
     version: &'a str,
+    /// What follows `?` in the target, if anything.
+    query: Option<&'a str>,
     /// The target without its query string.
     path: &'a str,
 }
 
-/// Parses the request line at the start of `head`: `METHOD TARGET
-/// HTTP/1.x`. None when it is not one.
-fn parse_request(head: &[u8]) -> Option<Request<'_>> {
-    let line = head.split(|&b| b == b'\n').next()?;
-    let line = std::str::from_utf8(line.strip_suffix(b"\r").unwrap_or(line)).ok()?;
+/// Parses the request head `head` (without its blank line): the request
+/// line `METHOD TARGET HTTP/1.x`, and the header lines as far as patienced
+/// needs them (HTTP/1.1 requires exactly one `Host`). The error is the
+/// status to answer: 400, or 505 for a well-formed version other than 1.0
+/// and 1.1.
+fn parse_request(head: &[u8]) -> Result<Request<'_>, u16> {
+    let mut lines = head
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let line = std::str::from_utf8(lines.next().ok_or(400u16)?).map_err(|_| 400u16)?;
     let mut parts = line.split(' ');
-    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(400);
+    };
     let method_ok = !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase());
-    if parts.next().is_some() || !method_ok || !target.starts_with('/') || !version.starts_with("HTTP/1.") {
-        return None;
+    if !method_ok || !target.starts_with('/') {
+        return Err(400);
     }
-    let path = target.split('?').next().unwrap_or(target);
-    Some(Request {
+    match version.as_bytes() {
+        b"HTTP/1.0" | b"HTTP/1.1" => {}
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            return Err(505)
+        }
+        _ => return Err(400),
+    }
+    let mut hosts = 0;
+    for line in lines {
+        // A header line is `name: value`; a name has no space, and a line
+        // that starts with one would continue the last (obsolete folding).
+        let colon = line.iter().position(|&b| b == b':').ok_or(400u16)?;
+        let name = &line[..colon];
+        if name.is_empty()
+            || name
+                .iter()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return Err(400);
+        }
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        }
+    }
+    if version == "HTTP/1.1" && hosts != 1 || hosts > 1 {
+        return Err(400);
+    }
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    Ok(Request {
         method,
         path,
+        query,
         version,
     })
 }
@@ -670,6 +727,7 @@ fn head(status: u16, content_type: &str, len: Option<usize>, extra: &str) -> Vec
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         431 => "Request Header Fields Too Large",
+        505 => "HTTP Version Not Supported",
         503 => "Service Unavailable",
         _ => "",
     };
@@ -689,34 +747,52 @@ mod tests {
 
     #[test]
     fn request_lines_are_parsed_or_refused() {
-        let ok = |m, p, v| {
-            Some(Request {
+        let ok = |m, p, q, v| {
+            Ok(Request {
                 method: m,
                 path: p,
+                query: q,
                 version: v,
             })
         };
         assert_eq!(
             parse_request(b"GET /metrics HTTP/1.1\r\nHost: x"),
-            ok("GET", "/metrics", "HTTP/1.1")
+            ok("GET", "/metrics", None, "HTTP/1.1")
         );
-        assert_eq!(parse_request(b"HEAD /?a=b HTTP/1.0"), ok("HEAD", "/", "HTTP/1.0"));
         assert_eq!(
-            parse_request(b"GET /metrics?x=1&y HTTP/1.1\n"),
-            ok("GET", "/metrics", "HTTP/1.1")
+            parse_request(b"HEAD /?a=b HTTP/1.0"),
+            ok("HEAD", "/", Some("a=b"), "HTTP/1.0")
         );
-        for bad in [
-            &b""[..],
-            b"GET",
-            b"GET /metrics",
-            b"GET /metrics HTTP/2",
-            b"GET  /metrics HTTP/1.1",
-            b"get /metrics HTTP/1.1",
-            b"GET metrics HTTP/1.1",
-            b"GET /metrics HTTP/1.1 extra",
-            b"GET /\xff HTTP/1.1",
+        assert_eq!(
+            parse_request(b"GET /metrics?x=1&y HTTP/1.1\nhOsT:x\nAccept: */*"),
+            ok("GET", "/metrics", Some("x=1&y"), "HTTP/1.1")
+        );
+        for (bad, status) in [
+            (&b""[..], 400),
+            (b"GET", 400),
+            (b"GET /metrics", 400),
+            (b"GET /metrics HTTP/2", 400),
+            (b"GET /metrics HTTP/1.1junk\r\nHost: x", 400),
+            (b"GET /metrics HTTP/1.9\r\nHost: x", 505),
+            (b"GET /metrics HTTP/2.0\r\nHost: x", 505),
+            (b"GET /metrics HTTP/1.1", 400),
+            (b"GET /metrics HTTP/1.1\r\nHost: a\r\nHost: b", 400),
+            (b"GET /metrics HTTP/1.0\r\nHost: a\r\nHost: b", 400),
+            (b"GET /metrics HTTP/1.1\r\nHost : a", 400),
+            (b"GET /metrics HTTP/1.1\r\nHost: a\r\nno colon", 400),
+            (b"GET /metrics HTTP/1.1\r\nHost: a\r\n folded", 400),
+            (b"GET  /metrics HTTP/1.1", 400),
+            (b"get /metrics HTTP/1.1", 400),
+            (b"GET metrics HTTP/1.1", 400),
+            (b"GET /metrics HTTP/1.1 extra", 400),
+            (b"GET /\xff HTTP/1.1", 400),
         ] {
-            assert_eq!(parse_request(bad), None, "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                parse_request(bad).map(|_| ()),
+                Err(status),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
