@@ -1005,6 +1005,81 @@ fn sigterm_and_sigint_exit_zero_and_remove_the_socket() {
     }
 }
 
+#[test]
+fn sigterm_finishes_scrapes_under_way_answers_waiting_ones_503_and_exits_soon() {
+    let dir = TempDir::new("d-term-scrape");
+    let state = dir.join("state.json");
+    let mut d = start_daemon(&dir, &["--state-file", state.to_str().unwrap()]);
+    fill(&d, 2000, 250);
+    // Three scrapes of some 28 MB under way, stalled so that SIGTERM comes
+    // in the middle of them.
+    let mut under_way: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(&d.addr).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    // And connections that have not sent their request yet.
+    let waiting: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(&d.addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(700));
+    let start = Instant::now();
+    send_signal(d.guard.id(), "TERM");
+    let readers: Vec<_> = under_way
+        .drain(..)
+        .map(|mut s| {
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(LONG)).unwrap();
+                let mut raw = Vec::new();
+                let _ = s.read_to_end(&mut raw);
+                raw
+            })
+        })
+        .collect();
+    for r in readers {
+        let raw = r.join().unwrap();
+        assert!(raw.len() > 20_000_000, "a scrape cut at {} bytes", raw.len());
+        assert!(raw.ends_with(b"\r\n0\r\n\r\n"), "a scrape without its last chunk");
+    }
+    for mut s in waiting {
+        s.set_read_timeout(Some(LONG)).unwrap();
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        assert!(reply.starts_with("HTTP/1.1 503 "), "{reply:?}");
+    }
+    let st = d.guard.wait_status(LONG);
+    let took = start.elapsed();
+    assert_eq!(st.code(), Some(0), "{}", d.log());
+    assert!(took < Duration::from_secs(8), "SIGTERM took {took:?}");
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(saved.contains("001999-"), "state flushed at exit");
+}
+
+#[test]
+fn sighup_says_state_written_only_when_it_was() {
+    let dir = TempDir::new("d-hup");
+    let sub = dir.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let state = sub.join("state.json");
+    let d = start_daemon(&dir, &["--state-file", state.to_str().unwrap()]);
+    send_signal(d.guard.id(), "HUP");
+    assert!(
+        eventually(LONG, || d.log().contains("SIGHUP: state written")),
+        "{}",
+        d.log()
+    );
+    // Its directory gone, the state cannot be written.
+    std::fs::remove_dir_all(&sub).unwrap();
+    send_signal(d.guard.id(), "HUP");
+    assert!(
+        eventually(LONG, || d.log().contains("SIGHUP: state not written")),
+        "{}",
+        d.log()
+    );
+    assert_eq!(d.log().matches("SIGHUP: state written").count(), 1, "{}", d.log());
+    assert!(d.log().contains("cannot write state file"), "{}", d.log());
+}
+
 fn state_datagrams() -> Vec<Vec<u8>> {
     vec![
         br#"{"v":1,"event":"attempt","name":"keep","exit_code":3,"duration_s":0.2}"#.to_vec(),

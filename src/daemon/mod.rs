@@ -342,6 +342,8 @@ pub fn resolve(args: &Args) -> Result<Settings, String> {
 /// What the threads share.
 pub struct Shared {
     agg: Mutex<Aggregate>,
+    /// Held while the state file is written.
+    writing: Mutex<()>,
     start_time: f64,
     full_reported: AtomicBool,
 }
@@ -393,11 +395,12 @@ impl Shared {
         self.start_time
     }
 
-    /// The state to write, if anything changed since the last call.
-    fn changed_state(&self) -> Option<Vec<u8>> {
+    /// The state to write, if anything changed since the last call (or
+    /// whether it did, when `force`).
+    fn changed_state(&self, force: bool) -> Option<Vec<u8>> {
         let snap = {
             let mut agg = self.lock();
-            if !agg.dirty {
+            if !agg.dirty && !force {
                 return None;
             }
             agg.dirty = false;
@@ -406,13 +409,22 @@ impl Shared {
         Some(persist::serialize(&snap))
     }
 
-    /// Writes the state file if anything changed; on failure, logs and
-    /// tries again next time.
-    fn flush(&self, path: &Path) {
-        if let Some(bytes) = self.changed_state() {
-            if let Err(e) = persist::write(path, &bytes) {
+    /// Writes the state file if anything changed, or in any case when
+    /// `force`; on failure, logs and tries again next time. Says whether
+    /// the file was written.
+    fn flush(&self, path: &Path, force: bool) -> bool {
+        // One writer at a time, so an older snapshot never lands after a
+        // newer one.
+        let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(bytes) = self.changed_state(force) else {
+            return false;
+        };
+        match persist::write(path, &bytes) {
+            Ok(()) => true,
+            Err(e) => {
                 log(&format!("cannot write state file {}: {e}", path.display()));
                 self.lock().dirty = true;
+                false
             }
         }
     }
@@ -495,6 +507,7 @@ fn serve(s: &Settings) -> Result<(), String> {
     }
     let shared = Arc::new(Shared {
         agg: Mutex::new(agg),
+        writing: Mutex::new(()),
         start_time: unix_now(),
         full_reported: AtomicBool::new(false),
     });
@@ -546,9 +559,10 @@ fn serve(s: &Settings) -> Result<(), String> {
     let mut stopped_by = 0;
     for sig in signals.forever() {
         if sig == SIGHUP {
-            if let Some(path) = &s.state_file {
-                shared.flush(path);
-                log("SIGHUP: state written");
+            match &s.state_file {
+                Some(path) if shared.flush(path, true) => log("SIGHUP: state written"),
+                Some(_) => log("SIGHUP: state not written"),
+                None => log("SIGHUP: no --state-file, nothing to write"),
             }
             continue;
         }
@@ -562,7 +576,7 @@ fn serve(s: &Settings) -> Result<(), String> {
         let _ = w.join();
     }
     if let Some(path) = &s.state_file {
-        shared.flush(path);
+        shared.flush(path, false);
     }
     socket.remove();
     log(&format!("stopped by {}", crate::signals::name(stopped_by)));
@@ -578,7 +592,7 @@ fn write_periodically(shared: &Shared, path: &Path, stop: &AtomicBool) {
         waited += step;
         if waited >= FLUSH_EVERY {
             waited = Duration::ZERO;
-            shared.flush(path);
+            shared.flush(path, false);
         }
     }
 }
