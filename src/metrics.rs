@@ -80,12 +80,50 @@ impl Status {
 
 /// How one attempt ended, as the `exit_code` label of
 /// `patience_attempts_total` shows it: the exit code, `timeout`, or the
-/// signal's name (`SIGKILL`).
+/// signal's name (`SIGKILL`, `SIG40`, or whatever `signals::name` calls it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ExitLabel {
     Code(i32),
     Timeout,
     Signal(i32),
+    /// A signal label read from a state file that this build spells
+    /// otherwise (or not at all): kept as it was written, so that what was
+    /// saved is what is loaded, whatever names another version gives.
+    SignalLabel(SignalLabel),
+}
+
+/// A signal label matching `SIG[A-Z0-9+-]+`, at most `SignalLabel::MAX`
+/// bytes, held inline so that `ExitLabel` stays `Copy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SignalLabel {
+    len: u8,
+    bytes: [u8; SignalLabel::MAX],
+}
+
+impl SignalLabel {
+    pub const MAX: usize = 23;
+
+    pub fn new(s: &str) -> Option<SignalLabel> {
+        let rest = s.strip_prefix("SIG")?;
+        let ok = !rest.is_empty()
+            && s.len() <= Self::MAX
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'+' || b == b'-');
+        if !ok {
+            return None;
+        }
+        let mut bytes = [0; Self::MAX];
+        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        Some(SignalLabel {
+            len: s.len() as u8,
+            bytes,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("SIG")
+    }
 }
 
 impl std::fmt::Display for ExitLabel {
@@ -94,18 +132,54 @@ impl std::fmt::Display for ExitLabel {
             ExitLabel::Code(c) => write!(f, "{c}"),
             ExitLabel::Timeout => f.write_str("timeout"),
             ExitLabel::Signal(s) => f.write_str(&crate::signals::name(*s)),
+            ExitLabel::SignalLabel(l) => f.write_str(l.as_str()),
         }
     }
 }
 
+/// The number of the signal called `s`: a name `signals::parse` knows,
+/// `SIG<n>` for 1 to 64, or `SIGRTMIN+k` / `SIGRTMAX-k` (and the two bare)
+/// within the real-time range.
+pub fn signal_number(s: &str) -> Option<i32> {
+    let rest = s.strip_prefix("SIG")?;
+    if let Ok(n) = crate::signals::parse(s) {
+        return Some(n);
+    }
+    if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
+        return rest.parse().ok().filter(|n| (1..=64).contains(n));
+    }
+    let (min, max) = crate::sys::realtime_signals();
+    let offset = |t: &str| -> Option<i32> {
+        match t {
+            "" => Some(0),
+            _ if t.len() <= 2 && t.bytes().all(|b| b.is_ascii_digit()) => t.parse().ok(),
+            _ => None,
+        }
+    };
+    let n = if let Some(t) = rest.strip_prefix("RTMIN") {
+        min + offset(t.strip_prefix('+').unwrap_or(if t.is_empty() { "" } else { "x" }))?
+    } else if let Some(t) = rest.strip_prefix("RTMAX") {
+        max - offset(t.strip_prefix('-').unwrap_or(if t.is_empty() { "" } else { "x" }))?
+    } else {
+        return None;
+    };
+    (min..=max).contains(&n).then_some(n)
+}
+
 impl ExitLabel {
-    /// Parses what `Display` wrote (used for state files).
+    /// Parses what `Display` wrote (used for state files): whatever this
+    /// or another build wrote for a signal is loaded, and written back the
+    /// same.
     pub fn parse(s: &str) -> Option<ExitLabel> {
         if s == "timeout" {
             return Some(ExitLabel::Timeout);
         }
         if s.starts_with("SIG") {
-            return crate::signals::parse(s).ok().map(ExitLabel::Signal);
+            let label = SignalLabel::new(s)?;
+            return Some(match signal_number(s) {
+                Some(n) if crate::signals::name(n) == s => ExitLabel::Signal(n),
+                _ => ExitLabel::SignalLabel(label),
+            });
         }
         s.parse().ok().map(ExitLabel::Code)
     }
@@ -146,6 +220,13 @@ impl Event {
             Event::Run(r) => &r.name,
         }
     }
+
+    pub fn ts(&self) -> Option<f64> {
+        match self {
+            Event::Attempt(a) => a.ts,
+            Event::Run(r) => r.ts,
+        }
+    }
 }
 
 /// Why a datagram was rejected: a small fixed set, used as a label value.
@@ -161,7 +242,8 @@ pub enum Reject {
     Event,
     /// A field missing or of the wrong type or range.
     Field,
-    /// `duration_s` or `ts` negative, not finite, or missing.
+    /// `duration_s` missing, or it or `ts` negative, not finite or absurd
+    /// (over `MAX_DURATION_S`, over `MAX_TS` or a day ahead of the clock).
     Duration,
     /// `status` missing or unknown.
     Status,
@@ -340,8 +422,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, Reject> {
         Some(Scalar::Str(n)) => n.into_owned(),
         _ => return Err(Reject::Field),
     };
-    let duration_s = seconds(&w.duration_s)?.ok_or(Reject::Duration)?;
-    let ts = seconds(&w.ts)?;
+    let duration_s = seconds(&w.duration_s, MAX_DURATION_S)?.ok_or(Reject::Duration)?;
+    let ts = seconds(&w.ts, MAX_TS)?;
     if is_attempt {
         let timed_out = match w.timed_out {
             None => false,
@@ -350,9 +432,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, Reject> {
         };
         let signal = match &w.signal {
             None => None,
-            Some(Scalar::Str(s)) if s.starts_with("SIG") => {
-                Some(crate::signals::parse(s).map_err(|_| Reject::Field)?)
-            }
+            Some(Scalar::Str(s)) if s.starts_with("SIG") => Some(signal_number(s).ok_or(Reject::Field)?),
             Some(n) => match n.as_u64() {
                 Some(s @ 1..=64) => Some(s as i32),
                 _ => return Err(Reject::Field),
@@ -387,12 +467,22 @@ pub fn decode(bytes: &[u8]) -> Result<Event, Reject> {
     }
 }
 
-/// An optional field of finite, non-negative seconds.
-fn seconds(field: &Option<Scalar>) -> Result<Option<f64>, Reject> {
+/// The longest duration taken in, in seconds (about 31 years): beyond it a
+/// value is a mistake, and bounding it keeps histogram sums finite.
+pub const MAX_DURATION_S: f64 = 1e9;
+
+/// The latest timestamp taken in, in seconds since the epoch (the year
+/// 2286): a `ts` of 1e308 would stay the latest run for ever and blind an
+/// alert on its age. patienced also refuses one more than a day ahead of
+/// its own clock.
+pub const MAX_TS: f64 = 1e10;
+
+/// An optional field of finite, non-negative seconds, at most `max`.
+fn seconds(field: &Option<Scalar>, max: f64) -> Result<Option<f64>, Reject> {
     match field {
         None => Ok(None),
         Some(v) => match v.as_f64() {
-            Some(x) if x.is_finite() && x >= 0.0 => Ok(Some(x)),
+            Some(x) if x.is_finite() && (0.0..=max).contains(&x) => Ok(Some(x)),
             _ => Err(Reject::Duration),
         },
     }
@@ -632,6 +722,33 @@ mod tests {
         for l in [ExitLabel::Code(-3), ExitLabel::Timeout, ExitLabel::Signal(9)] {
             assert_eq!(ExitLabel::parse(&l.to_string()), Some(l));
         }
+        // Every signal, whatever signals::name calls it, round-trips; so
+        // does any label of the form another build may have written.
+        for n in 1..=64 {
+            let l = ExitLabel::Signal(n);
+            let back = ExitLabel::parse(&l.to_string()).unwrap();
+            assert_eq!(back.to_string(), l.to_string());
+        }
+        for text in [
+            "SIG40",
+            "SIGRTMIN+6",
+            "SIGRTMAX-2",
+            "SIGRTMIN",
+            "SIGFUTURE1",
+            "SIGNOPE",
+        ] {
+            let l = ExitLabel::parse(text).unwrap_or_else(|| panic!("{text}"));
+            assert_eq!(l.to_string(), text);
+        }
+        for bad in ["SIG", "SIGkill", "SIG 9", "SIG\"", "SIGAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+            assert_eq!(ExitLabel::parse(bad), None, "{bad}");
+        }
+        let (min, max) = crate::sys::realtime_signals();
+        assert_eq!(signal_number("SIGRTMIN+6"), Some(min + 6));
+        assert_eq!(signal_number("SIGRTMAX-1"), Some(max - 1));
+        assert_eq!(signal_number("SIG40"), Some(40));
+        assert_eq!(signal_number("SIGRTMIN6"), None);
+        assert_eq!(signal_number("SIGRTMAX+1"), None);
     }
 
     #[test]
@@ -663,7 +780,7 @@ mod tests {
                 name: name.clone(),
                 ending: Ending::Interrupted(15),
                 started_at: UNIX_EPOCH,
-                duration: Duration::MAX,
+                duration: Duration::from_secs(999_999_999),
                 total: u64::MAX,
                 succeeded: 0,
                 failed: 0,
@@ -800,6 +917,22 @@ mod tests {
             (
                 br#"{"v":1,"event":"attempt","name":"x","duration_s":1,"signal":"SIGNOPE"}"#,
                 Reject::Field,
+            ),
+            (
+                br#"{"v":1,"event":"attempt","name":"x","duration_s":1,"signal":"SIG65"}"#,
+                Reject::Field,
+            ),
+            (
+                br#"{"v":1,"event":"attempt","name":"x","duration_s":1,"signal":"SIGRTMIN+99"}"#,
+                Reject::Field,
+            ),
+            (
+                br#"{"v":1,"event":"run","name":"x","status":"failed","duration_s":1,"ts":1e308}"#,
+                Reject::Duration,
+            ),
+            (
+                br#"{"v":1,"event":"run","name":"x","status":"failed","duration_s":1e300}"#,
+                Reject::Duration,
             ),
             (
                 br#"{"v":1,"event":"attempt","name":"x","duration_s":1,"signal":99}"#,

@@ -659,6 +659,12 @@ pub fn lower_thread_priority(by: i32) {
     }
 }
 
+/// The real-time signals' range, SIGRTMIN to SIGRTMAX, as the C library
+/// sees it (glibc keeps the first two or three for itself).
+pub fn realtime_signals() -> (i32, i32) {
+    (libc::SIGRTMIN(), libc::SIGRTMAX())
+}
+
 // ---- supervise ----
 
 /// Reaps child `pid` if it has exited, without blocking; true when it was

@@ -1216,6 +1216,123 @@ fn a_corrupt_state_file_is_set_aside_not_fatal() {
     }
 }
 
+#[test]
+fn a_real_time_signal_is_counted_saved_and_loaded_again() {
+    let dir = TempDir::new("d-rt");
+    let state = dir.join("state.json");
+    let args = ["--state-file", state.to_str().unwrap()];
+    let mut d = start_daemon(&dir, &args);
+    let out =
+        run_ok(
+            d.patience(&dir)
+                .args(["--name", "rt", "--attempts", "1", "--", "sh", "-c", "kill -40 $$"]),
+        );
+    assert_ne!(code(&out), 0, "{}", stderr(&out));
+    let label = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with(r#"patience_attempts_total{command="rt""#))
+            .map(str::to_string)
+    };
+    let mut text = String::new();
+    assert!(
+        eventually(LONG, || {
+            text = d.scrape();
+            label(&text).is_some()
+        }),
+        "no attempt counted for signal 40:\n{text}"
+    );
+    let line = label(&text).unwrap();
+    assert!(
+        line.contains(r#"exit_code="SIG"#) && line.ends_with(" 1"),
+        "{line}"
+    );
+    send_signal(d.guard.id(), "TERM");
+    d.guard.wait_status(LONG);
+    let d = start_daemon(&dir, &args);
+    assert!(!d.log().contains("not valid"), "{}", d.log());
+    assert_eq!(
+        label(&d.scrape()).as_deref(),
+        Some(line.as_str()),
+        "loaded as saved"
+    );
+}
+
+#[test]
+fn absurd_timestamps_and_durations_are_rejected_at_intake() {
+    let dir = TempDir::new("d-absurd");
+    let d = start_daemon(&dir, &[]);
+    let now = unix_now_secs();
+    let run = |ts: f64, d: f64| {
+        format!(r#"{{"v":1,"event":"run","name":"j","status":"succeeded","duration_s":{d},"ts":{ts}}}"#)
+            .into_bytes()
+    };
+    d.send(&[
+        run(now, 1.0),
+        run(1e308, 1.0),
+        run(now + 3.0 * 86400.0, 1.0),
+        run(now, 1e12),
+    ]);
+    d.expect(
+        r#"patienced_datagrams_total{result="rejected",reason="duration"}"#,
+        3.0,
+    );
+    let last = sample(
+        &d.scrape(),
+        r#"patience_last_run_timestamp_seconds{command="j",status="succeeded"}"#,
+    );
+    assert!(last.is_some_and(|t| (t - now).abs() < 1.0), "{last:?}");
+}
+
+#[test]
+fn one_bad_saved_command_never_discards_the_others() {
+    let dir = TempDir::new("d-onebad");
+    let state = dir.join("state.json");
+    let buckets =
+        "[0.005,0.01,0.025,0.05,0.1,0.25,0.5,1.0,2.5,5.0,10.0,30.0,60.0,120.0,300.0,600.0,1800.0,3600.0]";
+    let counts = format!("[{}1]", "0,".repeat(18));
+    let text = format!(
+        r#"{{"v":1,"buckets":{buckets},"commands":[
+          {{"name":"good","runs":{{"succeeded":{{"count":4,"last":1764000000.0}}}},"attempts":{{"SIG40":2,"SIGRTMIN+6":1}},"run_duration":{{"counts":{counts},"sum":null}}}},
+          {{"name":"bad","runs":{{"exploded":{{"count":1,"last":1.0}}}}}},
+          {{"name":"also-good","runs":{{"failed":{{"count":2,"last":1764000000.0}}}},"attempt_duration":{{"counts":{counts},"sum":"+Inf"}}}}
+        ]}}"#
+    );
+    std::fs::write(&state, &text).unwrap();
+    let d = start_daemon(&dir, &["--state-file", state.to_str().unwrap()]);
+    let log = d.log();
+    assert!(
+        log.contains("left out 1 saved command") && log.contains("unknown status"),
+        "{log}"
+    );
+    let scraped = d.scrape();
+    for (series, want) in [
+        (r#"patience_runs_total{command="good",status="succeeded"}"#, 4.0),
+        (
+            r#"patience_attempts_total{command="good",exit_code="SIG40"}"#,
+            2.0,
+        ),
+        (
+            r#"patience_attempts_total{command="good",exit_code="SIGRTMIN+6"}"#,
+            1.0,
+        ),
+        (r#"patience_runs_total{command="also-good",status="failed"}"#, 2.0),
+    ] {
+        assert_eq!(sample(&scraped, series), Some(want), "{series}\n{scraped}");
+    }
+    assert!(
+        scraped.contains("patience_run_duration_seconds_sum{command=\"good\"} +Inf\n"),
+        "{scraped}"
+    );
+    assert!(!scraped.contains("command=\"bad\""));
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("state.json.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the file as it was is kept");
+    assert_eq!(std::fs::read_to_string(aside[0].path()).unwrap(), text);
+}
+
 fn start_fails(socket: &Path, extra: &[&str]) -> (i32, String) {
     let out = run_ok(
         Command::new(patienced_bin())

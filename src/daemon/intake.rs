@@ -22,6 +22,9 @@ use crate::sys;
 /// How often the intake thread looks at the stop flag when no datagram comes.
 const POLL: Duration = Duration::from_millis(200);
 
+/// How far ahead of the daemon's clock a `ts` may be.
+const FUTURE: f64 = 86_400.0;
+
 /// How soon it tries again to record datagrams it holds because the
 /// aggregate was locked.
 const RETRY: Duration = Duration::from_millis(1);
@@ -141,13 +144,14 @@ impl Socket {
                     continue;
                 }
             };
-            let decoded = metrics::decode(&buf[..n]);
+            let now = unix_now();
+            let decoded = metrics::decode(&buf[..n]).and_then(|e| match e.ts() {
+                // A clock a day ahead is not a clock: such a run would stay
+                // the latest for a day and hide the real ones.
+                Some(ts) if ts > now + FUTURE => Err(metrics::Reject::Duration),
+                _ => Ok(e),
+            });
             let reason = decoded.as_ref().err().copied();
-            let now = if matches!(&decoded, Ok(metrics::Event::Run(r)) if r.ts.is_none()) {
-                unix_now()
-            } else {
-                0.0
-            };
             pending.push((decoded, now));
             shared.record_all(&mut pending, false);
             if let Some(r) = reason {

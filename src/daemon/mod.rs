@@ -477,7 +477,14 @@ fn serve(s: &Settings) -> Result<(), String> {
     let mut agg = Aggregate::new(&s.buckets, s.max_series);
     if let Some(path) = &s.state_file {
         let loaded = persist::load(path, &mut agg)?;
-        if let Some((aside, why)) = &loaded.set_aside {
+        if let (Some((n, why)), Some((aside, _))) = (&loaded.bad, &loaded.set_aside) {
+            log(&format!(
+                "state file {}: left out {n} saved command{} that could not be read (first: {why}); the file as it was is kept at {}",
+                path.display(),
+                if *n == 1 { "" } else { "s" },
+                aside.display()
+            ));
+        } else if let Some((aside, why)) = &loaded.set_aside {
             log(&format!(
                 "state file {} is not valid ({why}); moved it to {} and started empty",
                 path.display(),

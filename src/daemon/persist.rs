@@ -53,7 +53,48 @@ struct SavedRuns {
 #[serde(deny_unknown_fields)]
 struct SavedHistogram {
     counts: Vec<u64>,
+    #[serde(with = "sum")]
     sum: f64,
+}
+
+/// A histogram's sum, which can overflow to +Inf: JSON has no infinity
+/// (serde_json would write `null`), so it is written `"+Inf"`, as in the
+/// exposition, and both that and `null` read back as +Inf.
+mod sum {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if x.is_finite() {
+            s.serialize_f64(*x)
+        } else {
+            s.serialize_str("+Inf")
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Sum {
+            Number(f64),
+            Text(String),
+            Null(()),
+        }
+        match Sum::deserialize(d)? {
+            Sum::Number(x) => Ok(x),
+            Sum::Text(t) if t == "+Inf" => Ok(f64::INFINITY),
+            Sum::Null(()) => Ok(f64::INFINITY),
+            Sum::Text(t) => Err(serde::de::Error::custom(format!("bad sum {t:?}"))),
+        }
+    }
+}
+
+/// The file as read: each command is checked on its own, so one that
+/// cannot be read never takes the others with it.
+#[derive(Deserialize)]
+struct FileIn {
+    v: u64,
+    buckets: Vec<f64>,
+    commands: Vec<serde_json::Value>,
 }
 
 /// What loading found, for the start-up log line.
@@ -66,6 +107,9 @@ pub struct Loaded {
     pub histograms_dropped: bool,
     /// Where a file that could not be read as state was moved.
     pub set_aside: Option<(PathBuf, String)>,
+    /// Saved commands that could not be read, and why the first one not;
+    /// the file was copied to `set_aside`'s path, the rest loaded.
+    pub bad: Option<(usize, String)>,
 }
 
 /// The state as JSON bytes, from a snapshot (so without the lock).
@@ -141,9 +185,22 @@ pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// Where a state file that could not be read in full is kept.
+fn aside_path(path: &Path) -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".corrupt-{secs}"));
+    PathBuf::from(aside)
+}
+
 /// Loads the state at `path` into `agg` (which is empty). A missing file
 /// is a first start; an unreadable one is an error; one that is not valid
-/// state is moved to `PATH.corrupt-SECONDS` and reported in `Loaded`.
+/// state is moved to `PATH.corrupt-SECONDS` and reported in `Loaded`; one
+/// with some commands that cannot be read is copied there, and the others
+/// are loaded.
 pub fn load(path: &Path, agg: &mut Aggregate) -> Result<Loaded, String> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
@@ -151,28 +208,33 @@ pub fn load(path: &Path, agg: &mut Aggregate) -> Result<Loaded, String> {
         Err(e) => return Err(format!("cannot read state file {}: {e}", path.display())),
     };
     match parse(&bytes, &agg.buckets) {
-        Ok((commands, histograms_dropped)) => {
+        Ok(parsed) => {
             let mut loaded = Loaded {
-                histograms_dropped,
+                histograms_dropped: parsed.histograms_dropped,
                 ..Loaded::default()
             };
-            for (name, c) in commands {
+            for (name, c) in parsed.commands {
                 if agg.restore(name, c) {
                     loaded.commands += 1;
                 } else {
                     loaded.over_limit += 1;
                 }
             }
+            if let Some((n, why)) = parsed.bad {
+                let aside = aside_path(path);
+                std::fs::write(&aside, &bytes).map_err(|e| {
+                    format!(
+                        "state file {}: {n} saved commands are not valid ({why}) and a copy cannot be kept: {e}",
+                        path.display()
+                    )
+                })?;
+                loaded.set_aside = Some((aside, why.clone()));
+                loaded.bad = Some((n, why));
+            }
             Ok(loaded)
         }
         Err(why) => {
-            let secs = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let mut aside = path.as_os_str().to_owned();
-            aside.push(format!(".corrupt-{secs}"));
-            let aside = PathBuf::from(aside);
+            let aside = aside_path(path);
             std::fs::rename(path, &aside).map_err(|e| {
                 format!(
                     "state file {} is not valid ({why}) and cannot be moved aside: {e}",
@@ -187,64 +249,102 @@ pub fn load(path: &Path, agg: &mut Aggregate) -> Result<Loaded, String> {
     }
 }
 
-/// Checks a state file through and through; also says whether histograms
-/// were left out because they were saved with other buckets.
-fn parse(bytes: &[u8], buckets: &[f64]) -> Result<(Vec<(String, Command)>, bool), String> {
-    let file: File = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+/// What a state file held.
+struct Parsed {
+    commands: Vec<(String, Command)>,
+    /// Histograms were left out: saved with other buckets.
+    histograms_dropped: bool,
+    /// Commands left out, and why the first one was.
+    bad: Option<(usize, String)>,
+}
+
+/// Checks a state file: the whole (JSON, version, buckets), then each
+/// command on its own.
+fn parse(bytes: &[u8], buckets: &[f64]) -> Result<Parsed, String> {
+    let file: FileIn = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     if file.v != FILE_VERSION {
         return Err(format!("unknown version {}", file.v));
     }
     let same_buckets = file.buckets == buckets;
     let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::with_capacity(file.commands.len());
-    let mut dropped = false;
-    let ok_secs = |x: f64| x.is_finite() && x >= 0.0;
-    for s in file.commands {
-        if s.name.is_empty() || !seen.insert(s.name.clone()) {
-            return Err(format!("empty or repeated command name {:?}", s.name));
-        }
-        let mut c = Command::default();
-        for (status, r) in s.runs {
-            let st = Status::parse(&status).ok_or_else(|| format!("unknown status {status:?}"))?;
-            if !ok_secs(r.last) {
-                return Err(format!("bad timestamp for {:?}", s.name));
-            }
-            c.runs[st.index()] = Some(Runs {
-                count: r.count,
-                last: r.last,
+    let mut out = Parsed {
+        commands: Vec::with_capacity(file.commands.len()),
+        histograms_dropped: false,
+        bad: None,
+    };
+    for value in file.commands {
+        let result = serde_json::from_value::<Saved>(value)
+            .map_err(|e| e.to_string())
+            .and_then(|s| {
+                if s.name.is_empty()
+                    || s.name.len() > crate::metrics::MAX_NAME
+                    || !seen.insert(s.name.clone())
+                {
+                    return Err(format!("empty, long or repeated command name {:?}", s.name));
+                }
+                let name = s.name.clone();
+                let (c, dropped) = command(s, file.buckets.len(), same_buckets)?;
+                out.histograms_dropped |= dropped;
+                Ok((name, c))
             });
-        }
-        for (label, n) in s.attempts {
-            let l = ExitLabel::parse(&label).ok_or_else(|| format!("unknown exit code label {label:?}"))?;
-            c.attempts.push((l, n));
-        }
-        c.attempts.sort_by_key(|&(l, _)| l);
-        c.attempts.dedup_by_key(|&mut (l, _)| l);
-        let mut histogram = |h: Option<SavedHistogram>| -> Result<Option<Histogram>, String> {
-            let Some(h) = h else { return Ok(None) };
-            if h.counts.len() != file.buckets.len() + 1 || !ok_secs(h.sum) {
-                return Err(format!("bad histogram for {:?}", s.name));
+        match result {
+            Ok(c) => out.commands.push(c),
+            Err(why) => {
+                let bad = out.bad.get_or_insert((0, why));
+                bad.0 += 1;
             }
-            if !same_buckets {
-                dropped = true;
-                return Ok(None);
-            }
-            let count = h
-                .counts
-                .iter()
-                .try_fold(0u64, |a, &n| a.checked_add(n))
-                .ok_or("histogram overflow")?;
-            Ok(Some(Histogram {
-                counts: h.counts.into_boxed_slice(),
-                sum: h.sum,
-                count,
-            }))
-        };
-        c.run_duration = histogram(s.run_duration)?;
-        c.attempt_duration = histogram(s.attempt_duration)?;
-        out.push((s.name, c));
+        }
     }
-    Ok((out, dropped))
+    Ok(out)
+}
+
+/// One saved command, checked; also says whether its histograms were left
+/// out because they were saved with other buckets (`saved_buckets` of them).
+fn command(s: Saved, saved_buckets: usize, same_buckets: bool) -> Result<(Command, bool), String> {
+    let ok_ts = |x: f64| x.is_finite() && (0.0..=crate::metrics::MAX_TS).contains(&x);
+    let mut c = Command::default();
+    for (status, r) in s.runs {
+        let st = Status::parse(&status).ok_or_else(|| format!("unknown status {status:?}"))?;
+        if !ok_ts(r.last) {
+            return Err(format!("bad timestamp for {:?}", s.name));
+        }
+        c.runs[st.index()] = Some(Runs {
+            count: r.count,
+            last: r.last,
+        });
+    }
+    for (label, n) in s.attempts {
+        let l = ExitLabel::parse(&label).ok_or_else(|| format!("unknown exit code label {label:?}"))?;
+        c.attempts.push((l, n));
+    }
+    c.attempts.sort_by_key(|&(l, _)| l);
+    c.attempts.dedup_by_key(|&mut (l, _)| l);
+    let mut dropped = false;
+    let mut histogram = |h: Option<SavedHistogram>| -> Result<Option<Histogram>, String> {
+        let Some(h) = h else { return Ok(None) };
+        // +Inf is what a sum that overflowed became; NaN or below zero
+        // cannot come from durations.
+        if h.counts.len() != saved_buckets + 1 || h.sum.is_nan() || h.sum < 0.0 {
+            return Err(format!("bad histogram for {:?}", s.name));
+        }
+        if !same_buckets {
+            dropped = true;
+            return Ok(None);
+        }
+        let count = h
+            .counts
+            .iter()
+            .try_fold(0u64, |a, &n| a.checked_add(n))
+            .ok_or("histogram overflow")?;
+        Ok(Some(Histogram {
+            counts: h.counts.into_boxed_slice(),
+            sum: h.sum,
+            count,
+        }))
+    };
+    c.run_duration = histogram(s.run_duration)?;
+    c.attempt_duration = histogram(s.attempt_duration)?;
+    Ok((c, dropped))
 }
 
 #[cfg(test)]
@@ -270,9 +370,9 @@ mod tests {
     fn round_trip() {
         let agg = sample();
         let mut back = Aggregate::new(&DEFAULT_BUCKETS, 100);
-        let (commands, dropped) = parse(&serialize(&agg.snapshot()), &DEFAULT_BUCKETS).unwrap();
-        assert!(!dropped);
-        for (n, c) in commands {
+        let parsed = parse(&serialize(&agg.snapshot()), &DEFAULT_BUCKETS).unwrap();
+        assert!(!parsed.histograms_dropped && parsed.bad.is_none());
+        for (n, c) in parsed.commands {
             assert!(back.restore(n, c));
         }
         assert_eq!(back.commands, agg.commands);
@@ -281,8 +381,9 @@ mod tests {
 
     #[test]
     fn other_buckets_keep_counters_only() {
-        let (commands, dropped) = parse(&serialize(&sample().snapshot()), &[1.0, 2.0]).unwrap();
-        assert!(dropped);
+        let parsed = parse(&serialize(&sample().snapshot()), &[1.0, 2.0]).unwrap();
+        let commands = parsed.commands;
+        assert!(parsed.histograms_dropped);
         assert!(commands
             .iter()
             .all(|(_, c)| c.run_duration.is_none() && c.attempt_duration.is_none()));
@@ -290,24 +391,66 @@ mod tests {
     }
 
     #[test]
-    fn bad_files_are_refused() {
+    fn bad_files_are_refused_and_bad_commands_left_out_alone() {
         let good = String::from_utf8(serialize(&sample().snapshot())).unwrap();
-        let bad = [
+        let bad_files = [
             String::new(),
             "{}".into(),
             "\0\0\0".into(),
             good[..good.len() / 2].to_string(),
             good.replace("\"v\":1", "\"v\":2"),
-            good.replace("\"failed\"", "\"meh\""),
-            good.replace("\"SIGKILL\"", "\"SIGNOPE\""),
-            good.replace("\"last\":7.0", "\"last\":-7.0"),
-            good.replace("\"sum\":2.5", "\"sum\":1e999"),
-            good.replace("\"name\":\"c\"", "\"name\":\"a\\\"b\""),
-            good.replace("\"counts\":[0,", "\"counts\":["),
         ];
-        for b in bad {
+        for b in bad_files {
             assert_ne!(b, good);
             assert!(parse(b.as_bytes(), &DEFAULT_BUCKETS).is_err(), "{b}");
         }
+        // Each breaks command "a\"b" or "c" only: the other is loaded.
+        let bad_commands = [
+            good.replace("\"failed\"", "\"meh\""),
+            good.replace("\"SIGKILL\"", "\"SIG kill\""),
+            good.replace("\"last\":7.0", "\"last\":-7.0"),
+            good.replace("\"last\":7.0", "\"last\":1e308"),
+            good.replace("\"sum\":2.5", "\"sum\":-1"),
+            good.replace("\"name\":\"c\"", "\"name\":\"a\\\"b\""),
+            good.replacen("\"counts\":[0,", "\"counts\":[", 1),
+        ];
+        for b in bad_commands {
+            assert_ne!(b, good);
+            let p = parse(b.as_bytes(), &DEFAULT_BUCKETS).unwrap_or_else(|e| panic!("{e}: {b}"));
+            assert_eq!(p.commands.len(), 1, "{b}");
+            assert_eq!(p.bad.as_ref().map(|b| b.0), Some(1), "{b}");
+        }
+    }
+
+    #[test]
+    fn real_time_signal_labels_and_infinite_sums_round_trip() {
+        let mut agg = sample();
+        agg.record(
+            decode(br#"{"v":1,"event":"attempt","name":"rt","signal":40,"duration_s":1}"#),
+            0.0,
+        );
+        agg.record(
+            decode(br#"{"v":1,"event":"attempt","name":"rt","signal":"SIGRTMIN+3","duration_s":1}"#),
+            0.0,
+        );
+        let mut c = (*agg.commands["c"]).clone();
+        c.attempt_duration.as_mut().unwrap().sum = f64::INFINITY;
+        c.attempts
+            .push((ExitLabel::parse("SIGFROMELSEWHERE").unwrap(), 2));
+        agg.restore("c".into(), c);
+        let text = serialize(&agg.snapshot());
+        assert!(String::from_utf8_lossy(&text).contains("\"sum\":\"+Inf\""));
+        let p = parse(&text, &DEFAULT_BUCKETS).unwrap();
+        assert!(p.bad.is_none(), "{:?}", p.bad);
+        let mut back = Aggregate::new(&DEFAULT_BUCKETS, 100);
+        for (n, c) in p.commands {
+            assert!(back.restore(n, c));
+        }
+        assert_eq!(back.commands, agg.commands);
+        // A sum saved as null by an older build reads as +Inf too.
+        let old = String::from_utf8(text).unwrap().replace("\"+Inf\"", "null");
+        let p = parse(old.as_bytes(), &DEFAULT_BUCKETS).unwrap();
+        let c = &p.commands.iter().find(|(n, _)| n == "c").unwrap().1;
+        assert_eq!(c.attempt_duration.as_ref().unwrap().sum, f64::INFINITY);
     }
 }
