@@ -1193,7 +1193,96 @@ fn a_state_file_that_cannot_be_written_stops_the_start() {
     // A directory is not a state file.
     let (st, err) = start_fails(&sock, &["--state-file", dir.path().to_str().unwrap()]);
     assert_eq!(st, 1, "{err}");
-    assert!(err.contains("cannot read state file"), "{err}");
+    assert!(
+        err.contains("is not a regular file") && err.contains("--state-file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_fifo_or_an_oversized_file_at_the_state_path_stops_the_start_at_once() {
+    let dir = TempDir::new("d-fifo");
+    let sock = dir.join("d.sock");
+    let fifo = dir.join("state.json");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let start = Instant::now();
+    let (st, err) = start_fails(&sock, &["--state-file", fifo.to_str().unwrap()]);
+    assert_eq!(st, 1, "{err}");
+    assert!(
+        err.contains("not a regular file") && err.contains("--state-file"),
+        "{err}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let big = dir.join("big.json");
+    std::fs::write(&big, vec![b' '; 3 << 20]).unwrap();
+    let (st, err) = start_fails(
+        &sock,
+        &["--state-file", big.to_str().unwrap(), "--max-series", "10"],
+    );
+    assert_eq!(st, 1, "{err}");
+    assert!(err.contains("refusing to read it"), "{err}");
+}
+
+#[test]
+fn a_symlinked_state_file_stays_a_symlink_and_its_target_is_written() {
+    let dir = TempDir::new("d-symlink");
+    let real_dir = dir.join("real");
+    std::fs::create_dir(&real_dir).unwrap();
+    let target = real_dir.join("state.json");
+    let link = dir.join("state.json");
+    std::os::unix::fs::symlink("real/state.json", &link).unwrap();
+    let mut d = start_daemon(&dir, &["--state-file", link.to_str().unwrap()]);
+    d.send(&state_datagrams());
+    d.expect(r#"patience_runs_total{command="keep",status="succeeded"}"#, 1.0);
+    send_signal(d.guard.id(), "TERM");
+    d.guard.wait_status(LONG);
+    assert!(
+        std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(),
+        "the link was replaced"
+    );
+    assert!(std::fs::read_to_string(&target).unwrap().contains("\"keep\""));
+    // No temp file left in either directory.
+    for d in [dir.path(), real_dir.as_path()] {
+        let names: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp-"))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+    }
+}
+
+#[test]
+fn temp_files_left_by_a_crash_are_removed_at_start_and_planted_ones_never_used() {
+    let dir = TempDir::new("d-stale");
+    let state = dir.join("state.json");
+    // What a SIGKILLed daemon (a pid that is no more) left behind.
+    let stale = dir.join(".state.json.tmp-2147483646-0-00000000");
+    std::fs::write(&stale, "{}").unwrap();
+    // What the old predictable name would be for the next daemon: a
+    // symlink planted there must never be followed.
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "untouched").unwrap();
+    let mut d = start_daemon(&dir, &["--state-file", state.to_str().unwrap()]);
+    let planted = dir.join(format!(".state.json.tmp-{}", d.guard.id()));
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    assert!(d.log().contains("removed 1 temp file"), "{}", d.log());
+    assert!(!stale.exists());
+    d.send(&state_datagrams());
+    d.expect(r#"patience_runs_total{command="keep",status="succeeded"}"#, 1.0);
+    send_signal(d.guard.id(), "HUP");
+    assert!(
+        eventually(LONG, || d.log().contains("SIGHUP: state written")),
+        "{}",
+        d.log()
+    );
+    send_signal(d.guard.id(), "TERM");
+    d.guard.wait_status(LONG);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    assert!(std::fs::read_to_string(&state).unwrap().contains("\"keep\""));
 }
 
 #[test]

@@ -476,6 +476,14 @@ fn serve(s: &Settings) -> Result<(), String> {
 
     let mut agg = Aggregate::new(&s.buckets, s.max_series);
     if let Some(path) = &s.state_file {
+        let stale = persist::remove_stale_temps(path);
+        if stale > 0 {
+            log(&format!(
+                "removed {stale} temp file{} left beside {} by an earlier run",
+                if stale == 1 { "" } else { "s" },
+                path.display()
+            ));
+        }
         let loaded = persist::load(path, &mut agg)?;
         if let (Some((n, why)), Some((aside, _))) = (&loaded.bad, &loaded.set_aside) {
             log(&format!(

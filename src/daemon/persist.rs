@@ -1,8 +1,10 @@
 //! `--state-file`: the counters, histograms and last-run timestamps saved as
-//! JSON so they survive a restart. Written atomically (a temp file in the
-//! same directory, fsync, rename, fsync of the directory), so a crash leaves
-//! the old file or the new one, never half of one. A file that cannot be
-//! understood is renamed aside and reported, never fatal.
+//! JSON so they survive a restart. Written atomically (a unique temp file
+//! created `O_EXCL|O_NOFOLLOW` beside the file, or beside its target when it
+//! is a symlink; fsync, rename, fsync of the directory), so a crash leaves
+//! the old file or the new one, never half of one. Read only from a regular
+//! file, with a size limit. A file that cannot be understood is renamed
+//! aside and reported, never fatal; a command that cannot be, left out.
 //!
 //! The daemon's own counters (`patienced_*`) describe one process and start
 //! again from zero, as Prometheus expects of a restarted target.
@@ -153,36 +155,160 @@ fn save_histogram(h: &Histogram) -> SavedHistogram {
     }
 }
 
-/// Writes `bytes` to `path` atomically. On failure the old file is intact
-/// and the temp file removed.
-pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
+/// What `path` names once symbolic links are followed, even to a file that
+/// does not exist yet: a symlinked state file stays a symlink, and its
+/// target is what is written.
+fn resolve(path: &Path) -> std::io::Result<PathBuf> {
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let link = std::fs::read_link(&p)?;
+                p = match p.parent() {
+                    Some(dir) if link.is_relative() => dir.join(link),
+                    _ => link,
+                };
+            }
+            _ => return Ok(p),
+        }
+    }
+    Err(std::io::Error::from_raw_os_error(libc::ELOOP))
+}
+
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
-    };
-    let file_name = path.file_name().ok_or(std::io::ErrorKind::InvalidInput)?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut f = OpenOptions::new()
+    }
+}
+
+/// The start of the names of `target`'s temp files: `.NAME.tmp-`.
+fn temp_prefix(target: &Path) -> std::io::Result<String> {
+    let name = target.file_name().ok_or(std::io::ErrorKind::InvalidInput)?;
+    Ok(format!(".{}.tmp-", name.to_string_lossy()))
+}
+
+/// Creates a new temp file beside `target`, named `.NAME.tmp-PID-N-NANOS`:
+/// `O_EXCL|O_NOFOLLOW`, so that nothing planted at a name (a file, a
+/// symlink) is ever opened, and unique, so that two writers never share one.
+fn create_temp(target: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = temp_prefix(target)?;
+    let dir = dir_of(target);
+    for _ in 0..100 {
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let tmp = dir.join(format!("{prefix}{}-{n}-{nanos:08x}", std::process::id()));
+        match OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::ErrorKind::AlreadyExists.into())
+}
+
+/// Writes `bytes` to `path` (to its target, when it is a symlink)
+/// atomically: a temp file beside it, fsync, rename, fsync of the
+/// directory. On failure the old file is intact and the temp file removed.
+pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let target = resolve(path)?;
+    let (tmp, mut f) = create_temp(&target)?;
+    let result = (|| {
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
+        std::fs::rename(&tmp, &target)?;
         // The rename itself reaches the disk with the directory.
-        std::fs::File::open(dir)?.sync_all()
+        std::fs::File::open(dir_of(&target))?.sync_all()
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Removes the temp files a crashed patienced left beside the state file:
+/// ours by name, regular files of our user, not of a process still alive.
+/// Returns how many.
+pub fn remove_stale_temps(path: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(target), mut removed) = (resolve(path), 0) else {
+        return 0;
+    };
+    let Ok(prefix) = temp_prefix(&target) else {
+        return 0;
+    };
+    let Ok(entries) = std::fs::read_dir(dir_of(&target)) else {
+        return 0;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<i32>().ok());
+        let alive = pid.is_some_and(|p| p as u32 != std::process::id() && crate::sys::process_alive(p));
+        let ours = std::fs::symlink_metadata(entry.path())
+            .is_ok_and(|m| m.file_type().is_file() && m.uid() == crate::sys::geteuid());
+        if !alive && ours && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Reads the state file: only a regular file (a FIFO would block the start
+/// for ever, a device never end), of at most `limit` bytes. None when there
+/// is none.
+fn read_limited(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, String> {
+    use std::io::Read;
+    let shown = path.display();
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read state file {shown}: {e}")),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read state file {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "state file {shown} is not a regular file (a FIFO, a device or a directory): give --state-file a file"
+        ));
+    }
+    if meta.len() > limit {
+        return Err(format!(
+            "state file {shown} is {} bytes, more than the {limit} allowed for --max-series; refusing to read it",
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read state file {shown}: {e}"))?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("state file {shown} grew past {limit} bytes while read"));
+    }
+    Ok(Some(bytes))
+}
+
+/// The largest state file read: generous for `max_series` (a saved series
+/// takes some 100 bytes; a 256-byte name escaped at worst 1.5 KiB).
+pub fn read_limit(max_series: usize) -> u64 {
+    (max_series as u64).saturating_mul(4096).saturating_add(1 << 20)
 }
 
 /// Where a state file that could not be read in full is kept.
@@ -202,10 +328,8 @@ fn aside_path(path: &Path) -> PathBuf {
 /// with some commands that cannot be read is copied there, and the others
 /// are loaded.
 pub fn load(path: &Path, agg: &mut Aggregate) -> Result<Loaded, String> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::default()),
-        Err(e) => return Err(format!("cannot read state file {}: {e}", path.display())),
+    let Some(bytes) = read_limited(path, read_limit(agg.max_series))? else {
+        return Ok(Loaded::default());
     };
     match parse(&bytes, &agg.buckets) {
         Ok(parsed) => {
@@ -221,7 +345,7 @@ pub fn load(path: &Path, agg: &mut Aggregate) -> Result<Loaded, String> {
                 }
             }
             if let Some((n, why)) = parsed.bad {
-                let aside = aside_path(path);
+                let aside = aside_path(&resolve(path).unwrap_or_else(|_| path.to_path_buf()));
                 std::fs::write(&aside, &bytes).map_err(|e| {
                     format!(
                         "state file {}: {n} saved commands are not valid ({why}) and a copy cannot be kept: {e}",
@@ -234,8 +358,10 @@ pub fn load(path: &Path, agg: &mut Aggregate) -> Result<Loaded, String> {
             Ok(loaded)
         }
         Err(why) => {
-            let aside = aside_path(path);
-            std::fs::rename(path, &aside).map_err(|e| {
+            // The file itself, not a symlink to it.
+            let target = resolve(path).unwrap_or_else(|_| path.to_path_buf());
+            let aside = aside_path(&target);
+            std::fs::rename(&target, &aside).map_err(|e| {
                 format!(
                     "state file {} is not valid ({why}) and cannot be moved aside: {e}",
                     path.display()
@@ -420,6 +546,19 @@ mod tests {
             assert_eq!(p.commands.len(), 1, "{b}");
             assert_eq!(p.bad.as_ref().map(|b| b.0), Some(1), "{b}");
         }
+    }
+
+    #[test]
+    fn temp_files_are_unique_and_never_reuse_a_name() {
+        let dir = std::env::temp_dir().join(format!("patienced-tmp-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("state.json");
+        let (a, _fa) = create_temp(&target).unwrap();
+        let (b, _fb) = create_temp(&target).unwrap();
+        assert_ne!(a, b);
+        assert!(a.file_name().unwrap().to_string_lossy().starts_with(".state.json.tmp-"));
+        assert_eq!(remove_stale_temps(&target), 2, "our own pid's are stale at start");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
