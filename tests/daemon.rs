@@ -1458,6 +1458,71 @@ fn what_is_not_ours_at_the_socket_path_is_left_alone() {
 }
 
 #[test]
+fn a_socket_path_squatted_by_another_user_names_the_option_to_use_instead() {
+    let dir = TempDir::new("d-squat");
+    let path = dir.join("squatted.sock");
+    drop(UnixDatagram::bind(&path).unwrap());
+    if !Command::new("chown")
+        .arg("65534")
+        .arg(&path)
+        .status()
+        .unwrap()
+        .success()
+    {
+        eprintln!("NOTICE: cannot chown (not root): skipping");
+        return;
+    }
+    let (st, err) = start_fails(&path, &[]);
+    assert_eq!(st, 1, "{err}");
+    assert!(
+        err.contains("belongs to uid 65534") && err.contains("--socket PATH"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(path.exists(), "another user's socket was removed");
+}
+
+#[test]
+fn the_socket_mode_is_never_set_through_its_path() {
+    if !common::have_strace() {
+        return;
+    }
+    let dir = TempDir::new("d-chmod");
+    let sock = dir.join("d.sock");
+    let trace = dir.join("trace");
+    let mut cmd = Command::new("strace");
+    cmd.args([
+        "-f",
+        "-qq",
+        "-e",
+        "trace=chmod,fchmodat,lchown,chown,fchownat",
+        "-o",
+    ])
+    .arg(&trace)
+    .arg(patienced_bin())
+    .args([
+        "--no-config",
+        "--listen",
+        "127.0.0.1:0",
+        "--socket-mode",
+        "0660",
+        "--socket",
+    ])
+    .arg(&sock);
+    let mut d = launch(cmd, &sock);
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    // strace's child is patienced: stopped, it ends strace too.
+    let strace = d.guard.id();
+    let children = std::fs::read_to_string(format!("/proc/{strace}/task/{strace}/children")).unwrap();
+    let daemon: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    send_signal(daemon, "TERM");
+    assert!(d.guard.wait_status(LONG).success());
+    let calls = std::fs::read_to_string(&trace).unwrap();
+    assert!(!calls.contains("d.sock"), "{calls}");
+}
+
+#[test]
 fn a_stale_socket_is_replaced_and_modes_are_applied() {
     let dir = TempDir::new("d-stale");
     let path = dir.join("stale.sock");

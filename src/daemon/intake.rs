@@ -9,7 +9,7 @@
 //! created.
 
 use std::io::ErrorKind;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,24 +44,31 @@ pub struct Socket {
 /// is one line for the log.
 pub fn bind(path: &Path, mode: u32) -> Result<Socket, String> {
     let shown = path.display();
+    // Said with every refusal: in a shared directory such as /tmp, another
+    // user may have taken the default path first.
+    let instead = "choose another path with --socket PATH (or $PATIENCE_SOCKET)";
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => return Err(format!("cannot inspect socket path {shown}: {e}")),
         Ok(meta) => {
             if !meta.file_type().is_socket() {
                 return Err(format!(
-                    "{shown} exists and is not a socket; refusing to remove it"
+                    "{shown} exists and is not a socket; refusing to remove it: {instead}"
                 ));
             }
             if meta.uid() != sys::geteuid() {
                 return Err(format!(
-                    "{shown} belongs to uid {}, not to this user; refusing to remove it",
+                    "{shown} belongs to uid {}, not to this user; refusing to remove it: {instead}",
                     meta.uid()
                 ));
             }
             let probe = UnixDatagram::unbound().map_err(|e| format!("cannot create a socket: {e}"))?;
             match probe.connect(path) {
-                Ok(()) => return Err(format!("another patienced is already listening on {shown}")),
+                Ok(()) => {
+                    return Err(format!(
+                        "another patienced is already listening on {shown}; to run a second one, {instead}"
+                    ))
+                }
                 Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
                     std::fs::remove_file(path)
                         .map_err(|e| format!("cannot remove stale socket {shown}: {e}"))?;
@@ -69,19 +76,20 @@ pub fn bind(path: &Path, mode: u32) -> Result<Socket, String> {
                 }
                 Err(e) => {
                     return Err(format!(
-                        "{shown} is in use by another program ({e}); refusing to remove it"
+                        "{shown} is in use by another program ({e}); refusing to remove it: {instead}"
                     ))
                 }
             }
         }
     }
+    // The mode comes from the umask alone: bind(2) creates the socket file
+    // with 0777 less the umask, which is then exactly `mode`, from its first
+    // instant. Nothing is changed through the path afterwards, which another
+    // user who can write to the directory could have swapped by then.
     let old = sys::umask(0o777 & !mode);
     let bound = UnixDatagram::bind(path);
     sys::umask(old);
     let socket = bound.map_err(|e| format!("cannot bind socket {shown}: {e}"))?;
-    // The umask can only take bits away; set the exact mode asked for.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("cannot set the mode of {shown}: {e}"))?;
     let meta = std::fs::symlink_metadata(path).map_err(|e| format!("cannot inspect {shown}: {e}"))?;
     socket
         .set_read_timeout(Some(POLL))

@@ -556,7 +556,11 @@ mod tests {
         let (a, _fa) = create_temp(&target).unwrap();
         let (b, _fb) = create_temp(&target).unwrap();
         assert_ne!(a, b);
-        assert!(a.file_name().unwrap().to_string_lossy().starts_with(".state.json.tmp-"));
+        assert!(a
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(".state.json.tmp-"));
         assert_eq!(remove_stale_temps(&target), 2, "our own pid's are stale at start");
         std::fs::remove_dir_all(&dir).unwrap();
     }
