@@ -5,7 +5,7 @@
 //!     daemon_scrape concurrent HTTP_ADDR CLIENTS
 //!     daemon_scrape lossy SOCKET HTTP_ADDR RATE SECONDS NAMES NAME_LEN SCRAPERS
 //!
-//! `fill` gives NAMES commands five series each (one attempt, one run),
+//! `fill` gives NAMES commands seven series each (one attempt, one run),
 //! with names NAME_LEN bytes long, by blocking sends. `time` reports the
 //! median and worst latency of SCRAPES scrapes. `concurrent` has CLIENTS
 //! scrapes in flight at once, read in full. `lossy` sends RATE datagrams a

@@ -91,6 +91,7 @@ impl Loop<'_> {
             failed: 0,
             attempts: VecDeque::new(),
         };
+        self.metrics.run_start(&outcome.name, outcome.started_at);
         // A deadline too far to represent is no deadline.
         let deadline = s.deadline.and_then(|d| start.checked_add(d));
         let mut schedule = Schedule::new(s.backoff.clone(), Rng::from_entropy());

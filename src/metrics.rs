@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! {"v":1,"event":"attempt","name":"…","attempt":2,"exit_code":7,"signal":null,"timed_out":false,"duration_s":0.53,"ts":1764000000.1}
-//! {"v":1,"event":"run","name":"…","status":"succeeded","attempts":3,"exit_code":0,"duration_s":4.2,"ts":1764000004.3}
+//! {"v":1,"event":"run","name":"…","status":"succeeded","attempts":3,"exit_code":0,"duration_s":4.2,"ts":1764000004.3,"pid":4242}
+//! {"v":1,"event":"run-start","name":"…","ts":1764000000.1,"pid":4242}
 //! ```
 //!
 //! The sending side ([`Sender`]) never delays patience and never fails it:
@@ -204,6 +205,16 @@ pub struct RunEvent {
     pub exit_code: Option<i32>,
     pub duration_s: f64,
     pub ts: Option<f64>,
+    /// The sender's process id, to match the run's `run-start`.
+    pub pid: Option<u64>,
+}
+
+/// A run that has begun (additive to protocol v1).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunStartEvent {
+    pub name: String,
+    pub ts: Option<f64>,
+    pub pid: Option<u64>,
 }
 
 /// One valid datagram.
@@ -211,6 +222,7 @@ pub struct RunEvent {
 pub enum Event {
     Attempt(AttemptEvent),
     Run(RunEvent),
+    RunStart(RunStartEvent),
 }
 
 impl Event {
@@ -218,6 +230,7 @@ impl Event {
         match self {
             Event::Attempt(a) => &a.name,
             Event::Run(r) => &r.name,
+            Event::RunStart(r) => &r.name,
         }
     }
 
@@ -225,6 +238,7 @@ impl Event {
         match self {
             Event::Attempt(a) => a.ts,
             Event::Run(r) => r.ts,
+            Event::RunStart(r) => r.ts,
         }
     }
 }
@@ -397,6 +411,8 @@ struct Wire<'a> {
     duration_s: Option<Scalar<'a>>,
     #[serde(borrow)]
     ts: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pid: Option<Scalar<'a>>,
 }
 
 /// Checks one datagram and turns it into an event, or says why not.
@@ -412,9 +428,16 @@ pub fn decode(bytes: &[u8]) -> Result<Event, Reject> {
     if w.v.as_ref().and_then(Scalar::as_u64) != Some(VERSION) {
         return Err(Reject::Version);
     }
-    let is_attempt = match w.event.as_ref().and_then(Scalar::as_str) {
-        Some("attempt") => true,
-        Some("run") => false,
+    #[derive(PartialEq)]
+    enum Kind {
+        Attempt,
+        Run,
+        RunStart,
+    }
+    let kind = match w.event.as_ref().and_then(Scalar::as_str) {
+        Some("attempt") => Kind::Attempt,
+        Some("run") => Kind::Run,
+        Some("run-start") => Kind::RunStart,
         _ => return Err(Reject::Event),
     };
     let name = match w.name {
@@ -422,9 +445,13 @@ pub fn decode(bytes: &[u8]) -> Result<Event, Reject> {
         Some(Scalar::Str(n)) => n.into_owned(),
         _ => return Err(Reject::Field),
     };
-    let duration_s = seconds(&w.duration_s, MAX_DURATION_S)?.ok_or(Reject::Duration)?;
     let ts = seconds(&w.ts, MAX_TS)?;
-    if is_attempt {
+    let pid = count(&w.pid)?;
+    if kind == Kind::RunStart {
+        return Ok(Event::RunStart(RunStartEvent { name, ts, pid }));
+    }
+    let duration_s = seconds(&w.duration_s, MAX_DURATION_S)?.ok_or(Reject::Duration)?;
+    if kind == Kind::Attempt {
         let timed_out = match w.timed_out {
             None => false,
             Some(Scalar::Bool(b)) => b,
@@ -463,6 +490,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, Reject> {
             exit_code: exit_code(&w.exit_code)?,
             duration_s,
             ts,
+            pid,
         }))
     }
 }
@@ -555,6 +583,22 @@ pub fn encode_attempt(name: &str, a: &Attempt) -> Vec<u8> {
     out
 }
 
+/// The datagram for a run that begins: the daemon shows it as in progress
+/// until the run's own datagram (same `pid`) comes.
+pub fn encode_run_start(name: &str, started_at: SystemTime) -> Vec<u8> {
+    let mut out = serde_json::json!({
+        "v": VERSION,
+        "event": "run-start",
+        "name": truncate_name(name),
+        "pid": std::process::id(),
+        "ts": end_secs(started_at, std::time::Duration::ZERO),
+    })
+    .to_string()
+    .into_bytes();
+    out.truncate(MAX_DATAGRAM);
+    out
+}
+
 /// The datagram for a finished run; `exit_status` is what patience exits with.
 pub fn encode_run(outcome: &Outcome, exit_status: i32) -> Vec<u8> {
     let mut out = serde_json::json!({
@@ -566,6 +610,7 @@ pub fn encode_run(outcome: &Outcome, exit_status: i32) -> Vec<u8> {
         "exit_code": exit_status,
         "duration_s": outcome.duration.as_secs_f64(),
         "ts": end_secs(outcome.started_at, outcome.duration),
+        "pid": std::process::id(),
     })
     .to_string()
     .into_bytes();
@@ -653,6 +698,11 @@ impl Sender {
         if let Some(a) = attempt {
             self.send(|| encode_attempt(name, a));
         }
+    }
+
+    /// Reports that run `name` begins.
+    pub fn run_start(&self, name: &str, started_at: SystemTime) {
+        self.send(|| encode_run_start(name, started_at));
     }
 
     /// Reports the finished run.

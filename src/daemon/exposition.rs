@@ -236,14 +236,47 @@ pub fn render(snap: &Snapshot, start_time: f64, out: &mut impl Sink) {
     );
     each(&mut |label, c| {
         for status in Status::ALL {
-            if let Some(r) = c.runs[status.index()] {
+            if let Some(last) = c.runs[status.index()].and_then(|r| r.last) {
                 open(out, "patience_last_run_timestamp_seconds", label);
                 out.put_str(",status=\"");
                 out.put_str(status.as_str());
                 out.put_str("\"} ");
-                put_float(out, r.last);
+                put_float(out, last);
                 out.put(b"\n");
             }
+        }
+    });
+
+    header(
+        out,
+        "patience_last_run_exit_code",
+        "gauge",
+        "The exit status of the latest run: 0 when it succeeded.",
+    );
+    each(&mut |label, c| {
+        if let Some(l) = c.last_run {
+            open(out, "patience_last_run_exit_code", label);
+            out.put_str("} ");
+            if l.exit_code < 0 {
+                out.put(b"-");
+            }
+            push_u64(out, l.exit_code.unsigned_abs().into());
+            out.put(b"\n");
+        }
+    });
+
+    header(
+        out,
+        "patience_running_since_timestamp_seconds",
+        "gauge",
+        "When the oldest run still in progress began, in seconds since the epoch; absent when none is.",
+    );
+    each(&mut |label, c| {
+        if let Some(since) = c.running_since() {
+            open(out, "patience_running_since_timestamp_seconds", label);
+            out.put_str("} ");
+            put_float(out, since);
+            out.put(b"\n");
         }
     });
 
@@ -418,6 +451,7 @@ mod tests {
                     exit_code: None,
                     duration_s: d,
                     ts: Some(1.5),
+                    pid: None,
                 })),
                 0.0,
             );
@@ -443,7 +477,10 @@ mod tests {
         assert!(
             text.contains("patience_last_run_timestamp_seconds{command=\"b\",status=\"succeeded\"} 1.5\n")
         );
-        assert!(text.contains("patienced_series 10\n"));
+        assert!(text.contains("patienced_series 14\n"));
+        assert!(text.contains("patience_runs_total{command=\"a\",status=\"failed\"} 0\n"));
+        assert!(!text.contains("patience_last_run_timestamp_seconds{command=\"a\",status=\"failed\"}"));
+        assert!(text.contains("patience_last_run_exit_code{command=\"a\"} 0\n"));
         // Each family's lines are contiguous: once a family is left, its
         // name never comes back.
         let mut seen = Vec::new();
@@ -462,6 +499,6 @@ mod tests {
                 seen.push(name);
             }
         }
-        assert_eq!(seen.len(), 10);
+        assert_eq!(seen.len(), 12);
     }
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::aggregate::{Aggregate, Command, Histogram, Runs, Snapshot};
+use super::aggregate::{Aggregate, Command, Histogram, LastRun, Runs, Snapshot, MAX_RUNNING};
 use crate::metrics::{ExitLabel, Status};
 
 const FILE_VERSION: u64 = 1;
@@ -42,13 +42,29 @@ struct Saved {
     run_duration: Option<SavedHistogram>,
     #[serde(default)]
     attempt_duration: Option<SavedHistogram>,
+    #[serde(default)]
+    last_run: Option<SavedLastRun>,
+    /// Runs in progress: [pid, start].
+    #[serde(default)]
+    running: Vec<(u64, f64)>,
+    /// When a datagram last came for it (0: not saved, an older file).
+    #[serde(default)]
+    seen: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavedLastRun {
+    ts: f64,
+    exit_code: i32,
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SavedRuns {
     count: u64,
-    last: f64,
+    /// null for a counter born at zero.
+    last: Option<f64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -138,6 +154,12 @@ pub fn serialize(agg: &Snapshot) -> Vec<u8> {
             attempts: c.attempts.iter().map(|(l, n)| (l.to_string(), *n)).collect(),
             run_duration: c.run_duration.as_ref().map(save_histogram),
             attempt_duration: c.attempt_duration.as_ref().map(save_histogram),
+            last_run: c.last_run.map(|l| SavedLastRun {
+                ts: l.ts,
+                exit_code: l.exit_code,
+            }),
+            running: c.running.clone(),
+            seen: c.seen,
         })
         .collect();
     let file = File {
@@ -337,7 +359,13 @@ pub fn load(path: &Path, agg: &mut Aggregate) -> Result<Loaded, String> {
                 histograms_dropped: parsed.histograms_dropped,
                 ..Loaded::default()
             };
-            for (name, c) in parsed.commands {
+            let now = super::unix_now();
+            for (name, mut c) in parsed.commands {
+                // Saved by a version that did not keep it: seen now, so
+                // that --series-ttl counts from this start.
+                if c.seen == 0.0 {
+                    c.seen = now;
+                }
                 if agg.restore(name, c) {
                     loaded.commands += 1;
                 } else {
@@ -431,7 +459,7 @@ fn command(s: Saved, saved_buckets: usize, same_buckets: bool) -> Result<(Comman
     let mut c = Command::default();
     for (status, r) in s.runs {
         let st = Status::parse(&status).ok_or_else(|| format!("unknown status {status:?}"))?;
-        if !ok_ts(r.last) {
+        if !r.last.is_none_or(ok_ts) {
             return Err(format!("bad timestamp for {:?}", s.name));
         }
         c.runs[st.index()] = Some(Runs {
@@ -470,6 +498,20 @@ fn command(s: Saved, saved_buckets: usize, same_buckets: bool) -> Result<(Comman
     };
     c.run_duration = histogram(s.run_duration)?;
     c.attempt_duration = histogram(s.attempt_duration)?;
+    if let Some(l) = s.last_run {
+        if !ok_ts(l.ts) {
+            return Err(format!("bad timestamp for {:?}", s.name));
+        }
+        c.last_run = Some(LastRun {
+            ts: l.ts,
+            exit_code: l.exit_code,
+        });
+    }
+    if s.running.len() > MAX_RUNNING || !s.running.iter().all(|r| ok_ts(r.1)) || !ok_ts(s.seen) {
+        return Err(format!("bad runs in progress for {:?}", s.name));
+    }
+    c.running = s.running;
+    c.seen = s.seen;
     Ok((c, dropped))
 }
 
@@ -532,7 +574,7 @@ mod tests {
         }
         // Each breaks command "a\"b" or "c" only: the other is loaded.
         let bad_commands = [
-            good.replace("\"failed\"", "\"meh\""),
+            good.replace("\"failed\":{\"count\":1", "\"meh\":{\"count\":1"),
             good.replace("\"SIGKILL\"", "\"SIG kill\""),
             good.replace("\"last\":7.0", "\"last\":-7.0"),
             good.replace("\"last\":7.0", "\"last\":1e308"),

@@ -13,7 +13,7 @@ set -eu
 cd "$(dirname "$0")/../.."
 
 DATAGRAMS=${1:-1000000}
-NAMES=2000          # 5 series per name: 10,000 series
+NAMES=1428          # 7 series per name: 10,000 series
 SCRAPES=50
 LOSSY_RATE=${LOSSY_RATE:-5000}
 
@@ -55,23 +55,23 @@ before=$(rss_kib)
 echo "patienced $("$bin" --version | cut -d' ' -f2), $(nproc) CPUs, net.unix.max_dgram_qlen=$(cat /proc/sys/net/unix/max_dgram_qlen 2>/dev/null || echo '?')"
 "$flood" "$dir/a.sock" "$addr" "$DATAGRAMS" "$NAMES" "$SCRAPES" | tee "$dir/out"
 after=$(rss_kib)
-per_series=$(( (after - before) * 1024 / (NAMES * 5) ))
-echo "memory: RSS ${before} KiB empty, ${after} KiB with $((NAMES * 5)) series:" \
+per_series=$(( (after - before) * 1024 / (NAMES * 7) ))
+echo "memory: RSS ${before} KiB empty, ${after} KiB with $((NAMES * 7)) series:" \
      "$per_series bytes per series"
 stop_daemon
 
 start_daemon b 200000
-"$scrape" fill "$dir/b.sock" "$addr" 20000 24
+"$scrape" fill "$dir/b.sock" "$addr" 14286 24
 echo "100000 series:"
 "$scrape" time "$addr" 20 | sed 's/^scrape/scrape100k/' | tee -a "$dir/out"
 # The same sends without, then with, a client scraping in a loop: what the
 # second loses more, scraping made intake lose.
-"$scrape" lossy "$dir/b.sock" "$addr" "$LOSSY_RATE" 3 20000 24 0 | sed 's/^lossy/idle/' || true
-"$scrape" lossy "$dir/b.sock" "$addr" "$LOSSY_RATE" 3 20000 24 1 | tee -a "$dir/out" || true
+"$scrape" lossy "$dir/b.sock" "$addr" "$LOSSY_RATE" 3 14286 24 0 | sed 's/^lossy/idle/' || true
+"$scrape" lossy "$dir/b.sock" "$addr" "$LOSSY_RATE" 3 14286 24 1 | tee -a "$dir/out" || true
 stop_daemon
 
 start_daemon c 20000
-"$scrape" fill "$dir/c.sock" "$addr" 2000 250
+"$scrape" fill "$dir/c.sock" "$addr" 1428 250
 base_hwm=$(hwm_kib)
 "$scrape" concurrent "$addr" 16
 peak=$(hwm_kib)
