@@ -2103,3 +2103,120 @@ fn counters_are_born_at_zero_and_the_last_status_and_runs_in_progress_are_shown(
         check_with_promtool(&promtool, &text);
     }
 }
+
+#[test]
+fn a_command_can_be_deleted_from_loopback_and_stays_deleted() {
+    let dir = TempDir::new("d-delete");
+    let state = dir.join("state.json");
+    let args = ["--state-file", state.to_str().unwrap()];
+    let mut d = start_daemon(&dir, &args);
+    let run = |name: &str| {
+        format!(r#"{{"v":1,"event":"run","name":"{name}","status":"failed","duration_s":1}}"#).into_bytes()
+    };
+    d.send(&[run("old job/ä"), run("kept")]);
+    d.expect(r#"patience_runs_total{command="kept",status="failed"}"#, 1.0);
+    let del = |query: &str| {
+        http(
+            &d.addr,
+            &format!("DELETE /metrics{query} HTTP/1.1\r\nHost: t\r\n\r\n"),
+        )
+    };
+    d.expect(r#"patience_runs_total{command="old job/ä",status="failed"}"#, 1.0);
+    assert_eq!(del("?command=old%20job%2F%C3%A4").0, 200);
+    assert_eq!(del("?command=old%20job%2F%C3%A4").0, 404);
+    assert_eq!(del("").0, 400);
+    assert_eq!(del("?command=%zz").0, 400);
+    let text = d.scrape();
+    assert!(!text.contains("old job"), "{text}");
+    assert!(text.contains(r#"command="kept""#));
+    assert_eq!(sample(&text, "patienced_series"), Some(5.0));
+    assert!(
+        d.log().contains(r#"removed command "old job/ä""#),
+        "{}",
+        d.log()
+    );
+    send_signal(d.guard.id(), "TERM");
+    d.guard.wait_status(LONG);
+    let d = start_daemon(&dir, &args);
+    let text = d.scrape();
+    assert!(
+        !text.contains("old job") && text.contains(r#"command="kept""#),
+        "{text}"
+    );
+    // Not from another address: patienced has no authentication.
+    let Some(ip) = Command::new("hostname")
+        .arg("-I")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| {
+            s.split_whitespace()
+                .find(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
+                .map(str::to_string)
+        })
+    else {
+        eprintln!("NOTICE: no non-loopback IPv4 address: the 403 check is skipped");
+        return;
+    };
+    let dir2 = TempDir::new("d-delete-remote");
+    let wide = start_daemon(&dir2, &["--listen", "0.0.0.0:0"]);
+    let port = wide.addr.rsplit(':').next().unwrap();
+    wide.send(&[run("kept")]);
+    wide.expect(r#"patience_runs_total{command="kept",status="failed"}"#, 1.0);
+    let (status, _, _) = http(
+        &format!("{ip}:{port}"),
+        "DELETE /metrics?command=kept HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    assert_eq!(status, 403);
+    wide.expect(r#"patience_runs_total{command="kept",status="failed"}"#, 1.0);
+}
+
+#[test]
+fn series_ttl_retires_commands_not_heard_from_at_start_and_while_running() {
+    let dir = TempDir::new("d-ttl");
+    let state = dir.join("state.json");
+    let now = unix_now_secs();
+    let buckets =
+        "[0.005,0.01,0.025,0.05,0.1,0.25,0.5,1.0,2.5,5.0,10.0,30.0,60.0,120.0,300.0,600.0,1800.0,3600.0]";
+    std::fs::write(
+        &state,
+        format!(
+            r#"{{"v":1,"buckets":{buckets},"commands":[
+              {{"name":"renamed-long-ago","runs":{{"failed":{{"count":1,"last":1.0}}}},"seen":{}}},
+              {{"name":"recent","runs":{{"failed":{{"count":1,"last":1.0}}}},"seen":{now}}}
+            ]}}"#,
+            now - 40.0 * 86400.0
+        ),
+    )
+    .unwrap();
+    let d = start_daemon(
+        &dir,
+        &["--state-file", state.to_str().unwrap(), "--series-ttl", "30d"],
+    );
+    assert!(
+        d.log()
+            .contains("left out 1 saved command not heard from for 30d"),
+        "{}",
+        d.log()
+    );
+    let text = d.scrape();
+    assert!(
+        !text.contains("renamed-long-ago") && text.contains(r#"command="recent""#),
+        "{text}"
+    );
+    drop(d);
+    // While running: retired at the next housekeeping (every 10 s).
+    let dir = TempDir::new("d-ttl2");
+    let d = start_daemon(&dir, &["--series-ttl", "2s"]);
+    d.send(&[br#"{"v":1,"event":"run","name":"brief","status":"failed","duration_s":1}"#.to_vec()]);
+    d.expect(r#"patience_runs_total{command="brief",status="failed"}"#, 1.0);
+    assert!(eventually(Duration::from_secs(25), || !d
+        .scrape()
+        .contains("brief")));
+    d.expect("patienced_series", 0.0);
+    assert!(
+        d.log().contains("retired 1 command not heard from for 2s"),
+        "{}",
+        d.log()
+    );
+}

@@ -329,7 +329,10 @@ fn serve(mut stream: TcpStream, shared: &Shared, stop: &AtomicBool, conn: &Regis
     // body could wait for the client's delayed ACK of the head.
     let _ = stream.set_nodelay(true);
     let (reply, with_body) = match read_head(&mut stream, stop) {
-        Ok(raw) => answer(&raw, shared),
+        Ok(raw) => {
+            let local = stream.peer_addr().is_ok_and(|a| a.ip().is_loopback());
+            answer(&raw, shared, local)
+        }
         Err(HeadError::TooLarge) => (Reply::plain(431, "request head too large\n"), true),
         Err(HeadError::Stopping) => (Reply::plain(503, "shutting down\n"), true),
         Err(HeadError::Gone) => return,
@@ -494,7 +497,7 @@ impl Reply {
 
 /// The reply to the request whose head is `raw`, and whether its body is
 /// sent (not for HEAD).
-fn answer(raw: &[u8], _shared: &Shared) -> (Reply, bool) {
+fn answer(raw: &[u8], shared: &Shared, local: bool) -> (Reply, bool) {
     let req = match parse_request(raw) {
         Ok(r) => r,
         Err(505) => {
@@ -518,9 +521,14 @@ fn answer(raw: &[u8], _shared: &Shared) -> (Reply, bool) {
         Route::Index => Reply::plain(200, index_page()),
         Route::NotFound => Reply::plain(404, "not found: try /metrics\n"),
         Route::NotAllowed => Reply {
-            extra: "Allow: GET, HEAD\r\n",
+            extra: if req.path == "/metrics" {
+                "Allow: GET, HEAD, DELETE\r\n"
+            } else {
+                "Allow: GET, HEAD\r\n"
+            },
             ..Reply::plain(405, "method not allowed: use GET\n")
         },
+        Route::Delete => delete(req.query, shared, local),
     };
     (reply, req.method != "HEAD")
 }
@@ -694,6 +702,7 @@ fn parse_request(head: &[u8]) -> Result<Request<'_>, u16> {
 #[derive(Debug, PartialEq)]
 enum Route {
     Metrics,
+    Delete,
     Health,
     Index,
     NotFound,
@@ -711,8 +720,54 @@ fn route(method: &str, path: &str) -> Route {
     };
     match method {
         "GET" | "HEAD" => known,
+        "DELETE" if known == Route::Metrics => Route::Delete,
         _ => Route::NotAllowed,
     }
+}
+
+/// `DELETE /metrics?command=NAME` (NAME percent-encoded): removes one
+/// command's series, state file included at its next write. Only from
+/// the loopback address: patienced has no authentication.
+fn delete(query: Option<&str>, shared: &Shared, local: bool) -> Reply {
+    if !local {
+        return Reply::plain(403, "DELETE is only allowed from the loopback address\n");
+    }
+    let name = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("command="))
+        .and_then(percent_decode);
+    let Some(name) = name.filter(|n| !n.is_empty()) else {
+        return Reply::plain(
+            400,
+            "usage: DELETE /metrics?command=NAME (NAME percent-encoded)\n",
+        );
+    };
+    if shared.remove(&name) {
+        log(&format!("removed command {name:?} (DELETE /metrics)"));
+        Reply::plain(200, format!("removed {name}\n"))
+    } else {
+        Reply::plain(404, format!("no command {name}\n"))
+    }
+}
+
+/// `%XX` escapes decoded (a `+` stays a `+`); None when that is not UTF-8
+/// or an escape is broken.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// A response head for a body of `len` bytes (None: the body's length is
@@ -723,6 +778,7 @@ fn head(status: u16, content_type: &str, len: Option<usize>, extra: &str) -> Vec
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -806,6 +862,12 @@ mod tests {
         assert_eq!(route("POST", "/nope"), Route::NotFound);
         assert_eq!(route("POST", "/metrics"), Route::NotAllowed);
         assert_eq!(route("DELETE", "/"), Route::NotAllowed);
+        assert_eq!(route("DELETE", "/metrics"), Route::Delete);
+        assert_eq!(percent_decode("a%20b%22%0Ac+d").as_deref(), Some("a b\"\nc+d"));
+        assert_eq!(percent_decode("%e2%9c%93").as_deref(), Some("✓"));
+        for bad in ["%", "%4", "%zz", "%ff"] {
+            assert_eq!(percent_decode(bad), None, "{bad}");
+        }
     }
 
     #[test]

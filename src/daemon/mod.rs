@@ -8,9 +8,9 @@
 //! (`--state-file`).
 //!
 //! Threads: one reads datagrams, one accepts HTTP connections and serves each
-//! on a thread of its own (at most `http::MAX_CONNECTIONS`), one writes
-//! the state file every `FLUSH_EVERY`; the main thread waits for signals and
-//! stops the others. They share one `Shared`, whose mutex is only ever held
+//! on a thread of its own (at most `http::MAX_CONNECTIONS`), one writes the
+//! state file and retires old commands every `FLUSH_EVERY`; the main thread
+//! waits for signals and stops the others. They share one `Shared`, whose mutex is only ever held
 //! for in-memory work.
 
 pub mod aggregate;
@@ -83,6 +83,11 @@ const KEYS: &[(&str, &str, &str)] = &[
         "N",
         "at most N series in memory; more are dropped [10000]",
     ),
+    (
+        "series-ttl",
+        "DUR",
+        "forget a command not heard from for DUR, e.g. 30d [never]",
+    ),
 ];
 
 /// Parses patienced's arguments (without argv[0]).
@@ -142,6 +147,8 @@ pub struct Settings {
     pub state_file: Option<PathBuf>,
     pub max_series: usize,
     pub buckets: Vec<f64>,
+    /// `--series-ttl`: commands not seen for this long are retired.
+    pub series_ttl: Option<Duration>,
 }
 
 /// A `[daemon]` value as it came from the command line or a config file.
@@ -160,6 +167,7 @@ struct Draft {
     state_file: Option<PathBuf>,
     max_series: usize,
     buckets: Vec<f64>,
+    series_ttl: Option<Duration>,
 }
 
 impl Draft {
@@ -209,6 +217,13 @@ impl Draft {
                 self.max_series = n
                     .filter(|n| (1..=100_000_000).contains(n))
                     .ok_or("expected a whole number from 1 to 100000000")?;
+            }
+            "series-ttl" => {
+                let d = crate::duration::parse(text()?)?;
+                if d.is_zero() {
+                    return Err("must be more than 0 (leave it out to keep every command)".into());
+                }
+                self.series_ttl = Some(d);
             }
             "buckets" => {
                 let Raw::Toml(toml::Value::Array(items)) = raw else {
@@ -305,6 +320,7 @@ pub fn resolve(args: &Args) -> Result<Settings, String> {
         state_file: None,
         max_series: 10_000,
         buckets: DEFAULT_BUCKETS.to_vec(),
+        series_ttl: None,
     };
     if !args.no_config {
         let named = args.config.clone().or_else(|| {
@@ -336,6 +352,7 @@ pub fn resolve(args: &Args) -> Result<Settings, String> {
         state_file: draft.state_file,
         max_series: draft.max_series,
         buckets: draft.buckets,
+        series_ttl: draft.series_ttl,
     })
 }
 
@@ -388,6 +405,23 @@ impl Shared {
     /// What a scrape renders from, taken under the lock in a moment.
     pub fn snapshot(&self) -> aggregate::Snapshot {
         self.lock().snapshot()
+    }
+
+    /// Retires the commands not seen for `ttl`, and says so.
+    fn retire(&self, ttl: Duration) {
+        let n = self.lock().retire(unix_now() - ttl.as_secs_f64());
+        if n > 0 {
+            log(&format!(
+                "--series-ttl: retired {n} command{} not heard from for {}",
+                if n == 1 { "" } else { "s" },
+                crate::duration::format(ttl)
+            ));
+        }
+    }
+
+    /// Removes command `name` (an admin request); false when there is none.
+    pub fn remove(&self, name: &str) -> bool {
+        self.lock().remove(name)
     }
 
     /// When the daemon started, in seconds since the epoch.
@@ -512,6 +546,16 @@ fn serve(s: &Settings) -> Result<(), String> {
                 loaded.over_limit
             ));
         }
+        if let Some(ttl) = s.series_ttl {
+            let n = agg.retire(unix_now() - ttl.as_secs_f64());
+            if n > 0 {
+                log(&format!(
+                    "--series-ttl: left out {n} saved command{} not heard from for {}",
+                    if n == 1 { "" } else { "s" },
+                    crate::duration::format(ttl)
+                ));
+            }
+        }
         if loaded.histograms_dropped {
             log("the buckets changed since the state was saved: saved histograms start again");
         }
@@ -545,15 +589,15 @@ fn serve(s: &Settings) -> Result<(), String> {
     let threads = (|| {
         let (sock, sh, st) = (socket.clone(), shared.clone(), stop.clone());
         let intake = spawn("intake", Box::new(move || sock.receive(&sh, &st)))?;
-        let writer = match s.state_file.clone() {
-            Some(path) => {
+        let writer = match (s.state_file.clone(), s.series_ttl) {
+            (None, None) => None,
+            (path, ttl) => {
                 let (sh, st) = (shared.clone(), stop.clone());
                 Some(spawn(
                     "state",
-                    Box::new(move || write_periodically(&sh, &path, &st)),
+                    Box::new(move || housekeeping(&sh, path.as_deref(), ttl, &st)),
                 )?)
             }
-            None => None,
         };
         Ok::<_, String>((intake, writer))
     })();
@@ -598,8 +642,9 @@ fn serve(s: &Settings) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes the state file every `FLUSH_EVERY` until `stop` is set.
-fn write_periodically(shared: &Shared, path: &Path, stop: &AtomicBool) {
+/// Every `FLUSH_EVERY` until `stop` is set: retires the commands past
+/// `--series-ttl`, then writes the state file.
+fn housekeeping(shared: &Shared, path: Option<&Path>, ttl: Option<Duration>, stop: &AtomicBool) {
     let step = Duration::from_millis(200);
     let mut waited = Duration::ZERO;
     while !stop.load(Ordering::Relaxed) {
@@ -607,7 +652,12 @@ fn write_periodically(shared: &Shared, path: &Path, stop: &AtomicBool) {
         waited += step;
         if waited >= FLUSH_EVERY {
             waited = Duration::ZERO;
-            shared.flush(path, false);
+            if let Some(ttl) = ttl {
+                shared.retire(ttl);
+            }
+            if let Some(path) = path {
+                shared.flush(path, false);
+            }
         }
     }
 }
@@ -647,6 +697,8 @@ mod tests {
             ("--max-series", "-3"),
             ("--state-file", ""),
             ("--socket", ""),
+            ("--series-ttl", "0"),
+            ("--series-ttl", "soon"),
         ] {
             let a = args(&[opt, bad, "--no-config"]).unwrap();
             let e = resolve(&a).unwrap_err();
