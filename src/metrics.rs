@@ -618,21 +618,116 @@ pub fn encode_run(outcome: &Outcome, exit_status: i32) -> Vec<u8> {
     out
 }
 
-/// Where the daemon's socket is: `$PATIENCE_SOCKET`, else `configured` (the
-/// config file's `socket`), else `$XDG_RUNTIME_DIR/patienced.sock`, else
-/// `/tmp/patienced-UID.sock`. Empty values count as unset.
-pub fn socket_path(configured: Option<&Path>) -> PathBuf {
+/// Where a daemon's socket may be, in order: `$PATIENCE_SOCKET`, else
+/// `configured` (the config file's `socket`) — either alone when set — else
+/// `$XDG_RUNTIME_DIR/patienced.sock`, `/run/user/UID/patienced.sock` (what a
+/// login shell's daemon bound, found from cron, which has no
+/// `$XDG_RUNTIME_DIR`), `/tmp/patienced-UID.sock`, and a system daemon's
+/// `/run/patienced/patienced.sock`. Empty values count as unset.
+pub fn socket_candidates(configured: Option<&Path>) -> Vec<PathBuf> {
     let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    if let Some(p) = env("PATIENCE_SOCKET") {
-        return p;
+    candidates(
+        env("PATIENCE_SOCKET"),
+        configured,
+        env("XDG_RUNTIME_DIR"),
+        crate::sys::getuid(),
+    )
+}
+
+fn candidates(
+    from_env: Option<PathBuf>,
+    configured: Option<&Path>,
+    runtime_dir: Option<PathBuf>,
+    uid: u32,
+) -> Vec<PathBuf> {
+    if let Some(p) = from_env {
+        return vec![p];
     }
     if let Some(p) = configured.filter(|p| !p.as_os_str().is_empty()) {
-        return p.to_path_buf();
+        return vec![p.to_path_buf()];
     }
-    if let Some(dir) = env("XDG_RUNTIME_DIR") {
-        return dir.join("patienced.sock");
+    let mut out: Vec<PathBuf> = runtime_dir
+        .map(|d| d.join("patienced.sock"))
+        .into_iter()
+        .collect();
+    for p in [
+        format!("/run/user/{uid}/patienced.sock"),
+        format!("/tmp/patienced-{uid}.sock"),
+        "/run/patienced/patienced.sock".to_string(),
+    ] {
+        let p = PathBuf::from(p);
+        if !out.contains(&p) {
+            out.push(p);
+        }
     }
-    PathBuf::from(format!("/tmp/patienced-{}.sock", crate::sys::getuid()))
+    out
+}
+
+/// Where patienced binds by default: the first candidate, except that
+/// without `$XDG_RUNTIME_DIR` it takes `/run/user/UID` only when that
+/// directory exists, and never the system daemon's path (which a system
+/// daemon is given with `--socket`).
+pub fn socket_path(configured: Option<&Path>) -> PathBuf {
+    let all = socket_candidates(configured);
+    let explicit = all.len() == 1;
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|v| !v.is_empty());
+    all.iter()
+        .find(|p| {
+            explicit
+                || runtime
+                || p.parent()
+                    .is_some_and(|d| d != Path::new("/run/patienced") && d.is_dir())
+        })
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/patienced-{}.sock", crate::sys::getuid())))
+}
+
+/// What `--dry-run` says of the socket: the one patience would send to (or,
+/// when none is there, the first place it looks), and a line on whether a
+/// daemon answers there, or where it looked.
+pub fn describe_socket(configured: Option<&Path>) -> (PathBuf, String) {
+    let all = socket_candidates(configured);
+    for p in &all {
+        let Ok(meta) = std::fs::symlink_metadata(p) else {
+            continue;
+        };
+        if !trusted_socket(p) {
+            let what = if meta.file_type().is_socket() {
+                format!(
+                    "a socket of uid {} in a directory others can write to",
+                    meta.uid()
+                )
+            } else {
+                "not a socket".to_string()
+            };
+            return (
+                p.clone(),
+                format!(
+                    "{} is {what}: nothing is sent (set PATIENCE_SOCKET, or socket in [defaults])",
+                    p.display()
+                ),
+            );
+        }
+        let answers = UnixDatagram::unbound().and_then(|s| s.connect(p)).is_ok();
+        let line = if answers {
+            format!("a daemon answers at {}", p.display())
+        } else {
+            format!(
+                "none answers at {} (a stale socket): nothing is sent",
+                p.display()
+            )
+        };
+        return (p.clone(), line);
+    }
+    let looked: Vec<String> = all.iter().map(|p| p.display().to_string()).collect();
+    let first = all.first().cloned().unwrap_or_default();
+    (
+        first,
+        format!(
+            "no socket found (looked at {}): nothing is sent",
+            looked.join(", ")
+        ),
+    )
 }
 
 /// True when the socket at `path` may receive our datagrams: it is a socket
@@ -661,7 +756,8 @@ fn trusted_socket(path: &Path) -> bool {
 /// socket itself is created only once a daemon's socket exists, and every
 /// error is ignored.
 pub struct Sender {
-    path: Option<PathBuf>,
+    /// Where to look, in order; empty when disabled.
+    paths: Vec<PathBuf>,
     socket: OnceCell<Option<UnixDatagram>>,
 }
 
@@ -669,15 +765,21 @@ impl Sender {
     /// A sender that sends nothing (`--no-metrics`).
     pub fn disabled() -> Sender {
         Sender {
-            path: None,
+            paths: Vec::new(),
             socket: OnceCell::new(),
         }
     }
 
     /// A sender to the socket at `path`.
     pub fn to(path: PathBuf) -> Sender {
+        Sender::to_first(vec![path])
+    }
+
+    /// A sender to the first of `paths` that is a daemon's socket, looked
+    /// for at every send.
+    pub fn to_first(paths: Vec<PathBuf>) -> Sender {
         Sender {
-            path: Some(path),
+            paths,
             socket: OnceCell::new(),
         }
     }
@@ -689,7 +791,7 @@ impl Sender {
         } else {
             // settings.socket already holds PATIENCE_SOCKET over the config
             // file's `socket` (config::resolve applies that precedence).
-            Sender::to(socket_path(settings.socket.as_deref()))
+            Sender::to_first(socket_candidates(settings.socket.as_deref()))
         }
     }
 
@@ -711,10 +813,9 @@ impl Sender {
     }
 
     fn send(&self, datagram: impl FnOnce() -> Vec<u8>) {
-        let Some(path) = &self.path else { return };
-        if !trusted_socket(path) {
+        let Some(path) = self.paths.iter().find(|p| trusted_socket(p)) else {
             return;
-        }
+        };
         let socket = self.socket.get_or_init(|| {
             let s = UnixDatagram::unbound().ok()?;
             s.set_nonblocking(true).ok()?;
@@ -999,6 +1100,38 @@ mod tests {
     }
 
     #[test]
+    fn socket_candidates_agree_between_login_shells_and_cron() {
+        let p = PathBuf::from;
+        let shell = candidates(None, None, Some(p("/run/user/7")), 7);
+        let cron = candidates(None, None, None, 7);
+        assert_eq!(
+            shell,
+            [
+                p("/run/user/7/patienced.sock"),
+                p("/tmp/patienced-7.sock"),
+                p("/run/patienced/patienced.sock")
+            ]
+        );
+        assert_eq!(
+            cron,
+            [
+                p("/run/user/7/patienced.sock"),
+                p("/tmp/patienced-7.sock"),
+                p("/run/patienced/patienced.sock")
+            ]
+        );
+        assert_eq!(
+            candidates(None, None, Some(p("/x")), 7)[0],
+            p("/x/patienced.sock")
+        );
+        assert_eq!(
+            candidates(Some(p("/e")), Some(Path::new("/c")), None, 7),
+            [p("/e")]
+        );
+        assert_eq!(candidates(None, Some(Path::new("/c")), None, 7), [p("/c")]);
+    }
+
+    #[test]
     fn socket_path_order() {
         // Only the parts that do not depend on the environment.
         assert!(socket_path(Some(Path::new("/x.sock"))).is_absolute());
@@ -1009,7 +1142,10 @@ mod tests {
 
     #[test]
     fn a_missing_socket_creates_nothing() {
-        let s = Sender::to(PathBuf::from("/nonexistent/patienced.sock"));
+        let s = Sender::to_first(vec![
+            PathBuf::from("/nonexistent/patienced.sock"),
+            PathBuf::from("/nonexistent/other.sock"),
+        ]);
         s.send(|| panic!("must not even encode"));
         assert!(s.socket.get().is_none());
         Sender::disabled().send(|| panic!("disabled"));

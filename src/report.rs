@@ -397,7 +397,8 @@ pub fn dry_run(r: &Resolved) -> String {
             if s.no_metrics {
                 "none (--no-metrics)".into()
             } else {
-                crate::metrics::socket_path(s.socket.as_deref())
+                crate::metrics::describe_socket(s.socket.as_deref())
+                    .0
                     .display()
                     .to_string()
             },
@@ -441,6 +442,10 @@ pub fn dry_run(r: &Resolved) -> String {
             _ => r.source(key),
         };
         out.push_str(&format!("{key:<17} {value:<24} ({source})\n"));
+    }
+    if !s.no_metrics {
+        let (_, daemon) = crate::metrics::describe_socket(s.socket.as_deref());
+        out.push_str(&format!("daemon: {daemon}\n"));
     }
     let shown = if s.attempts == 0 {
         10

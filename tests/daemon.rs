@@ -2130,11 +2130,7 @@ fn a_command_can_be_deleted_from_loopback_and_stays_deleted() {
     assert!(!text.contains("old job"), "{text}");
     assert!(text.contains(r#"command="kept""#));
     assert_eq!(sample(&text, "patienced_series"), Some(5.0));
-    assert!(
-        d.log().contains(r#"removed command "old job/ä""#),
-        "{}",
-        d.log()
-    );
+    assert!(d.log().contains(r#"removed command "old job/ä""#), "{}", d.log());
     send_signal(d.guard.id(), "TERM");
     d.guard.wait_status(LONG);
     let d = start_daemon(&dir, &args);
@@ -2219,4 +2215,40 @@ fn series_ttl_retires_commands_not_heard_from_at_start_and_while_running() {
         "{}",
         d.log()
     );
+}
+
+#[test]
+fn dry_run_says_which_socket_and_whether_a_daemon_answers() {
+    let dir = TempDir::new("d-dry");
+    let dry = |socket: &Path| {
+        let out = run_ok(
+            patience(&dir)
+                .env("PATIENCE_SOCKET", socket)
+                .args(["--dry-run", "true"]),
+        );
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix("daemon: "))
+            .unwrap_or_else(|| panic!("no daemon line:\n{text}"))
+            .to_string()
+    };
+    let d = start_daemon(&dir, &[]);
+    let line = dry(&d.socket);
+    assert_eq!(line, format!("a daemon answers at {}", d.socket.display()));
+    drop(d);
+    let stale = dir.join("stale.sock");
+    drop(UnixDatagram::bind(&stale).unwrap());
+    assert!(dry(&stale).starts_with(&format!("none answers at {}", stale.display())));
+    let missing = dir.join("missing.sock");
+    assert_eq!(
+        dry(&missing),
+        format!(
+            "no socket found (looked at {}): nothing is sent",
+            missing.display()
+        )
+    );
+    let file = dir.join("file.sock");
+    std::fs::write(&file, "").unwrap();
+    assert!(dry(&file).contains("is not a socket: nothing is sent"));
 }

@@ -69,7 +69,7 @@ const KEYS: &[(&str, &str, &str)] = &[
     (
         "socket",
         "PATH",
-        "the datagram socket [$PATIENCE_SOCKET, $XDG_RUNTIME_DIR/patienced.sock]",
+        "the datagram socket [$PATIENCE_SOCKET, $XDG_RUNTIME_DIR/patienced.sock, /run/user/UID/..., /tmp/patienced-UID.sock]",
     ),
     ("socket-mode", "MODE", "the socket's permissions, in octal [0600]"),
     ("listen", "ADDR:PORT", "where to serve HTTP [127.0.0.1:9977]"),
