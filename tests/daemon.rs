@@ -1768,6 +1768,87 @@ fn man_examples(page: &str) -> Vec<String> {
     blocks
 }
 
+/// `promtool test rules` input for the man page's rules: two hosts scraped
+/// every minute, the same `backup` on both. On a:9977 it succeeds every
+/// 24 h; on b:9977 it last succeeded at 0 h, so only b's fires at 26 h (a
+/// rule without `instance` would let a's success hide it). `new-job` on b
+/// has failed since 0 h and never succeeded: it fires once that has lasted
+/// 25 h. `nightly` on a fails from 60 m; `slow` on a runs from 0 h and is
+/// too long at 7 h; b's daemon cannot be scraped from 101 m.
+const FLEET_RULE_TESTS: &str = r#"rule_files: [rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'patience_last_run_timestamp_seconds{instance="a:9977",job="patienced",command="backup",status="succeeded"}'
+        values: '0x1439 86400x1439'
+      - series: 'patience_last_run_timestamp_seconds{instance="b:9977",job="patienced",command="backup",status="succeeded"}'
+        values: '0x2879'
+      - series: 'patience_runs_total{instance="a:9977",job="patienced",command="backup",status="succeeded"}'
+        values: '1x1439 2x1439'
+      - series: 'patience_runs_total{instance="a:9977",job="patienced",command="backup",status="failed"}'
+        values: '0x2879'
+      - series: 'patience_runs_total{instance="b:9977",job="patienced",command="backup",status="succeeded"}'
+        values: '1x2879'
+      - series: 'patience_runs_total{instance="b:9977",job="patienced",command="backup",status="failed"}'
+        values: '0 1x2878'
+      - series: 'patience_runs_total{instance="b:9977",job="patienced",command="new-job",status="succeeded"}'
+        values: '0x2879'
+      - series: 'patience_runs_total{instance="b:9977",job="patienced",command="new-job",status="failed"}'
+        values: '1+1x2879'
+      - series: 'patience_last_run_exit_code{instance="a:9977",job="patienced",command="nightly"}'
+        values: '0x59 3x2820'
+      - series: 'patience_last_run_exit_code{instance="b:9977",job="patienced",command="nightly"}'
+        values: '0x2879'
+      - series: 'patience_running_since_timestamp_seconds{instance="a:9977",job="patienced",command="slow"}'
+        values: '0x2879'
+      - series: 'up{instance="a:9977",job="patienced"}'
+        values: '1x2879'
+      - series: 'up{instance="b:9977",job="patienced"}'
+        values: '1x100 0x2779'
+    alert_rule_test:
+      - eval_time: 24h
+        alertname: PatienceNoSuccessFor25h
+        exp_alerts: []
+      - eval_time: 26h
+        alertname: PatienceNoSuccessFor25h
+        exp_alerts:
+          - exp_labels: {instance: "b:9977", job: patienced, command: backup, severity: warning}
+            exp_annotations: {summary: "backup on b:9977 has not succeeded for 25 hours"}
+      - eval_time: 24h
+        alertname: PatienceNeverSucceeded
+        exp_alerts: []
+      - eval_time: 26h
+        alertname: PatienceNeverSucceeded
+        exp_alerts:
+          - exp_labels: {instance: "b:9977", job: patienced, command: new-job, severity: warning}
+            exp_annotations: {summary: "new-job on b:9977 has run for 25 hours without ever succeeding"}
+      - eval_time: 30m
+        alertname: PatienceJobFailing
+        exp_alerts: []
+      - eval_time: 70m
+        alertname: PatienceJobFailing
+        exp_alerts:
+          - exp_labels: {instance: "a:9977", job: patienced, command: nightly, severity: warning}
+            exp_annotations: {summary: "nightly on a:9977: its latest run exited 3"}
+      - eval_time: 5h
+        alertname: PatienceRunningTooLong
+        exp_alerts: []
+      - eval_time: 7h
+        alertname: PatienceRunningTooLong
+        exp_alerts:
+          - exp_labels: {instance: "a:9977", job: patienced, command: slow, severity: warning}
+            exp_annotations: {summary: "slow on a:9977 has been running for more than 6 hours"}
+      - eval_time: 104m
+        alertname: PatiencedDown
+        exp_alerts: []
+      - eval_time: 110m
+        alertname: PatiencedDown
+        exp_alerts:
+          - exp_labels: {instance: "b:9977", job: patienced, severity: critical}
+            exp_annotations: {summary: "patienced on b:9977 cannot be scraped: the alerts of its jobs cannot fire"}
+"#;
+
 #[test]
 fn the_man_page_examples_pass_prometheus_tools() {
     let blocks = man_examples("patienced.8");
@@ -1797,38 +1878,7 @@ fn the_man_page_examples_pass_prometheus_tools() {
         format!("{scrape}rule_files: [rules.yml]\n"),
     )
     .unwrap();
-    // Scraped every minute: a daily job that succeeds every 24 h, one that
-    // last succeeded at 0 h, and one that never succeeded. The rule must
-    // fire for the last two only, and for the second only after 25 h.
-    std::fs::write(
-        dir.join("test.yml"),
-        r#"rule_files: [rules.yml]
-evaluation_interval: 1m
-tests:
-  - interval: 1m
-    input_series:
-      - series: 'patience_last_run_timestamp_seconds{command="healthy",status="succeeded"}'
-        values: '0x1439 86400x1439'
-      - series: 'patience_last_run_timestamp_seconds{command="stuck",status="succeeded"}'
-        values: '0x2879'
-      - series: 'patience_last_run_timestamp_seconds{command="broken",status="failed"}'
-        values: '0x2879'
-    alert_rule_test:
-      - eval_time: 24h
-        alertname: PatienceNoSuccessFor25h
-        exp_alerts:
-          - exp_labels: {command: broken, severity: warning}
-            exp_annotations: {summary: 'broken has not succeeded for 25 hours'}
-      - eval_time: 26h
-        alertname: PatienceNoSuccessFor25h
-        exp_alerts:
-          - exp_labels: {command: broken, severity: warning}
-            exp_annotations: {summary: 'broken has not succeeded for 25 hours'}
-          - exp_labels: {command: stuck, severity: warning}
-            exp_annotations: {summary: 'stuck has not succeeded for 25 hours'}
-"#,
-    )
-    .unwrap();
+    std::fs::write(dir.join("test.yml"), FLEET_RULE_TESTS).unwrap();
     for args in [
         &["check", "config", "prometheus.yml"][..],
         &["check", "rules", "rules.yml"],
@@ -1841,6 +1891,7 @@ tests:
             common::stdout(&out),
             stderr(&out)
         );
+        eprintln!("promtool {}:\n{}{}", args.join(" "), common::stdout(&out), stderr(&out));
     }
 }
 
