@@ -392,6 +392,7 @@ pub fn dry_run(r: &Resolved) -> String {
         ("color", format!("{:?}", s.color).to_lowercase()),
         ("summary", s.summary.to_string()),
         ("summary-json", opt_path(&s.summary_json)),
+        ("textfile-dir", opt_path(&s.textfile_dir)),
         (
             "socket",
             if s.no_metrics {

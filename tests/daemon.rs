@@ -1891,7 +1891,12 @@ fn the_man_page_examples_pass_prometheus_tools() {
             common::stdout(&out),
             stderr(&out)
         );
-        eprintln!("promtool {}:\n{}{}", args.join(" "), common::stdout(&out), stderr(&out));
+        eprintln!(
+            "promtool {}:\n{}{}",
+            args.join(" "),
+            common::stdout(&out),
+            stderr(&out)
+        );
     }
 }
 
@@ -2302,4 +2307,82 @@ fn dry_run_says_which_socket_and_whether_a_daemon_answers() {
     let file = dir.join("file.sock");
     std::fs::write(&file, "").unwrap();
     assert!(dry(&file).contains("is not a socket: nothing is sent"));
+}
+
+#[test]
+fn textfile_dir_writes_counters_that_keep_counting_for_node_exporter() {
+    let dir = TempDir::new("d-textfile");
+    let out_dir = dir.join("textfile");
+    std::fs::create_dir(&out_dir).unwrap();
+    let run = |args: &[&str]| {
+        let mut c = patience(&dir);
+        c.args([
+            "--textfile-dir",
+            out_dir.to_str().unwrap(),
+            "--name",
+            "nightly/backup",
+            "-d",
+            "0",
+        ])
+        .args(args);
+        run_ok(&mut c)
+    };
+    let out = run(&["-a", "2", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(code(&out), 3, "the exit status is the run's: {}", stderr(&out));
+    let out = run(&["--", "true"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let prom = out_dir.join("nightly_backup.prom");
+    let text = std::fs::read_to_string(&prom).unwrap();
+    for (series, want) in [
+        (
+            r#"patience_runs_total{command="nightly/backup",status="failed"}"#,
+            1.0,
+        ),
+        (
+            r#"patience_runs_total{command="nightly/backup",status="succeeded"}"#,
+            1.0,
+        ),
+        (
+            r#"patience_attempts_total{command="nightly/backup",exit_code="3"}"#,
+            2.0,
+        ),
+        (
+            r#"patience_attempts_total{command="nightly/backup",exit_code="0"}"#,
+            1.0,
+        ),
+        (
+            r#"patience_run_duration_seconds_count{command="nightly/backup"}"#,
+            2.0,
+        ),
+        (r#"patience_last_run_exit_code{command="nightly/backup"}"#, 0.0),
+    ] {
+        assert_eq!(sample(&text, series), Some(want), "{series}\n{text}");
+    }
+    assert!(!text.contains("patienced_"), "no daemon families in a textfile");
+    // Only the .prom file is visible to the collector; no temp file is left.
+    let mut names: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            ".nightly_backup.prom.lock",
+            ".nightly_backup.prom.state",
+            "nightly_backup.prom"
+        ]
+    );
+    if let Some(promtool) = prometheus_tool("promtool") {
+        check_with_promtool(&promtool, &text);
+    }
+    // A directory that is not there is found before the run.
+    let out = run(&["--textfile-dir", "/nonexistent/dir", "--", "true"]);
+    assert_eq!(code(&out), 125);
+    assert!(
+        stderr(&out).contains("--textfile-dir /nonexistent/dir"),
+        "{}",
+        stderr(&out)
+    );
 }

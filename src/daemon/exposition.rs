@@ -141,6 +141,12 @@ fn open(out: &mut impl Sink, family: &str, label: &str) {
 /// nothing but a command's escaped name is held beside the snapshot;
 /// `start_time` is when the daemon started.
 pub fn render(snap: &Snapshot, start_time: f64, out: &mut impl Sink) {
+    render_families(snap, Some(start_time), out);
+}
+
+/// The `patience_*` families of `snap`, and the daemon's own when
+/// `daemon` (its start time) is given: a textfile for node_exporter has none.
+pub fn render_families(snap: &Snapshot, daemon: Option<f64>, out: &mut impl Sink) {
     // The `le` values, spelled once.
     let les: Vec<String> = snap
         .buckets
@@ -280,9 +286,11 @@ pub fn render(snap: &Snapshot, start_time: f64, out: &mut impl Sink) {
         }
     });
 
-    let mut text = String::with_capacity(4096);
-    daemon_families(&mut text, snap, start_time);
-    out.put_str(&text);
+    if let Some(start_time) = daemon {
+        let mut text = String::with_capacity(4096);
+        daemon_families(&mut text, snap, start_time);
+        out.put_str(&text);
+    }
 }
 
 /// The `patienced_*` families: a few lines.

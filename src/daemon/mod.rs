@@ -18,6 +18,7 @@ pub mod exposition;
 pub mod http;
 pub mod intake;
 pub mod persist;
+pub mod textfile;
 
 use std::collections::BTreeMap;
 use std::io::Write;

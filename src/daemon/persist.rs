@@ -318,7 +318,7 @@ fn read_limited(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, String> {
         ));
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(limit + 1)
+    file.take(limit.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read state file {shown}: {e}"))?;
     if bytes.len() as u64 > limit {
@@ -404,8 +404,8 @@ pub fn load(path: &Path, agg: &mut Aggregate) -> Result<Loaded, String> {
 }
 
 /// What a state file held.
-struct Parsed {
-    commands: Vec<(String, Command)>,
+pub(super) struct Parsed {
+    pub commands: Vec<(String, Command)>,
     /// Histograms were left out: saved with other buckets.
     histograms_dropped: bool,
     /// Commands left out, and why the first one was.
@@ -414,7 +414,7 @@ struct Parsed {
 
 /// Checks a state file: the whole (JSON, version, buckets), then each
 /// command on its own.
-fn parse(bytes: &[u8], buckets: &[f64]) -> Result<Parsed, String> {
+pub(super) fn parse(bytes: &[u8], buckets: &[f64]) -> Result<Parsed, String> {
     let file: FileIn = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     if file.v != FILE_VERSION {
         return Err(format!("unknown version {}", file.v));
