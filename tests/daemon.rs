@@ -2083,7 +2083,7 @@ fn counters_are_born_at_zero_and_the_last_status_and_runs_in_progress_are_shown(
     let before = unix_now_secs();
     let mut running = Guard::new(
         d.patience(&dir)
-            .args(["--name", "slow", "--", "sh", "-c", "sleep 2; exit 3"])
+            .args(["--name", "slow", "-a", "1", "--", "sh", "-c", "sleep 2; exit 3"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -2131,10 +2131,14 @@ fn counters_are_born_at_zero_and_the_last_status_and_runs_in_progress_are_shown(
     d.expect(r#"patience_runs_total{command="slow",status="failed"}"#, 2.0);
     d.expect(r#"patience_last_run_exit_code{command="slow"}"#, 0.0);
     // A start that no end follows survives a restart, as does the rest.
-    d.send(&[format!(r#"{{"v":1,"event":"run-start","name":"stuck","pid":4242,"ts":{now}}}"#).into_bytes()]);
+    // Whole seconds: serde_json's float parsing is not exact to the last bit.
+    let start = now.floor();
+    d.send(&[
+        format!(r#"{{"v":1,"event":"run-start","name":"stuck","pid":4242,"ts":{start}}}"#).into_bytes(),
+    ]);
     d.expect(
         r#"patience_running_since_timestamp_seconds{command="stuck"}"#,
-        now,
+        start,
     );
     send_signal(d.guard.id(), "TERM");
     d.guard.wait_status(LONG);
@@ -2145,7 +2149,7 @@ fn counters_are_born_at_zero_and_the_last_status_and_runs_in_progress_are_shown(
             &text,
             r#"patience_running_since_timestamp_seconds{command="stuck"}"#
         ),
-        Some(now)
+        Some(start)
     );
     assert_eq!(
         sample(&text, r#"patience_last_run_exit_code{command="slow"}"#),
