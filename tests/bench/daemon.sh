@@ -15,7 +15,7 @@ cd "$(dirname "$0")/../.."
 DATAGRAMS=${1:-1000000}
 NAMES=1428          # 7 series per name: 10,000 series
 SCRAPES=50
-LOSSY_RATE=${LOSSY_RATE:-5000}
+LOSSY_RATE=${LOSSY_RATE:-1000}   # datagrams/s, non-blocking: far above what cron jobs send
 
 cargo build --release --locked --quiet --bin patienced --example daemon_flood --example daemon_scrape
 T=${CARGO_TARGET_DIR:-target}
