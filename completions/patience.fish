@@ -5,7 +5,7 @@
 set -g __patience_valued -a --attempts -t --timeout -s --signal -k --kill-after --deadline --stagger \
     -d --delay -b --backoff --multiplier --max-delay --jitter --reset-after --restart --name \
     --success-exit --retry-exit --stop-exit --success-pattern --failure-pattern --abort-pattern \
-    --retry-pattern --match-stream --output --stdin --color --summary-json --key --breaker \
+    --retry-pattern --match-stream --output --stdin --color --summary-json --textfile-dir --key --breaker \
     --breaker-cooldown --rate-limit --max-concurrent --slot-wait --refused-exit -p --profile --config \
     --state --reset-state
 
@@ -76,6 +76,7 @@ complete -c patience -n __patience_options -f -s v -l verbose -d 'also print att
 complete -c patience -n __patience_options -x -l color -a 'auto always never' -d 'when to use colour'
 complete -c patience -n __patience_options -f -l summary -d 'print run statistics at the end'
 complete -c patience -n __patience_options -r -F -l summary-json -d 'write a JSON report of the run (- for stderr)'
+complete -c patience -n __patience_options -x -l textfile-dir -a '(__fish_complete_directories)' -d 'also write the run\'s metrics to DIR/NAME.prom'
 complete -c patience -n __patience_options -f -l no-metrics -d 'send nothing to patienced'
 complete -c patience -n __patience_options -x -l key -d 'the key of the shared state'
 complete -c patience -n __patience_options -x -l breaker -d 'refuse runs after N consecutive failed attempts'

@@ -5,7 +5,7 @@
 //! Sends DATAGRAMS protocol-v1 datagrams to patienced at SOCKET with
 //! blocking sends from one thread (so the kernel never drops one), spread
 //! over NAMES commands: each name gets one attempt and one run event first,
-//! which is five series per name. Then it waits until patienced counts every
+//! which is seven series per name. Then it waits until patienced counts every
 //! datagram as accepted, and reports the rate. Finally it times SCRAPES
 //! `GET /metrics` and reports their median and worst latency and size.
 

@@ -53,6 +53,9 @@ fn run(args: Vec<std::ffi::OsString>, inherited: Inherited) -> Result<i32, Error
         .as_deref()
         .map(report::JsonOut::open)
         .transpose()?;
+    if let Some(dir) = &settings.textfile_dir {
+        crate::daemon::textfile::check_dir(dir).map_err(Error::Internal)?;
+    }
     let mut reporter = Reporter::new(settings);
     let outcome = executor::run(settings, &inherited, &mut reporter)?;
     reporter.finished(&outcome, settings.summary);
@@ -61,6 +64,12 @@ fn run(args: Vec<std::ffi::OsString>, inherited: Inherited) -> Result<i32, Error
     }
     let status = report::exit_status(&outcome, settings.refused_exit);
     metrics::Sender::for_settings(settings).run(&outcome, status);
+    if let Some(dir) = &settings.textfile_dir {
+        // Like the daemon's datagrams, it never changes the exit status.
+        if let Err(e) = crate::daemon::textfile::write(dir, &outcome, status) {
+            let _ = writeln!(std::io::stderr().lock(), "patience: {e}");
+        }
+    }
     Ok(status)
 }
 

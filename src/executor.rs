@@ -93,6 +93,7 @@ impl Loop<'_> {
             failed: 0,
             attempts: VecDeque::new(),
         };
+        self.metrics.run_start(&outcome.name, outcome.started_at);
         // A deadline too far to represent is no deadline.
         let deadline = s.deadline.and_then(|d| start.checked_add(d));
         let mut rng = Rng::from_entropy();
@@ -314,7 +315,11 @@ impl Loop<'_> {
         };
         let began = Instant::now();
         let left = deadline.map(|d| d.saturating_duration_since(began));
-        let wait = crate::backoff::stagger(left.map_or(stagger, |l| l.min(stagger)), rng);
+        // Cut by the deadline, the draw leaves a tenth of the time left, so
+        // that oversleeping a few milliseconds on a loaded machine never
+        // turns the splay into a run with no attempt at all.
+        let span = left.map_or(stagger, |l| if l < stagger { l - l / 10 } else { stagger });
+        let wait = crate::backoff::stagger(span, rng);
         self.reporter
             .staggering(wait, stagger, left.filter(|l| *l < stagger));
         let stop = self.sleep(wait);

@@ -454,12 +454,14 @@ pub fn dry_run(r: &Resolved) -> String {
         ("color", format!("{:?}", s.color).to_lowercase()),
         ("summary", s.summary.to_string()),
         ("summary-json", opt_path(&s.summary_json)),
+        ("textfile-dir", opt_path(&s.textfile_dir)),
         (
             "socket",
             if s.no_metrics {
                 "none (--no-metrics)".into()
             } else {
-                crate::metrics::socket_path(s.socket.as_deref())
+                crate::metrics::describe_socket(s.socket.as_deref())
+                    .0
                     .display()
                     .to_string()
             },
@@ -513,6 +515,10 @@ pub fn dry_run(r: &Resolved) -> String {
             "state directory: none can be had ({why}); a run would go on without --breaker, --rate-limit and --max-concurrent\n"
         ),
     });
+    if !s.no_metrics {
+        let (_, daemon) = crate::metrics::describe_socket(s.socket.as_deref());
+        out.push_str(&format!("daemon: {daemon}\n"));
+    }
     let shown = if s.attempts == 0 {
         10
     } else {

@@ -220,6 +220,12 @@ pub const OPTIONS: &[Opt] = &[
         "write a JSON report of the run to PATH (- for stderr)",
     ),
     opt(
+        "textfile-dir",
+        None,
+        Some("DIR"),
+        "also write the run's metrics to DIR/NAME.prom (node_exporter)",
+    ),
+    opt(
         "no-metrics",
         None,
         None,
@@ -461,6 +467,8 @@ pub struct Settings {
     pub color: Color,
     pub summary: bool,
     pub summary_json: Option<PathBuf>,
+    /// `--textfile-dir`: node_exporter's textfile collector directory.
+    pub textfile_dir: Option<PathBuf>,
     /// The metrics socket (config `socket`, env `PATIENCE_SOCKET`); `None`
     /// means the built-in search.
     pub socket: Option<PathBuf>,
@@ -505,6 +513,7 @@ impl Default for Settings {
             color: Color::Auto,
             summary: false,
             summary_json: None,
+            textfile_dir: None,
             socket: None,
             state_dir: None,
             no_metrics: false,
@@ -693,6 +702,7 @@ impl Settings {
             "color" => self.color = text()?.parse()?,
             "summary" => self.summary = switch(value)?,
             "summary-json" => self.summary_json = Some(PathBuf::from(text()?)),
+            "textfile-dir" => self.textfile_dir = Some(non_empty_path(text()?)?),
             "socket" => self.socket = Some(non_empty_path(text()?)?),
             "state-dir" => self.state_dir = Some(non_empty_path(text()?)?),
             "no-metrics" => self.no_metrics = switch(value)?,

@@ -660,6 +660,21 @@ pub fn return_large_frees_to_the_system() {
     }
 }
 
+/// Lowers the calling thread's scheduling priority by `by` nice steps:
+/// patienced's HTTP threads give way to datagram intake, whose kernel queue
+/// holds only `net.unix.max_dgram_qlen` datagrams (often 10), so that a busy
+/// CPU is taken from rendering, not from receiving. Errors are ignored.
+pub fn lower_thread_priority(by: i32) {
+    // SAFETY: gettid has no arguments; get/setpriority on our own thread id
+    // read and change only its nice value. getpriority's -1 can be a value
+    // or an error; either way the result is a nice value in range.
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, (now + by).clamp(-20, 19));
+    }
+}
+
 // ---- supervise ----
 
 /// Reaps child `pid` if it has exited, without blocking; true when it was

@@ -135,7 +135,30 @@ fn http(addr: &str, request: &str) -> (u16, String, String) {
     let raw = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, head.to_string(), body.to_string())
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("\r\ntransfer-encoding: chunked");
+    let body = if chunked && !request.starts_with("HEAD ") {
+        dechunk(body).unwrap_or_else(|| panic!("a chunked body cut short:\n{head}"))
+    } else {
+        body.to_string()
+    };
+    (status, head.to_string(), body)
+}
+
+/// The payload of a chunked body, or None when it does not end with the
+/// last (empty) chunk.
+fn dechunk(mut body: &str) -> Option<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n")?;
+        let size = usize::from_str_radix(size, 16).ok()?;
+        if size == 0 {
+            return (rest == "\r\n").then_some(out);
+        }
+        out.push_str(rest.get(..size)?);
+        body = rest.get(size..)?.strip_prefix("\r\n")?;
+    }
 }
 
 fn run_ok(cmd: &mut Command) -> std::process::Output {
@@ -272,9 +295,10 @@ fn runs_and_attempts_are_counted_by_label() {
         ts >= before - 1.0 && ts <= unix_now_secs() + 1.0,
         "{ts} vs {before}"
     );
+    // Attempts and runs, and a run-start for each of the six runs.
     assert_eq!(
         v(r#"patienced_datagrams_total{result="accepted"}"#),
-        4.0 + 2.0 + 2.0 + 3.0 + 2.0 + 2.0
+        4.0 + 2.0 + 2.0 + 3.0 + 2.0 + 2.0 + 6.0
     );
     assert_eq!(v("patienced_active"), 1.0);
 }
@@ -306,11 +330,11 @@ fn names_full_of_special_characters_round_trip_escaped() {
         &format!("patience_runs_total{{command=\"{escaped}\",status=\"succeeded\"}}"),
         1.0,
     );
-    // A name too long for a datagram is cut, not dropped.
+    // A name over the daemon's 256 bytes is cut by patience, not dropped.
     let long = "x".repeat(10_000);
     let out = run_ok(d.patience(&dir).args(["--name", &long, "--", "true"]));
     assert_eq!(code(&out), 0);
-    let cut = &long[..3072];
+    let cut = &long[..256];
     d.expect(
         &format!("patience_runs_total{{command=\"{cut}\",status=\"succeeded\"}}"),
         1.0,
@@ -578,27 +602,28 @@ fn max_series_bounds_memory_and_counts_what_it_drops() {
         let x = sample(&text, r#"patienced_datagrams_total{result="dropped"}"#).unwrap_or(0.0);
         a + x >= 5000.0
     }));
-    // Each new command's run holds 3 series (counter, timestamp, histogram).
-    assert_eq!(sample(&text, "patienced_series"), Some(498.0), "{text}");
+    // Each new command's run holds 5 series: counters for succeeded and
+    // failed (born at 0), a timestamp, a histogram, the last exit code.
+    assert_eq!(sample(&text, "patienced_series"), Some(500.0), "{text}");
     assert_eq!(
         sample(&text, r#"patienced_datagrams_total{result="accepted"}"#),
-        Some(166.0)
+        Some(100.0)
     );
     assert_eq!(
         sample(&text, r#"patienced_datagrams_total{result="dropped"}"#),
-        Some(4834.0)
+        Some(4900.0)
     );
     assert_eq!(
         sample(&text, "patienced_series_dropped_total"),
-        Some(4834.0 * 3.0)
+        Some(4900.0 * 5.0)
     );
     let runs = text
         .lines()
         .filter(|l| l.starts_with("patience_runs_total{"))
         .count();
-    assert_eq!(runs, 166);
+    assert_eq!(runs, 200);
     assert!(
-        text.len() < 166 * 2_000 + 10_000,
+        text.len() < 100 * 3_000 + 10_000,
         "the exposition stays bounded: {} bytes",
         text.len()
     );
@@ -671,7 +696,7 @@ fn stalled_http_clients_block_neither_scrapes_nor_intake() {
 #[test]
 fn clients_that_do_not_read_their_response_hold_a_thread_for_seconds_only() {
     let dir = TempDir::new("d-noread");
-    let d = start_daemon(&dir, &["--max-series", "20000"]);
+    let d = start_daemon(&dir, &["--max-series", "30000"]);
     // About 10 MB of exposition: more than loopback buffers absorb, so a
     // writer to a client that does not read blocks.
     let datagrams: Vec<Vec<u8>> = (0..3000)
@@ -684,7 +709,7 @@ fn clients_that_do_not_read_their_response_hold_a_thread_for_seconds_only() {
         .map(String::into_bytes)
         .collect();
     d.send(&datagrams);
-    d.expect("patienced_series", 15000.0);
+    d.expect("patienced_series", 21000.0);
     // Several such clients at once.
     let stuck: Vec<TcpStream> = (0..6)
         .map(|_| {
@@ -763,25 +788,30 @@ fn threads_of(pid: i32) -> usize {
 }
 
 #[test]
-fn a_flood_of_idle_connections_is_bounded_and_timed_out() {
+fn a_flood_of_idle_connections_is_bounded_and_never_locks_out_a_scrape() {
     let dir = TempDir::new("d-flood");
     let d = start_daemon(&dir, &[]);
     let before = threads_of(d.guard.id());
     // More idle connections than patienced serves at once (64).
     let mut idle: Vec<TcpStream> = (0..100).map(|_| TcpStream::connect(&d.addr).unwrap()).collect();
-    // The ones over the limit are answered 503 at once, without a request.
-    let mut last = idle.pop().unwrap();
-    last.set_read_timeout(Some(LONG)).unwrap();
-    let mut reply = String::new();
-    let _ = last.read_to_string(&mut reply);
-    assert!(reply.starts_with("HTTP/1.1 503 "), "{reply:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    // A scrape still gets in at once: the oldest idle connection makes room.
+    let start = Instant::now();
+    assert!(d.scrape().contains("patienced_active 1"));
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
     let threads = threads_of(d.guard.id());
     assert!(
-        threads <= before + 64,
+        threads <= before + 64 + 8,
         "{threads} threads for 100 idle connections (idle daemon: {before})"
     );
-    // The daemon closes the idle ones itself once their time to send a
-    // request (5 s) is up, and scrapes work again.
+    // The first ones were closed to make room, with a 408.
+    let mut first = idle.remove(0);
+    first.set_read_timeout(Some(LONG)).unwrap();
+    let mut reply = String::new();
+    let _ = first.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 408 "), "{reply:?}");
+    // The daemon closes the others itself once their time to send a
+    // request (5 s) is up.
     let start = Instant::now();
     for s in &mut idle {
         s.set_read_timeout(Some(LONG)).unwrap();
@@ -799,6 +829,99 @@ fn a_flood_of_idle_connections_is_bounded_and_timed_out() {
         "threads left behind"
     );
     assert!(d.scrape().contains("patienced_active 1"));
+}
+
+#[test]
+fn a_client_reading_4_kib_a_second_is_cut_at_the_response_deadline() {
+    let dir = TempDir::new("d-slowread");
+    let d = start_daemon(&dir, &[]);
+    fill(&d, 1428, 250);
+    let pid = d.guard.id();
+    let before = threads_of(pid);
+    let mut s = TcpStream::connect(&d.addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(LONG)).unwrap();
+    let reading = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let reader = {
+        let reading = reading.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            let mut got = 0usize;
+            while reading.load(std::sync::atomic::Ordering::Relaxed) {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+                std::thread::sleep(Duration::from_millis(1000));
+            }
+            got
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(threads_of(pid) > before, "the response is under way");
+    // The body is some 20 MB: at 4 KiB/s it would hold a thread for hours.
+    // 10 s for the whole response, then the thread is free, whatever the
+    // socket buffers still hold for the client.
+    let start = Instant::now();
+    let freed = eventually(Duration::from_secs(25), || threads_of(pid) <= before);
+    let took = start.elapsed();
+    reading.store(false, std::sync::atomic::Ordering::Relaxed);
+    let got = reader.join().unwrap();
+    assert!(
+        freed,
+        "the slow client's thread still runs after {took:?} ({got} bytes read)"
+    );
+    assert!(took > Duration::from_secs(5), "cut after {took:?} only");
+}
+
+/// Puts `pid` in a pids cgroup (v1) where no further thread can start,
+/// and takes it out on drop. None (with a notice) where that is not
+/// possible (not root, no pids controller).
+struct NoNewThreads(PathBuf, i32);
+
+impl NoNewThreads {
+    fn apply(pid: i32) -> Option<NoNewThreads> {
+        let root = Path::new("/sys/fs/cgroup/pids");
+        let dir = root.join(format!("patienced-test-{}", std::process::id()));
+        let ok = std::fs::create_dir(&dir).is_ok()
+            && std::fs::write(dir.join("cgroup.procs"), pid.to_string()).is_ok();
+        let current = std::fs::read_to_string(dir.join("pids.current")).unwrap_or_default();
+        if !ok || std::fs::write(dir.join("pids.max"), current.trim()).is_err() {
+            let _ = std::fs::write(root.join("cgroup.procs"), pid.to_string());
+            let _ = std::fs::remove_dir(&dir);
+            eprintln!(
+                "NOTICE: cannot limit threads with a pids cgroup (needs root and cgroup v1 pids): skipping"
+            );
+            return None;
+        }
+        Some(NoNewThreads(dir, pid))
+    }
+}
+
+impl Drop for NoNewThreads {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("pids.max"), "max");
+        let _ = std::fs::write("/sys/fs/cgroup/pids/cgroup.procs", self.1.to_string());
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn when_no_thread_can_start_clients_get_503_and_the_log_says_so_once() {
+    let dir = TempDir::new("d-nothread");
+    let d = start_daemon(&dir, &[]);
+    let Some(limit) = NoNewThreads::apply(d.guard.id()) else {
+        return;
+    };
+    for _ in 0..3 {
+        let (status, _, body) = http(&d.addr, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(status, 503, "{body}");
+    }
+    drop(limit);
+    assert!(d.scrape().contains("patienced_active 1"));
+    let log = d.log();
+    assert_eq!(log.matches("cannot start a thread").count(), 1, "{log}");
+    assert!(log.contains("threads for connections start again"), "{log}");
 }
 
 #[test]
@@ -823,6 +946,53 @@ fn a_client_sending_a_body_or_a_huge_head_still_gets_its_answer() {
 }
 
 #[test]
+fn http_is_strict_about_versions_host_and_the_head_limit() {
+    let dir = TempDir::new("d-strict");
+    let d = start_daemon(&dir, &[]);
+    for (request, want) in [
+        ("GET /metrics HTTP/1.1\r\n\r\n", 400),
+        ("GET /metrics HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        ("GET /metrics HTTP/1.9\r\nHost: t\r\n\r\n", 505),
+        ("GET /metrics HTTP/2.0\r\nHost: t\r\n\r\n", 505),
+        ("GET /metrics HTTP/1.1junk\r\nHost: t\r\n\r\n", 400),
+        ("GET /healthz HTTP/1.0\r\n\r\n", 200),
+        ("GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n", 200),
+    ] {
+        let (status, head, _) = http(&d.addr, request);
+        assert_eq!(status, want, "{request:?}: {head}");
+    }
+    // The man page's limit: 8 KiB for the head, its blank line included.
+    let head_of = |len: usize| {
+        let start = "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Pad: ";
+        let pad = "p".repeat(len - start.len() - 4);
+        format!("{start}{pad}\r\n\r\n")
+    };
+    assert_eq!(head_of(8192).len(), 8192);
+    assert_eq!(http(&d.addr, &head_of(8192)).0, 200);
+    assert_eq!(http(&d.addr, &head_of(8193)).0, 431);
+}
+
+#[test]
+fn a_pipelined_second_request_is_not_answered_and_the_close_is_clean() {
+    let dir = TempDir::new("d-pipeline");
+    let d = start_daemon(&dir, &[]);
+    let mut s = TcpStream::connect(&d.addr).unwrap();
+    s.set_read_timeout(Some(LONG)).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    // A reset would be an error here, and could lose the first response.
+    s.read_to_end(&mut raw).expect("a clean end of the connection");
+    let text = String::from_utf8_lossy(&raw);
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+    assert!(
+        text.starts_with("HTTP/1.1 200 ") && text.contains("Connection: close"),
+        "{text}"
+    );
+    assert!(text.ends_with("ok\n"), "{text}");
+}
+
+#[test]
 fn sigterm_and_sigint_exit_zero_and_remove_the_socket() {
     for sig in ["TERM", "INT"] {
         let dir = TempDir::new("d-term");
@@ -838,6 +1008,81 @@ fn sigterm_and_sigint_exit_zero_and_remove_the_socket() {
             d.log()
         );
     }
+}
+
+#[test]
+fn sigterm_finishes_scrapes_under_way_answers_waiting_ones_503_and_exits_soon() {
+    let dir = TempDir::new("d-term-scrape");
+    let state = dir.join("state.json");
+    let mut d = start_daemon(&dir, &["--state-file", state.to_str().unwrap()]);
+    fill(&d, 1428, 250);
+    // Three scrapes of some 20 MB under way, stalled so that SIGTERM comes
+    // in the middle of them.
+    let mut under_way: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(&d.addr).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    // And connections that have not sent their request yet.
+    let waiting: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(&d.addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(700));
+    let start = Instant::now();
+    send_signal(d.guard.id(), "TERM");
+    let readers: Vec<_> = under_way
+        .drain(..)
+        .map(|mut s| {
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(LONG)).unwrap();
+                let mut raw = Vec::new();
+                let _ = s.read_to_end(&mut raw);
+                raw
+            })
+        })
+        .collect();
+    for r in readers {
+        let raw = r.join().unwrap();
+        assert!(raw.len() > 15_000_000, "a scrape cut at {} bytes", raw.len());
+        assert!(raw.ends_with(b"\r\n0\r\n\r\n"), "a scrape without its last chunk");
+    }
+    for mut s in waiting {
+        s.set_read_timeout(Some(LONG)).unwrap();
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        assert!(reply.starts_with("HTTP/1.1 503 "), "{reply:?}");
+    }
+    let st = d.guard.wait_status(LONG);
+    let took = start.elapsed();
+    assert_eq!(st.code(), Some(0), "{}", d.log());
+    assert!(took < Duration::from_secs(8), "SIGTERM took {took:?}");
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(saved.contains("001427-"), "state flushed at exit");
+}
+
+#[test]
+fn sighup_says_state_written_only_when_it_was() {
+    let dir = TempDir::new("d-hup");
+    let sub = dir.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let state = sub.join("state.json");
+    let d = start_daemon(&dir, &["--state-file", state.to_str().unwrap()]);
+    send_signal(d.guard.id(), "HUP");
+    assert!(
+        eventually(LONG, || d.log().contains("SIGHUP: state written")),
+        "{}",
+        d.log()
+    );
+    // Its directory gone, the state cannot be written.
+    std::fs::remove_dir_all(&sub).unwrap();
+    send_signal(d.guard.id(), "HUP");
+    assert!(
+        eventually(LONG, || d.log().contains("SIGHUP: state not written")),
+        "{}",
+        d.log()
+    );
+    assert_eq!(d.log().matches("SIGHUP: state written").count(), 1, "{}", d.log());
+    assert!(d.log().contains("cannot write state file"), "{}", d.log());
 }
 
 fn state_datagrams() -> Vec<Vec<u8>> {
@@ -953,7 +1198,96 @@ fn a_state_file_that_cannot_be_written_stops_the_start() {
     // A directory is not a state file.
     let (st, err) = start_fails(&sock, &["--state-file", dir.path().to_str().unwrap()]);
     assert_eq!(st, 1, "{err}");
-    assert!(err.contains("cannot read state file"), "{err}");
+    assert!(
+        err.contains("is not a regular file") && err.contains("--state-file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_fifo_or_an_oversized_file_at_the_state_path_stops_the_start_at_once() {
+    let dir = TempDir::new("d-fifo");
+    let sock = dir.join("d.sock");
+    let fifo = dir.join("state.json");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let start = Instant::now();
+    let (st, err) = start_fails(&sock, &["--state-file", fifo.to_str().unwrap()]);
+    assert_eq!(st, 1, "{err}");
+    assert!(
+        err.contains("not a regular file") && err.contains("--state-file"),
+        "{err}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let big = dir.join("big.json");
+    std::fs::write(&big, vec![b' '; 3 << 20]).unwrap();
+    let (st, err) = start_fails(
+        &sock,
+        &["--state-file", big.to_str().unwrap(), "--max-series", "10"],
+    );
+    assert_eq!(st, 1, "{err}");
+    assert!(err.contains("refusing to read it"), "{err}");
+}
+
+#[test]
+fn a_symlinked_state_file_stays_a_symlink_and_its_target_is_written() {
+    let dir = TempDir::new("d-symlink");
+    let real_dir = dir.join("real");
+    std::fs::create_dir(&real_dir).unwrap();
+    let target = real_dir.join("state.json");
+    let link = dir.join("state.json");
+    std::os::unix::fs::symlink("real/state.json", &link).unwrap();
+    let mut d = start_daemon(&dir, &["--state-file", link.to_str().unwrap()]);
+    d.send(&state_datagrams());
+    d.expect(r#"patience_runs_total{command="keep",status="succeeded"}"#, 1.0);
+    send_signal(d.guard.id(), "TERM");
+    d.guard.wait_status(LONG);
+    assert!(
+        std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(),
+        "the link was replaced"
+    );
+    assert!(std::fs::read_to_string(&target).unwrap().contains("\"keep\""));
+    // No temp file left in either directory.
+    for d in [dir.path(), real_dir.as_path()] {
+        let names: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp-"))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+    }
+}
+
+#[test]
+fn temp_files_left_by_a_crash_are_removed_at_start_and_planted_ones_never_used() {
+    let dir = TempDir::new("d-stale");
+    let state = dir.join("state.json");
+    // What a SIGKILLed daemon (a pid that is no more) left behind.
+    let stale = dir.join(".state.json.tmp-2147483646-0-00000000");
+    std::fs::write(&stale, "{}").unwrap();
+    // What the old predictable name would be for the next daemon: a
+    // symlink planted there must never be followed.
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "untouched").unwrap();
+    let mut d = start_daemon(&dir, &["--state-file", state.to_str().unwrap()]);
+    let planted = dir.join(format!(".state.json.tmp-{}", d.guard.id()));
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    assert!(d.log().contains("removed 1 temp file"), "{}", d.log());
+    assert!(!stale.exists());
+    d.send(&state_datagrams());
+    d.expect(r#"patience_runs_total{command="keep",status="succeeded"}"#, 1.0);
+    send_signal(d.guard.id(), "HUP");
+    assert!(
+        eventually(LONG, || d.log().contains("SIGHUP: state written")),
+        "{}",
+        d.log()
+    );
+    send_signal(d.guard.id(), "TERM");
+    d.guard.wait_status(LONG);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    assert!(std::fs::read_to_string(&state).unwrap().contains("\"keep\""));
 }
 
 #[test]
@@ -974,6 +1308,123 @@ fn a_corrupt_state_file_is_set_aside_not_fatal() {
         d.send(&state_datagrams());
         d.expect(r#"patience_runs_total{command="keep",status="succeeded"}"#, 1.0);
     }
+}
+
+#[test]
+fn a_real_time_signal_is_counted_saved_and_loaded_again() {
+    let dir = TempDir::new("d-rt");
+    let state = dir.join("state.json");
+    let args = ["--state-file", state.to_str().unwrap()];
+    let mut d = start_daemon(&dir, &args);
+    let out =
+        run_ok(
+            d.patience(&dir)
+                .args(["--name", "rt", "--attempts", "1", "--", "sh", "-c", "kill -40 $$"]),
+        );
+    assert_ne!(code(&out), 0, "{}", stderr(&out));
+    let label = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with(r#"patience_attempts_total{command="rt""#))
+            .map(str::to_string)
+    };
+    let mut text = String::new();
+    assert!(
+        eventually(LONG, || {
+            text = d.scrape();
+            label(&text).is_some()
+        }),
+        "no attempt counted for signal 40:\n{text}"
+    );
+    let line = label(&text).unwrap();
+    assert!(
+        line.contains(r#"exit_code="SIG"#) && line.ends_with(" 1"),
+        "{line}"
+    );
+    send_signal(d.guard.id(), "TERM");
+    d.guard.wait_status(LONG);
+    let d = start_daemon(&dir, &args);
+    assert!(!d.log().contains("not valid"), "{}", d.log());
+    assert_eq!(
+        label(&d.scrape()).as_deref(),
+        Some(line.as_str()),
+        "loaded as saved"
+    );
+}
+
+#[test]
+fn absurd_timestamps_and_durations_are_rejected_at_intake() {
+    let dir = TempDir::new("d-absurd");
+    let d = start_daemon(&dir, &[]);
+    let now = unix_now_secs();
+    let run = |ts: f64, d: f64| {
+        format!(r#"{{"v":1,"event":"run","name":"j","status":"succeeded","duration_s":{d},"ts":{ts}}}"#)
+            .into_bytes()
+    };
+    d.send(&[
+        run(now, 1.0),
+        run(1e308, 1.0),
+        run(now + 3.0 * 86400.0, 1.0),
+        run(now, 1e12),
+    ]);
+    d.expect(
+        r#"patienced_datagrams_total{result="rejected",reason="duration"}"#,
+        3.0,
+    );
+    let last = sample(
+        &d.scrape(),
+        r#"patience_last_run_timestamp_seconds{command="j",status="succeeded"}"#,
+    );
+    assert!(last.is_some_and(|t| (t - now).abs() < 1.0), "{last:?}");
+}
+
+#[test]
+fn one_bad_saved_command_never_discards_the_others() {
+    let dir = TempDir::new("d-onebad");
+    let state = dir.join("state.json");
+    let buckets =
+        "[0.005,0.01,0.025,0.05,0.1,0.25,0.5,1.0,2.5,5.0,10.0,30.0,60.0,120.0,300.0,600.0,1800.0,3600.0]";
+    let counts = format!("[{}1]", "0,".repeat(18));
+    let text = format!(
+        r#"{{"v":1,"buckets":{buckets},"commands":[
+          {{"name":"good","runs":{{"succeeded":{{"count":4,"last":1764000000.0}}}},"attempts":{{"SIG40":2,"SIGRTMIN+6":1}},"run_duration":{{"counts":{counts},"sum":null}}}},
+          {{"name":"bad","runs":{{"exploded":{{"count":1,"last":1.0}}}}}},
+          {{"name":"also-good","runs":{{"failed":{{"count":2,"last":1764000000.0}}}},"attempt_duration":{{"counts":{counts},"sum":"+Inf"}}}}
+        ]}}"#
+    );
+    std::fs::write(&state, &text).unwrap();
+    let d = start_daemon(&dir, &["--state-file", state.to_str().unwrap()]);
+    let log = d.log();
+    assert!(
+        log.contains("left out 1 saved command") && log.contains("unknown status"),
+        "{log}"
+    );
+    let scraped = d.scrape();
+    for (series, want) in [
+        (r#"patience_runs_total{command="good",status="succeeded"}"#, 4.0),
+        (
+            r#"patience_attempts_total{command="good",exit_code="SIG40"}"#,
+            2.0,
+        ),
+        (
+            r#"patience_attempts_total{command="good",exit_code="SIGRTMIN+6"}"#,
+            1.0,
+        ),
+        (r#"patience_runs_total{command="also-good",status="failed"}"#, 2.0),
+    ] {
+        assert_eq!(sample(&scraped, series), Some(want), "{series}\n{scraped}");
+    }
+    assert!(
+        scraped.contains("patience_run_duration_seconds_sum{command=\"good\"} +Inf\n"),
+        "{scraped}"
+    );
+    assert!(!scraped.contains("command=\"bad\""));
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("state.json.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the file as it was is kept");
+    assert_eq!(std::fs::read_to_string(aside[0].path()).unwrap(), text);
 }
 
 fn start_fails(socket: &Path, extra: &[&str]) -> (i32, String) {
@@ -1009,6 +1460,71 @@ fn what_is_not_ours_at_the_socket_path_is_left_alone() {
     assert!(err.contains("already listening"), "{err}");
     d.send(&state_datagrams());
     d.expect(r#"patience_runs_total{command="keep",status="succeeded"}"#, 1.0);
+}
+
+#[test]
+fn a_socket_path_squatted_by_another_user_names_the_option_to_use_instead() {
+    let dir = TempDir::new("d-squat");
+    let path = dir.join("squatted.sock");
+    drop(UnixDatagram::bind(&path).unwrap());
+    if !Command::new("chown")
+        .arg("65534")
+        .arg(&path)
+        .status()
+        .unwrap()
+        .success()
+    {
+        eprintln!("NOTICE: cannot chown (not root): skipping");
+        return;
+    }
+    let (st, err) = start_fails(&path, &[]);
+    assert_eq!(st, 1, "{err}");
+    assert!(
+        err.contains("belongs to uid 65534") && err.contains("--socket PATH"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(path.exists(), "another user's socket was removed");
+}
+
+#[test]
+fn the_socket_mode_is_never_set_through_its_path() {
+    if !common::have_strace() {
+        return;
+    }
+    let dir = TempDir::new("d-chmod");
+    let sock = dir.join("d.sock");
+    let trace = dir.join("trace");
+    let mut cmd = Command::new("strace");
+    cmd.args([
+        "-f",
+        "-qq",
+        "-e",
+        "trace=chmod,fchmodat,lchown,chown,fchownat",
+        "-o",
+    ])
+    .arg(&trace)
+    .arg(patienced_bin())
+    .args([
+        "--no-config",
+        "--listen",
+        "127.0.0.1:0",
+        "--socket-mode",
+        "0660",
+        "--socket",
+    ])
+    .arg(&sock);
+    let mut d = launch(cmd, &sock);
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    // strace's child is patienced: stopped, it ends strace too.
+    let strace = d.guard.id();
+    let children = std::fs::read_to_string(format!("/proc/{strace}/task/{strace}/children")).unwrap();
+    let daemon: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    send_signal(daemon, "TERM");
+    assert!(d.guard.wait_status(LONG).success());
+    let calls = std::fs::read_to_string(&trace).unwrap();
+    assert!(!calls.contains("d.sock"), "{calls}");
 }
 
 #[test]
@@ -1255,6 +1771,87 @@ fn man_examples(page: &str) -> Vec<String> {
     blocks
 }
 
+/// `promtool test rules` input for the man page's rules: two hosts scraped
+/// every minute, the same `backup` on both. On a:9977 it succeeds every
+/// 24 h; on b:9977 it last succeeded at 0 h, so only b's fires at 26 h (a
+/// rule without `instance` would let a's success hide it). `new-job` on b
+/// has failed since 0 h and never succeeded: it fires once that has lasted
+/// 25 h. `nightly` on a fails from 60 m; `slow` on a runs from 0 h and is
+/// too long at 7 h; b's daemon cannot be scraped from 101 m.
+const FLEET_RULE_TESTS: &str = r#"rule_files: [rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'patience_last_run_timestamp_seconds{instance="a:9977",job="patienced",command="backup",status="succeeded"}'
+        values: '0x1439 86400x1439'
+      - series: 'patience_last_run_timestamp_seconds{instance="b:9977",job="patienced",command="backup",status="succeeded"}'
+        values: '0x2879'
+      - series: 'patience_runs_total{instance="a:9977",job="patienced",command="backup",status="succeeded"}'
+        values: '1x1439 2x1439'
+      - series: 'patience_runs_total{instance="a:9977",job="patienced",command="backup",status="failed"}'
+        values: '0x2879'
+      - series: 'patience_runs_total{instance="b:9977",job="patienced",command="backup",status="succeeded"}'
+        values: '1x2879'
+      - series: 'patience_runs_total{instance="b:9977",job="patienced",command="backup",status="failed"}'
+        values: '0 1x2878'
+      - series: 'patience_runs_total{instance="b:9977",job="patienced",command="new-job",status="succeeded"}'
+        values: '0x2879'
+      - series: 'patience_runs_total{instance="b:9977",job="patienced",command="new-job",status="failed"}'
+        values: '1+1x2879'
+      - series: 'patience_last_run_exit_code{instance="a:9977",job="patienced",command="nightly"}'
+        values: '0x59 3x2820'
+      - series: 'patience_last_run_exit_code{instance="b:9977",job="patienced",command="nightly"}'
+        values: '0x2879'
+      - series: 'patience_running_since_timestamp_seconds{instance="a:9977",job="patienced",command="slow"}'
+        values: '0x2879'
+      - series: 'up{instance="a:9977",job="patienced"}'
+        values: '1x2879'
+      - series: 'up{instance="b:9977",job="patienced"}'
+        values: '1x100 0x2779'
+    alert_rule_test:
+      - eval_time: 24h
+        alertname: PatienceNoSuccessFor25h
+        exp_alerts: []
+      - eval_time: 26h
+        alertname: PatienceNoSuccessFor25h
+        exp_alerts:
+          - exp_labels: {instance: "b:9977", job: patienced, command: backup, severity: warning}
+            exp_annotations: {summary: "backup on b:9977 has not succeeded for 25 hours"}
+      - eval_time: 24h
+        alertname: PatienceNeverSucceeded
+        exp_alerts: []
+      - eval_time: 26h
+        alertname: PatienceNeverSucceeded
+        exp_alerts:
+          - exp_labels: {instance: "b:9977", job: patienced, command: new-job, severity: warning}
+            exp_annotations: {summary: "new-job on b:9977 has run for 25 hours without ever succeeding"}
+      - eval_time: 30m
+        alertname: PatienceJobFailing
+        exp_alerts: []
+      - eval_time: 70m
+        alertname: PatienceJobFailing
+        exp_alerts:
+          - exp_labels: {instance: "a:9977", job: patienced, command: nightly, severity: warning}
+            exp_annotations: {summary: "nightly on a:9977: its latest run exited 3"}
+      - eval_time: 5h
+        alertname: PatienceRunningTooLong
+        exp_alerts: []
+      - eval_time: 7h
+        alertname: PatienceRunningTooLong
+        exp_alerts:
+          - exp_labels: {instance: "a:9977", job: patienced, command: slow, severity: warning}
+            exp_annotations: {summary: "slow on a:9977 has been running for more than 6 hours"}
+      - eval_time: 104m
+        alertname: PatiencedDown
+        exp_alerts: []
+      - eval_time: 110m
+        alertname: PatiencedDown
+        exp_alerts:
+          - exp_labels: {instance: "b:9977", job: patienced, severity: critical}
+            exp_annotations: {summary: "patienced on b:9977 cannot be scraped: the alerts of its jobs cannot fire"}
+"#;
+
 #[test]
 fn the_man_page_examples_pass_prometheus_tools() {
     let blocks = man_examples("patienced.8");
@@ -1284,38 +1881,7 @@ fn the_man_page_examples_pass_prometheus_tools() {
         format!("{scrape}rule_files: [rules.yml]\n"),
     )
     .unwrap();
-    // Scraped every minute: a daily job that succeeds every 24 h, one that
-    // last succeeded at 0 h, and one that never succeeded. The rule must
-    // fire for the last two only, and for the second only after 25 h.
-    std::fs::write(
-        dir.join("test.yml"),
-        r#"rule_files: [rules.yml]
-evaluation_interval: 1m
-tests:
-  - interval: 1m
-    input_series:
-      - series: 'patience_last_run_timestamp_seconds{command="healthy",status="succeeded"}'
-        values: '0x1439 86400x1439'
-      - series: 'patience_last_run_timestamp_seconds{command="stuck",status="succeeded"}'
-        values: '0x2879'
-      - series: 'patience_last_run_timestamp_seconds{command="broken",status="failed"}'
-        values: '0x2879'
-    alert_rule_test:
-      - eval_time: 24h
-        alertname: PatienceNoSuccessFor25h
-        exp_alerts:
-          - exp_labels: {command: broken, severity: warning}
-            exp_annotations: {summary: 'broken has not succeeded for 25 hours'}
-      - eval_time: 26h
-        alertname: PatienceNoSuccessFor25h
-        exp_alerts:
-          - exp_labels: {command: broken, severity: warning}
-            exp_annotations: {summary: 'broken has not succeeded for 25 hours'}
-          - exp_labels: {command: stuck, severity: warning}
-            exp_annotations: {summary: 'stuck has not succeeded for 25 hours'}
-"#,
-    )
-    .unwrap();
+    std::fs::write(dir.join("test.yml"), FLEET_RULE_TESTS).unwrap();
     for args in [
         &["check", "config", "prometheus.yml"][..],
         &["check", "rules", "rules.yml"],
@@ -1328,5 +1894,502 @@ tests:
             common::stdout(&out),
             stderr(&out)
         );
+        eprintln!(
+            "promtool {}:\n{}{}",
+            args.join(" "),
+            common::stdout(&out),
+            stderr(&out)
+        );
     }
+}
+
+/// A field of /proc/PID/status, in KiB.
+fn proc_kib(pid: i32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap()
+}
+
+/// Gives the daemon `names` commands of five series each, names of `len` bytes.
+fn fill(d: &Daemon, names: usize, len: usize) -> Vec<String> {
+    let names: Vec<String> = (0..names)
+        .map(|i| format!("{i:06}-{}", "n".repeat(len - 7)))
+        .collect();
+    let mut datagrams = Vec::new();
+    for name in &names {
+        datagrams.push(
+            format!(r#"{{"v":1,"event":"attempt","name":"{name}","exit_code":0,"duration_s":0.1}}"#)
+                .into_bytes(),
+        );
+        datagrams.push(format!(r#"{{"v":1,"event":"run","name":"{name}","status":"succeeded","duration_s":0.1,"ts":1764000000}}"#).into_bytes());
+    }
+    d.send(&datagrams);
+    // Seven series each: runs_total born at 0 for succeeded and failed,
+    // a timestamp, a histogram and the exit code of runs; one exit code and
+    // a histogram of attempts.
+    d.expect("patienced_series", (names.len() * 7) as f64);
+    names
+}
+
+#[test]
+fn names_over_256_bytes_are_rejected_as_name() {
+    let dir = TempDir::new("d-name-cap");
+    let d = start_daemon(&dir, &[]);
+    let dgram = |name: &str| {
+        format!(r#"{{"v":1,"event":"run","name":"{name}","status":"failed","duration_s":1}}"#).into_bytes()
+    };
+    let (ok, long) = ("é".repeat(128), "x".repeat(257));
+    d.send(&[dgram(&ok), dgram(&long)]);
+    d.expect(
+        r#"patienced_datagrams_total{result="rejected",reason="name"}"#,
+        1.0,
+    );
+    d.expect(
+        &format!(r#"patience_runs_total{{command="{ok}",status="failed"}}"#),
+        1.0,
+    );
+    assert!(!d.scrape().contains(&long));
+}
+
+#[test]
+fn sixteen_stalled_scrapes_of_10k_series_stay_under_64_mb() {
+    let dir = TempDir::new("d-scrape-mem");
+    let d = start_daemon(&dir, &[]);
+    fill(&d, 1428, 250);
+    let pid = d.guard.id();
+    let full = d.scrape().len();
+    assert!(full > 15_000_000, "a body of {full} bytes");
+    // Sixteen clients ask at once and read nothing for a while: a daemon
+    // that renders each body whole holds sixteen of them.
+    let mut clients: Vec<TcpStream> = (0..16)
+        .map(|_| {
+            let mut s = TcpStream::connect(&d.addr).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let stalled = proc_kib(pid, "VmRSS:");
+    let readers: Vec<_> = clients
+        .drain(..)
+        .map(|mut s| {
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(LONG)).unwrap();
+                let mut n = 0u64;
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return n,
+                        Ok(k) => n += k as u64,
+                    }
+                }
+            })
+        })
+        .collect();
+    for r in readers {
+        assert!(r.join().unwrap() as usize > full, "every scrape complete");
+    }
+    let peak = proc_kib(pid, "VmHWM:");
+    assert!(
+        stalled < 64 * 1024 && peak < 64 * 1024,
+        "RSS {stalled} KiB with 16 stalled scrapes, peak {peak} KiB"
+    );
+}
+
+#[test]
+fn http_1_0_gets_the_exposition_to_the_end_of_the_connection() {
+    let dir = TempDir::new("d-http10");
+    let d = start_daemon(&dir, &[]);
+    let (status, head, body) = http(&d.addr, "GET /metrics HTTP/1.0\r\n\r\n");
+    assert_eq!(status, 200);
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        !lower.contains("chunked") && !lower.contains("content-length"),
+        "{head}"
+    );
+    assert!(
+        body.ends_with("patienced_start_time_seconds ") || body.contains("\npatienced_start_time_seconds ")
+    );
+    assert!(body.ends_with('\n'));
+    let (_, head, body) = http(&d.addr, "HEAD /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(
+        head.to_ascii_lowercase().contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    assert!(body.is_empty(), "{body}");
+}
+
+#[test]
+fn a_scraper_looping_at_100k_series_makes_intake_lose_no_datagram() {
+    let dir = TempDir::new("d-scrape-loss");
+    let d = start_daemon(&dir, &["--max-series", "200000"]);
+    let names = fill(&d, 14_286, 16);
+    let accepted =
+        |d: &Daemon| sample(&d.scrape(), r#"patienced_datagrams_total{result="accepted"}"#).unwrap();
+    let before = accepted(&d);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scraper = {
+        let (addr, stop) = (d.addr.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                http(&addr, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+                n += 1;
+            }
+            n
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // As patience sends: non-blocking, a full queue is a datagram lost.
+    let s = UnixDatagram::unbound().unwrap();
+    s.set_nonblocking(true).unwrap();
+    let (sent, mut failed) = (1500, 0);
+    let start = Instant::now();
+    for i in 0..sent {
+        let due = start + Duration::from_millis(2 * i as u64);
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        let name = &names[i % names.len()];
+        let dgram = format!(r#"{{"v":1,"event":"attempt","name":"{name}","exit_code":0,"duration_s":0.1}}"#);
+        if s.send_to(dgram.as_bytes(), &d.socket).is_err() {
+            failed += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let scrapes = scraper.join().unwrap();
+    let got = accepted(&d) - before;
+    assert!(scrapes >= 2, "only {scrapes} scrapes during the sends");
+    // A loaded machine can delay intake's wake-up now and then: a handful
+    // of losses are the scheduler's; a render holding intake up loses
+    // every datagram sent while it runs.
+    assert!(
+        failed <= sent / 100 && got >= (sent - sent / 100) as f64,
+        "{failed} of {sent} sends failed, {got} accepted, during {scrapes} scrapes"
+    );
+}
+
+#[test]
+fn counters_are_born_at_zero_and_the_last_status_and_runs_in_progress_are_shown() {
+    let dir = TempDir::new("d-alerting");
+    let state = dir.join("state.json");
+    let args = ["--state-file", state.to_str().unwrap()];
+    let mut d = start_daemon(&dir, &args);
+    // A run in progress is shown from its start until its end.
+    let before = unix_now_secs();
+    let mut running = Guard::new(
+        d.patience(&dir)
+            .args(["--name", "slow", "-a", "1", "--", "sh", "-c", "sleep 2; exit 3"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let since = r#"patience_running_since_timestamp_seconds{command="slow"}"#;
+    let mut text = String::new();
+    assert!(
+        eventually(LONG, || {
+            text = d.scrape();
+            sample(&text, since).is_some()
+        }),
+        "{text}"
+    );
+    let started = sample(&text, since).unwrap();
+    assert!((started - before).abs() < 2.0, "{started} vs {before}");
+    // Born at zero with the command's first datagram.
+    assert_eq!(
+        sample(&text, r#"patience_runs_total{command="slow",status="failed"}"#),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&text, r#"patience_runs_total{command="slow",status="succeeded"}"#),
+        Some(0.0)
+    );
+    assert!(
+        !text.contains(r#"patience_last_run_timestamp_seconds{command="slow""#),
+        "{text}"
+    );
+    running.wait_status(LONG);
+    d.expect(r#"patience_runs_total{command="slow",status="failed"}"#, 1.0);
+    let text = d.scrape();
+    assert_eq!(sample(&text, since), None, "{text}");
+    assert_eq!(
+        sample(&text, r#"patience_last_run_exit_code{command="slow"}"#),
+        Some(3.0)
+    );
+    // The latest run by its end, not by arrival.
+    let now = unix_now_secs();
+    let run = |status: &str, code: i32, ts: f64| {
+        format!(r#"{{"v":1,"event":"run","name":"slow","status":"{status}","exit_code":{code},"duration_s":1,"ts":{ts}}}"#)
+            .into_bytes()
+    };
+    d.send(&[run("succeeded", 0, now + 5.0), run("failed", 7, now - 100.0)]);
+    d.expect(r#"patience_runs_total{command="slow",status="failed"}"#, 2.0);
+    d.expect(r#"patience_last_run_exit_code{command="slow"}"#, 0.0);
+    // A start that no end follows survives a restart, as does the rest.
+    // Whole seconds: serde_json's float parsing is not exact to the last bit.
+    let start = now.floor();
+    d.send(&[
+        format!(r#"{{"v":1,"event":"run-start","name":"stuck","pid":4242,"ts":{start}}}"#).into_bytes(),
+    ]);
+    d.expect(
+        r#"patience_running_since_timestamp_seconds{command="stuck"}"#,
+        start,
+    );
+    send_signal(d.guard.id(), "TERM");
+    d.guard.wait_status(LONG);
+    let d = start_daemon(&dir, &args);
+    let text = d.scrape();
+    assert_eq!(
+        sample(
+            &text,
+            r#"patience_running_since_timestamp_seconds{command="stuck"}"#
+        ),
+        Some(start)
+    );
+    assert_eq!(
+        sample(&text, r#"patience_last_run_exit_code{command="slow"}"#),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&text, r#"patience_runs_total{command="stuck",status="failed"}"#),
+        Some(0.0)
+    );
+    if let Some(promtool) = prometheus_tool("promtool") {
+        check_with_promtool(&promtool, &text);
+    }
+}
+
+#[test]
+fn a_command_can_be_deleted_from_loopback_and_stays_deleted() {
+    let dir = TempDir::new("d-delete");
+    let state = dir.join("state.json");
+    let args = ["--state-file", state.to_str().unwrap()];
+    let mut d = start_daemon(&dir, &args);
+    let run = |name: &str| {
+        format!(r#"{{"v":1,"event":"run","name":"{name}","status":"failed","duration_s":1}}"#).into_bytes()
+    };
+    d.send(&[run("old job/ä"), run("kept")]);
+    d.expect(r#"patience_runs_total{command="kept",status="failed"}"#, 1.0);
+    let del = |query: &str| {
+        http(
+            &d.addr,
+            &format!("DELETE /metrics{query} HTTP/1.1\r\nHost: t\r\n\r\n"),
+        )
+    };
+    d.expect(r#"patience_runs_total{command="old job/ä",status="failed"}"#, 1.0);
+    assert_eq!(del("?command=old%20job%2F%C3%A4").0, 200);
+    assert_eq!(del("?command=old%20job%2F%C3%A4").0, 404);
+    assert_eq!(del("").0, 400);
+    assert_eq!(del("?command=%zz").0, 400);
+    let text = d.scrape();
+    assert!(!text.contains("old job"), "{text}");
+    assert!(text.contains(r#"command="kept""#));
+    assert_eq!(sample(&text, "patienced_series"), Some(5.0));
+    assert!(d.log().contains(r#"removed command "old job/ä""#), "{}", d.log());
+    send_signal(d.guard.id(), "TERM");
+    d.guard.wait_status(LONG);
+    let d = start_daemon(&dir, &args);
+    let text = d.scrape();
+    assert!(
+        !text.contains("old job") && text.contains(r#"command="kept""#),
+        "{text}"
+    );
+    // Not from another address: patienced has no authentication.
+    let Some(ip) = Command::new("hostname")
+        .arg("-I")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| {
+            s.split_whitespace()
+                .find(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
+                .map(str::to_string)
+        })
+    else {
+        eprintln!("NOTICE: no non-loopback IPv4 address: the 403 check is skipped");
+        return;
+    };
+    let dir2 = TempDir::new("d-delete-remote");
+    let wide = start_daemon(&dir2, &["--listen", "0.0.0.0:0"]);
+    let port = wide.addr.rsplit(':').next().unwrap();
+    wide.send(&[run("kept")]);
+    wide.expect(r#"patience_runs_total{command="kept",status="failed"}"#, 1.0);
+    let (status, _, _) = http(
+        &format!("{ip}:{port}"),
+        "DELETE /metrics?command=kept HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    assert_eq!(status, 403);
+    wide.expect(r#"patience_runs_total{command="kept",status="failed"}"#, 1.0);
+}
+
+#[test]
+fn series_ttl_retires_commands_not_heard_from_at_start_and_while_running() {
+    let dir = TempDir::new("d-ttl");
+    let state = dir.join("state.json");
+    let now = unix_now_secs();
+    let buckets =
+        "[0.005,0.01,0.025,0.05,0.1,0.25,0.5,1.0,2.5,5.0,10.0,30.0,60.0,120.0,300.0,600.0,1800.0,3600.0]";
+    std::fs::write(
+        &state,
+        format!(
+            r#"{{"v":1,"buckets":{buckets},"commands":[
+              {{"name":"renamed-long-ago","runs":{{"failed":{{"count":1,"last":1.0}}}},"seen":{}}},
+              {{"name":"recent","runs":{{"failed":{{"count":1,"last":1.0}}}},"seen":{now}}}
+            ]}}"#,
+            now - 40.0 * 86400.0
+        ),
+    )
+    .unwrap();
+    let d = start_daemon(
+        &dir,
+        &["--state-file", state.to_str().unwrap(), "--series-ttl", "30d"],
+    );
+    assert!(
+        d.log()
+            .contains("left out 1 saved command not heard from for 30d"),
+        "{}",
+        d.log()
+    );
+    let text = d.scrape();
+    assert!(
+        !text.contains("renamed-long-ago") && text.contains(r#"command="recent""#),
+        "{text}"
+    );
+    drop(d);
+    // While running: retired at the next housekeeping (every 10 s).
+    let dir = TempDir::new("d-ttl2");
+    let d = start_daemon(&dir, &["--series-ttl", "2s"]);
+    d.send(&[br#"{"v":1,"event":"run","name":"brief","status":"failed","duration_s":1}"#.to_vec()]);
+    d.expect(r#"patience_runs_total{command="brief",status="failed"}"#, 1.0);
+    assert!(eventually(Duration::from_secs(25), || !d
+        .scrape()
+        .contains("brief")));
+    d.expect("patienced_series", 0.0);
+    assert!(
+        d.log().contains("retired 1 command not heard from for 2s"),
+        "{}",
+        d.log()
+    );
+}
+
+#[test]
+fn dry_run_says_which_socket_and_whether_a_daemon_answers() {
+    let dir = TempDir::new("d-dry");
+    let dry = |socket: &Path| {
+        let out = run_ok(
+            patience(&dir)
+                .env("PATIENCE_SOCKET", socket)
+                .args(["--dry-run", "true"]),
+        );
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix("daemon: "))
+            .unwrap_or_else(|| panic!("no daemon line:\n{text}"))
+            .to_string()
+    };
+    let d = start_daemon(&dir, &[]);
+    let line = dry(&d.socket);
+    assert_eq!(line, format!("a daemon answers at {}", d.socket.display()));
+    drop(d);
+    let stale = dir.join("stale.sock");
+    drop(UnixDatagram::bind(&stale).unwrap());
+    assert!(dry(&stale).starts_with(&format!("none answers at {}", stale.display())));
+    let missing = dir.join("missing.sock");
+    assert_eq!(
+        dry(&missing),
+        format!(
+            "no socket found (looked at {}): nothing is sent",
+            missing.display()
+        )
+    );
+    let file = dir.join("file.sock");
+    std::fs::write(&file, "").unwrap();
+    assert!(dry(&file).contains("is not a socket: nothing is sent"));
+}
+
+#[test]
+fn textfile_dir_writes_counters_that_keep_counting_for_node_exporter() {
+    let dir = TempDir::new("d-textfile");
+    let out_dir = dir.join("textfile");
+    std::fs::create_dir(&out_dir).unwrap();
+    let run = |args: &[&str]| {
+        let mut c = patience(&dir);
+        c.args([
+            "--textfile-dir",
+            out_dir.to_str().unwrap(),
+            "--name",
+            "nightly/backup",
+            "-d",
+            "0",
+        ])
+        .args(args);
+        run_ok(&mut c)
+    };
+    let out = run(&["-a", "2", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(code(&out), 3, "the exit status is the run's: {}", stderr(&out));
+    let out = run(&["--", "true"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let prom = out_dir.join("nightly_backup.prom");
+    let text = std::fs::read_to_string(&prom).unwrap();
+    for (series, want) in [
+        (
+            r#"patience_runs_total{command="nightly/backup",status="failed"}"#,
+            1.0,
+        ),
+        (
+            r#"patience_runs_total{command="nightly/backup",status="succeeded"}"#,
+            1.0,
+        ),
+        (
+            r#"patience_attempts_total{command="nightly/backup",exit_code="3"}"#,
+            2.0,
+        ),
+        (
+            r#"patience_attempts_total{command="nightly/backup",exit_code="0"}"#,
+            1.0,
+        ),
+        (
+            r#"patience_run_duration_seconds_count{command="nightly/backup"}"#,
+            2.0,
+        ),
+        (r#"patience_last_run_exit_code{command="nightly/backup"}"#, 0.0),
+    ] {
+        assert_eq!(sample(&text, series), Some(want), "{series}\n{text}");
+    }
+    assert!(!text.contains("patienced_"), "no daemon families in a textfile");
+    // Only the .prom file is visible to the collector; no temp file is left.
+    let mut names: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            ".nightly_backup.prom.lock",
+            ".nightly_backup.prom.state",
+            "nightly_backup.prom"
+        ]
+    );
+    if let Some(promtool) = prometheus_tool("promtool") {
+        check_with_promtool(&promtool, &text);
+    }
+    // A directory that is not there is found before the run.
+    let out = run(&["--textfile-dir", "/nonexistent/dir", "--", "true"]);
+    assert_eq!(code(&out), 125);
+    assert!(
+        stderr(&out).contains("--textfile-dir /nonexistent/dir"),
+        "{}",
+        stderr(&out)
+    );
 }

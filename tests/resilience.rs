@@ -664,8 +664,14 @@ fn a_rejected_run_sends_status_rejected_to_patienced() {
     let out = run(&dir, &["--key", "k", "--breaker", "1", "true"]);
     assert_eq!(code(&out), 75, "{}", stderr(&out));
     let mut buf = [0u8; 4096];
-    let n = sock.recv(&mut buf).expect("a run datagram");
-    let msg: serde_json::Value = serde_json::from_slice(&buf[..n]).unwrap();
+    // The run-start datagram comes first.
+    let msg = loop {
+        let n = sock.recv(&mut buf).expect("a run datagram");
+        let msg: serde_json::Value = serde_json::from_slice(&buf[..n]).unwrap();
+        if msg["event"] != "run-start" {
+            break msg;
+        }
+    };
     assert_eq!(msg["event"], "run", "{msg}");
     assert_eq!(msg["status"], "rejected", "{msg}");
     assert_eq!(msg["attempts"], 0, "{msg}");

@@ -214,7 +214,7 @@ fn a_supervisor_passes_reload_signals_to_the_main_process_only_and_keeps_running
     let _reaped = KillOnDrop(dir.join("worker.pid"));
     let script = format!(
         "sh -c 'echo $$ > {w}.pid; trap \"echo HUP >> {w}\" HUP; trap \"echo TERM >> {w}; exit 0\" TERM; while :; do sleep 0.02; done' & \
-         trap 'echo HUP >> \"{m}\"' HUP; trap 'echo TERM >> \"{m}\"; kill $!; wait; exit 0' TERM; \
+         trap 'echo HUP >> \"{m}\"' HUP; trap 'echo TERM >> \"{m}\"; wait; exit 0' TERM; \
          sleep 0.2; echo ready >&2; while :; do sleep 0.02; done",
         w = worker.display(),
         m = main.display()

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::metrics::{Event, ExitLabel, Reject};
+use crate::metrics::{Event, ExitLabel, Reject, Status};
 
 /// The default histogram buckets, in seconds: Prometheus's defaults
 /// extended to an hour, for jobs from a health check to a backup.
@@ -51,9 +51,22 @@ impl Histogram {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Runs {
     pub count: u64,
-    /// When the latest of them ended, in seconds since the epoch.
-    pub last: f64,
+    /// When the latest of them ended, in seconds since the epoch; None for
+    /// a counter born at zero (no such run yet).
+    pub last: Option<f64>,
 }
+
+/// The latest run of a command (by its end time).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LastRun {
+    pub ts: f64,
+    /// patience's exit status; without one in the datagram, 0 for a run
+    /// that succeeded and 1 for one that did not.
+    pub exit_code: i32,
+}
+
+/// At most this many runs of one command are followed while in progress.
+pub const MAX_RUNNING: usize = 16;
 
 /// Everything known about one command (one `name`).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -64,15 +77,28 @@ pub struct Command {
     pub attempts: Vec<(ExitLabel, u64)>,
     pub run_duration: Option<Histogram>,
     pub attempt_duration: Option<Histogram>,
+    pub last_run: Option<LastRun>,
+    /// Runs begun and not yet ended: (sender's pid, 0 if unknown; start).
+    pub running: Vec<(u64, f64)>,
+    /// When a datagram for it last arrived, by the daemon's clock.
+    pub seen: f64,
 }
 
 impl Command {
     /// How many series this command holds.
     pub fn series(&self) -> usize {
-        2 * self.runs.iter().flatten().count()
+        self.runs.iter().flatten().count()
+            + self.runs.iter().flatten().filter(|r| r.last.is_some()).count()
             + self.attempts.len()
             + usize::from(self.run_duration.is_some())
             + usize::from(self.attempt_duration.is_some())
+            + usize::from(self.last_run.is_some())
+            + usize::from(!self.running.is_empty())
+    }
+
+    /// When the oldest run in progress began.
+    pub fn running_since(&self) -> Option<f64> {
+        self.running.iter().map(|r| r.1).reduce(f64::min)
     }
 }
 
@@ -86,11 +112,16 @@ pub enum Fate {
 }
 
 /// All that patienced knows, behind one mutex in the daemon.
+///
+/// Commands are shared (`Arc`) with the snapshots that scrapes and the
+/// state file writer render from: taking a snapshot copies pointers only,
+/// and a datagram for a command a snapshot still holds copies that one
+/// command (`Arc::make_mut`), so neither side waits on the other for long.
 #[derive(Debug)]
 pub struct Aggregate {
     pub buckets: Arc<[f64]>,
     pub max_series: usize,
-    pub commands: BTreeMap<String, Command>,
+    pub commands: BTreeMap<Arc<str>, Arc<Command>>,
     series: usize,
     pub accepted: u64,
     pub dropped: u64,
@@ -121,7 +152,8 @@ impl Aggregate {
     }
 
     /// Takes in one decoded datagram (or the reason it was rejected) and
-    /// says what became of it.
+    /// says what became of it; `now` is the daemon's clock, used for runs
+    /// without `ts` and to know when a command was last seen.
     pub fn record(&mut self, decoded: Result<Event, Reject>, now: f64) -> Fate {
         let event = match decoded {
             Ok(e) => e,
@@ -130,27 +162,48 @@ impl Aggregate {
                 return Fate::Rejected(r);
             }
         };
-        let existing = self.commands.get(event.name());
-        let new = new_series(existing, &event);
+        let existing = self.commands.get(event.name()).map(|c| &**c);
+        let before = existing.map_or(0, Command::series);
+        let new = growth(existing, &event);
         if new > 0 && self.series + new > self.max_series {
             self.dropped += 1;
             self.series_dropped += new as u64;
             return Fate::Dropped;
         }
         let command = match self.commands.get_mut(event.name()) {
-            Some(c) => c,
-            None => self.commands.entry(event.name().to_string()).or_default(),
+            Some(c) => Arc::make_mut(c),
+            None => Arc::make_mut(self.commands.entry(Arc::from(event.name())).or_default()),
         };
+        // Born at zero, so that increase() sees the first failure.
+        for status in [Status::Succeeded, Status::Failed] {
+            command.runs[status.index()].get_or_insert(Runs { count: 0, last: None });
+        }
+        command.seen = command.seen.max(now);
         match event {
             Event::Run(r) => {
-                let slot = &mut command.runs[r.status.index()];
                 let ended = r.ts.unwrap_or(now);
-                let runs = slot.get_or_insert(Runs {
-                    count: 0,
-                    last: ended,
-                });
+                let runs = command.runs[r.status.index()].get_or_insert(Runs { count: 0, last: None });
                 runs.count += 1;
-                runs.last = runs.last.max(ended);
+                runs.last = Some(runs.last.map_or(ended, |l| l.max(ended)));
+                if command.last_run.is_none_or(|l| ended >= l.ts) {
+                    let fallback = i32::from(r.status != Status::Succeeded);
+                    command.last_run = Some(LastRun {
+                        ts: ended,
+                        exit_code: r.exit_code.unwrap_or(fallback),
+                    });
+                }
+                // The run's own start, else (an older sender) the one it
+                // most likely was: begun when it ended less its duration.
+                let began = ended - r.duration_s;
+                let running = &command.running;
+                let mine = r
+                    .pid
+                    .filter(|&p| p != 0)
+                    .and_then(|p| running.iter().position(|x| x.0 == p));
+                let guess = || running.iter().position(|x| x.0 == 0 && (x.1 - began).abs() < 1.0);
+                if let Some(i) = mine.or_else(guess) {
+                    command.running.swap_remove(i);
+                }
                 command
                     .run_duration
                     .get_or_insert_with(|| Histogram::new(&self.buckets))
@@ -166,47 +219,132 @@ impl Aggregate {
                     .get_or_insert_with(|| Histogram::new(&self.buckets))
                     .observe(&self.buckets, a.duration_s);
             }
+            Event::RunStart(r) => {
+                let pid = r.pid.unwrap_or(0);
+                let start = r.ts.unwrap_or(now);
+                let running = &mut command.running;
+                match running.iter().position(|x| pid != 0 && x.0 == pid) {
+                    Some(i) => running[i].1 = start,
+                    None if running.len() < MAX_RUNNING => running.push((pid, start)),
+                    // Beyond the bound, the newest is forgotten: the oldest
+                    // is what "running too long" looks at.
+                    None => {}
+                }
+            }
         }
-        self.series += new;
+        let after = command.series();
+        self.series = self.series - before + after;
         self.accepted += 1;
         self.dirty = true;
         Fate::Accepted
+    }
+
+    /// Removes the commands not seen since `before` (daemon clock); returns
+    /// how many.
+    pub fn retire(&mut self, before: f64) -> usize {
+        let old: Vec<Arc<str>> = self
+            .commands
+            .iter()
+            .filter(|(_, c)| c.seen < before)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in &old {
+            self.remove(name);
+        }
+        old.len()
+    }
+
+    /// Removes command `name`; false when there is none.
+    pub fn remove(&mut self, name: &str) -> bool {
+        match self.commands.remove(name) {
+            Some(c) => {
+                self.series -= c.series();
+                self.dirty = true;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Adds a command loaded from a state file, if it fits under the bound;
     /// returns false (and counts its series as dropped) when it does not.
     pub fn restore(&mut self, name: String, command: Command) -> bool {
         let n = command.series();
-        let old = self.commands.get(&name).map_or(0, Command::series);
+        let old = self.commands.get(name.as_str()).map_or(0, |c| c.series());
         if self.series - old + n > self.max_series {
             self.series_dropped += n as u64;
             return false;
         }
-        self.commands.insert(name, command);
+        self.commands.insert(Arc::from(name), Arc::new(command));
         self.series = self.series - old + n;
         true
     }
 }
 
-/// How many series `event` would add to `command`.
-fn new_series(command: Option<&Command>, event: &Event) -> usize {
-    match (command, event) {
-        (None, Event::Run(_)) => 3,
-        (None, Event::Attempt(_)) => 2,
-        (Some(c), Event::Run(r)) => {
-            2 * usize::from(c.runs[r.status.index()].is_none()) + usize::from(c.run_duration.is_none())
+/// What a scrape or the state file writer renders from: the commands as
+/// they were at one instant (shared, not copied) and the daemon's counters.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub buckets: Arc<[f64]>,
+    pub commands: Vec<(Arc<str>, Arc<Command>)>,
+    pub series: usize,
+    pub accepted: u64,
+    pub dropped: u64,
+    pub rejected: [u64; Reject::ALL.len()],
+    pub series_dropped: u64,
+}
+
+impl Aggregate {
+    /// The state now, taken in time proportional to the number of commands
+    /// (a pointer copy each).
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            buckets: self.buckets.clone(),
+            commands: self
+                .commands
+                .iter()
+                .map(|(n, c)| (n.clone(), c.clone()))
+                .collect(),
+            series: self.series,
+            accepted: self.accepted,
+            dropped: self.dropped,
+            rejected: self.rejected,
+            series_dropped: self.series_dropped,
         }
-        (Some(c), Event::Attempt(a)) => {
+    }
+}
+
+/// How many series `event` would add to `command` at most (a run that
+/// ends can also take one away: its in-progress gauge).
+fn growth(command: Option<&Command>, event: &Event) -> usize {
+    let empty = Command::default();
+    let c = command.unwrap_or(&empty);
+    let zero_born = [Status::Succeeded, Status::Failed]
+        .iter()
+        .filter(|s| c.runs[s.index()].is_none())
+        .count();
+    let more = match event {
+        Event::Run(r) => {
+            let runs = c.runs[r.status.index()];
+            let born = matches!(r.status, Status::Succeeded | Status::Failed);
+            usize::from(runs.is_none() && !born)
+                + usize::from(runs.is_none_or(|x| x.last.is_none()))
+                + usize::from(c.run_duration.is_none())
+                + usize::from(c.last_run.is_none())
+        }
+        Event::Attempt(a) => {
             usize::from(c.attempts.binary_search_by(|(l, _)| l.cmp(&a.exit)).is_err())
                 + usize::from(c.attempt_duration.is_none())
         }
-    }
+        Event::RunStart(_) => usize::from(c.running.is_empty()),
+    };
+    zero_born + more
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{AttemptEvent, RunEvent, Status};
+    use crate::metrics::{AttemptEvent, RunEvent};
 
     fn run(name: &str, status: Status, d: f64, ts: f64) -> Result<Event, Reject> {
         Ok(Event::Run(RunEvent {
@@ -216,6 +354,7 @@ mod tests {
             exit_code: Some(0),
             duration_s: d,
             ts: Some(ts),
+            pid: None,
         }))
     }
 
@@ -242,7 +381,11 @@ mod tests {
         agg.record(attempt("a", ExitLabel::Timeout, 3.0), 0.0);
         let c = &agg.commands["a"];
         let r = c.runs[Status::Succeeded.index()].unwrap();
-        assert_eq!((r.count, r.last), (2, 100.0), "an older ts never moves last back");
+        assert_eq!(
+            (r.count, r.last),
+            (2, Some(100.0)),
+            "an older ts never moves last back"
+        );
         let h = c.run_duration.as_ref().unwrap();
         assert_eq!((h.count, h.sum), (2, 7200.2));
         assert_eq!(h.counts[5], 1, "0.2 goes in le=0.25");
@@ -251,7 +394,10 @@ mod tests {
         assert_eq!(h.counts[0], 1, "le is inclusive: 0.005 <= 0.005");
         assert_eq!(h.counts[1], 1);
         assert_eq!(c.attempts, [(ExitLabel::Code(1), 2), (ExitLabel::Timeout, 1)]);
-        assert_eq!(agg.series(), 3 + 3);
+        // runs_total born at 0 for succeeded and failed, one timestamp,
+        // the run histogram, the last run's exit code; two exit codes and
+        // the attempt histogram.
+        assert_eq!(agg.series(), 5 + 3);
         assert_eq!(agg.series(), c.series());
     }
 
@@ -261,9 +407,9 @@ mod tests {
         for i in 0..100 {
             agg.record(run(&format!("n{i}"), Status::Failed, 1.0, 1.0), 0.0);
         }
-        assert_eq!(agg.commands.len(), 3);
-        assert_eq!(agg.series(), 9);
-        assert_eq!((agg.accepted, agg.dropped, agg.series_dropped), (3, 97, 97 * 3));
+        assert_eq!(agg.commands.len(), 2);
+        assert_eq!(agg.series(), 10);
+        assert_eq!((agg.accepted, agg.dropped, agg.series_dropped), (2, 98, 98 * 5));
         // Known series still count once full.
         assert_eq!(
             agg.record(run("n0", Status::Failed, 1.0, 1.0), 0.0),
@@ -273,7 +419,7 @@ mod tests {
             agg.record(run("n0", Status::Aborted, 1.0, 1.0), 0.0),
             Fate::Dropped
         );
-        // A new exit code fits in the last slot, then nothing more.
+        // Nor a new exit code.
         assert_eq!(
             agg.record(attempt("n1", ExitLabel::Code(3), 1.0), 0.0),
             Fate::Dropped
@@ -286,8 +432,12 @@ mod tests {
     #[test]
     fn restore_respects_the_bound() {
         let mut agg = Aggregate::new(&DEFAULT_BUCKETS, 4);
+        // Three series: a count, its timestamp and a histogram.
         let mut c = Command::default();
-        c.runs[0] = Some(Runs { count: 1, last: 1.0 });
+        c.runs[0] = Some(Runs {
+            count: 1,
+            last: Some(1.0),
+        });
         c.run_duration = Some(Histogram::new(&DEFAULT_BUCKETS));
         assert!(agg.restore("a".into(), c.clone()));
         assert!(!agg.restore("b".into(), c.clone()));

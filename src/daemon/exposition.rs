@@ -4,13 +4,30 @@
 //! equal to `_count`, and numbers spelled so that Prometheus's parser
 //! (Go's `strconv.ParseFloat`) reads them back exactly.
 
-use std::fmt::Write;
+use std::fmt::Write as _;
 
-use super::aggregate::{Aggregate, Command, Histogram};
-use crate::metrics::{Reject, Status};
+use super::aggregate::{Histogram, Snapshot};
+use crate::metrics::{ExitLabel, Reject, Status};
 
 /// The `Content-Type` of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Where the exposition goes: a socket in chunks (see `http`), or memory.
+/// Writing never fails here; a sink that cannot write remembers it and
+/// drops the rest.
+pub trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+
+    fn put_str(&mut self, s: &str) {
+        self.put(s.as_bytes());
+    }
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
 
 /// Writes `value` as a label value, escaped.
 pub fn escape_label(out: &mut String, value: &str) {
@@ -39,13 +56,66 @@ pub fn write_float(out: &mut String, x: f64) {
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+/// A few bytes on the stack, for numbers formatted without allocating.
+struct Scratch {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl std::fmt::Write for Scratch {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(std::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+fn put_float(out: &mut impl Sink, x: f64) {
+    if x.is_finite() && x.fract() == 0.0 && x.abs() < 1e15 {
+        // Timestamps and sums of whole seconds: the common case.
+        if x < 0.0 {
+            out.put(b"-");
+        }
+        return push_u64(out, x.abs() as u64);
+    }
+    let mut s = Scratch { buf: [0; 64], len: 0 };
+    if x.is_nan() {
+        out.put_str("NaN");
+    } else if x.is_infinite() {
+        out.put_str(if x > 0.0 { "+Inf" } else { "-Inf" });
+    } else if x != 0.0 && (x.abs() >= 1e15 || x.abs() < 1e-4) {
+        let _ = write!(s, "{x:e}");
+        out.put(&s.buf[..s.len]);
+    } else {
+        let _ = write!(s, "{x}");
+        out.put(&s.buf[..s.len]);
+    }
+}
+
+/// `name` as a label value: itself, unless it holds a character to escape.
+fn label_of(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+        let mut label = String::with_capacity(name.len() + 8);
+        escape_label(&mut label, name);
+        std::borrow::Cow::Owned(label)
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
+}
+
+fn header(out: &mut impl Sink, name: &str, kind: &str, help: &str) {
+    for part in ["# HELP ", name, " ", help, "\n# TYPE ", name, " ", kind, "\n"] {
+        out.put_str(part);
+    }
 }
 
 /// Writes a whole number without the formatting machinery: a scrape of
 /// 10,000 series writes some 100,000 of them.
-fn push_u64(out: &mut String, mut n: u64) {
+fn push_u64(out: &mut impl Sink, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -56,82 +126,92 @@ fn push_u64(out: &mut String, mut n: u64) {
             break;
         }
     }
-    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("0"));
+    out.put(&digits[i..]);
 }
 
 /// Writes `family{command="label"` (without the closing brace).
-fn open(out: &mut String, family: &str, label: &str) {
-    out.push_str(family);
-    out.push_str("{command=\"");
-    out.push_str(label);
-    out.push('"');
+fn open(out: &mut impl Sink, family: &str, label: &str) {
+    out.put_str(family);
+    out.put_str("{command=\"");
+    out.put_str(label);
+    out.put(b"\"");
 }
 
-/// Renders everything in `agg`; `start_time` is when the daemon started.
-pub fn render(agg: &Aggregate, start_time: f64) -> String {
-    let buckets = &agg.buckets[..];
-    // Each command's label value, escaped once for all its lines.
-    let commands: Vec<(String, &Command)> = agg
-        .commands
-        .iter()
-        .map(|(name, c)| {
-            let mut label = String::with_capacity(name.len() + 8);
-            escape_label(&mut label, name);
-            (label, c)
-        })
-        .collect();
+/// Renders `snap` into `out`, one command at a time per family, so that
+/// nothing but a command's escaped name is held beside the snapshot;
+/// `start_time` is when the daemon started.
+pub fn render(snap: &Snapshot, start_time: f64, out: &mut impl Sink) {
+    render_families(snap, Some(start_time), out);
+}
+
+/// The `patience_*` families of `snap`, and the daemon's own when
+/// `daemon` (its start time) is given: a textfile for node_exporter has none.
+pub fn render_families(snap: &Snapshot, daemon: Option<f64>, out: &mut impl Sink) {
     // The `le` values, spelled once.
-    let les: Vec<String> = buckets
+    let les: Vec<String> = snap
+        .buckets
         .iter()
         .map(|&le| {
             let mut s = String::new();
             write_float(&mut s, le);
+            s.push_str("\"} ");
             s
         })
-        .chain(std::iter::once("+Inf".to_string()))
+        .chain(std::iter::once("+Inf\"} ".to_string()))
         .collect();
-    // A close estimate, so the text is built without reallocating.
-    let labels: usize = commands.iter().map(|(l, _)| l.len()).sum();
-    let histogram_lines = les.len() + 2;
-    let mut out = String::with_capacity(
-        4096 + agg.series() * 90
-            + labels * (8 + 2 * histogram_lines)
-            + commands.len() * 2 * histogram_lines * 70,
-    );
+    // Each family walks every command again; a name that needs escaping
+    // is escaped each time rather than kept, so memory stays that of the
+    // snapshot.
+    let each = |out: &mut dyn FnMut(&str, &super::aggregate::Command)| {
+        for (name, c) in &snap.commands {
+            out(&label_of(name), c);
+        }
+    };
+    let mut prefix = String::new();
 
     header(
-        &mut out,
+        out,
         "patience_runs_total",
         "counter",
         "Finished patience runs, by command name and final status.",
     );
-    for (label, c) in &commands {
+    each(&mut |label, c| {
         for status in Status::ALL {
             if let Some(r) = c.runs[status.index()] {
-                open(&mut out, "patience_runs_total", label);
-                out.push_str(",status=\"");
-                out.push_str(status.as_str());
-                out.push_str("\"} ");
-                push_u64(&mut out, r.count);
-                out.push('\n');
+                open(out, "patience_runs_total", label);
+                out.put_str(",status=\"");
+                out.put_str(status.as_str());
+                out.put_str("\"} ");
+                push_u64(out, r.count);
+                out.put(b"\n");
             }
         }
-    }
+    });
 
     header(
-        &mut out,
+        out,
         "patience_attempts_total",
         "counter",
         "Finished attempts, by command name and how they ended: the exit code, timeout, or the signal's name.",
     );
-    for (label, c) in &commands {
+    each(&mut |label, c| {
         for (exit, n) in &c.attempts {
-            open(&mut out, "patience_attempts_total", label);
-            let _ = write!(out, ",exit_code=\"{exit}\"}} ");
-            push_u64(&mut out, *n);
-            out.push('\n');
+            open(out, "patience_attempts_total", label);
+            out.put_str(",exit_code=\"");
+            match exit {
+                ExitLabel::Code(c) => {
+                    if *c < 0 {
+                        out.put(b"-");
+                    }
+                    push_u64(out, c.unsigned_abs().into());
+                }
+                other => out.put_str(&other.to_string()),
+            }
+            out.put_str("\"} ");
+            push_u64(out, *n);
+            out.put(b"\n");
         }
-    }
+    });
 
     for (family, help, run) in [
         (
@@ -145,44 +225,84 @@ pub fn render(agg: &Aggregate, start_time: f64) -> String {
             false,
         ),
     ] {
-        header(&mut out, family, "histogram", help);
-        for (label, c) in &commands {
+        header(out, family, "histogram", help);
+        each(&mut |label, c| {
             let h = if run { &c.run_duration } else { &c.attempt_duration };
             if let Some(h) = h {
-                write_histogram(&mut out, family, label, h, &les);
+                write_histogram(out, &mut prefix, family, label, h, &les);
             }
-        }
+        });
     }
 
     header(
-        &mut out,
+        out,
         "patience_last_run_timestamp_seconds",
         "gauge",
         "When the latest run with this status ended, in seconds since the epoch.",
     );
-    for (label, c) in &commands {
+    each(&mut |label, c| {
         for status in Status::ALL {
-            if let Some(r) = c.runs[status.index()] {
-                open(&mut out, "patience_last_run_timestamp_seconds", label);
-                out.push_str(",status=\"");
-                out.push_str(status.as_str());
-                out.push_str("\"} ");
-                write_float(&mut out, r.last);
-                out.push('\n');
+            if let Some(last) = c.runs[status.index()].and_then(|r| r.last) {
+                open(out, "patience_last_run_timestamp_seconds", label);
+                out.put_str(",status=\"");
+                out.put_str(status.as_str());
+                out.put_str("\"} ");
+                put_float(out, last);
+                out.put(b"\n");
             }
         }
-    }
+    });
 
     header(
-        &mut out,
-        "patienced_active",
+        out,
+        "patience_last_run_exit_code",
         "gauge",
-        "Always 1 while patienced runs.",
+        "The exit status of the latest run: 0 when it succeeded.",
     );
+    each(&mut |label, c| {
+        if let Some(l) = c.last_run {
+            open(out, "patience_last_run_exit_code", label);
+            out.put_str("} ");
+            if l.exit_code < 0 {
+                out.put(b"-");
+            }
+            push_u64(out, l.exit_code.unsigned_abs().into());
+            out.put(b"\n");
+        }
+    });
+
+    header(
+        out,
+        "patience_running_since_timestamp_seconds",
+        "gauge",
+        "When the oldest run still in progress began, in seconds since the epoch; absent when none is.",
+    );
+    each(&mut |label, c| {
+        if let Some(since) = c.running_since() {
+            open(out, "patience_running_since_timestamp_seconds", label);
+            out.put_str("} ");
+            put_float(out, since);
+            out.put(b"\n");
+        }
+    });
+
+    if let Some(start_time) = daemon {
+        let mut text = String::with_capacity(4096);
+        daemon_families(&mut text, snap, start_time);
+        out.put_str(&text);
+    }
+}
+
+/// The `patienced_*` families: a few lines.
+fn daemon_families(out: &mut String, snap: &Snapshot, start_time: f64) {
+    let header = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    header(out, "patienced_active", "gauge", "Always 1 while patienced runs.");
     out.push_str("patienced_active 1\n");
 
     header(
-        &mut out,
+        out,
         "patienced_datagrams_total",
         "counter",
         "Datagrams received: accepted, dropped (over --max-series) or rejected (with the reason).",
@@ -190,82 +310,98 @@ pub fn render(agg: &Aggregate, start_time: f64) -> String {
     let _ = writeln!(
         out,
         "patienced_datagrams_total{{result=\"accepted\"}} {}",
-        agg.accepted
+        snap.accepted
     );
     let _ = writeln!(
         out,
         "patienced_datagrams_total{{result=\"dropped\"}} {}",
-        agg.dropped
+        snap.dropped
     );
     for r in Reject::ALL {
         let _ = writeln!(
             out,
             "patienced_datagrams_total{{result=\"rejected\",reason=\"{}\"}} {}",
             r.as_str(),
-            agg.rejected[r.index()]
+            snap.rejected[r.index()]
         );
     }
 
     header(
-        &mut out,
+        out,
         "patienced_series",
         "gauge",
         "Series held in memory (a histogram counts as one).",
     );
-    let _ = writeln!(out, "patienced_series {}", agg.series());
+    let _ = writeln!(out, "patienced_series {}", snap.series);
 
     header(
-        &mut out,
+        out,
         "patienced_series_dropped_total",
         "counter",
         "Series not created because --max-series was reached.",
     );
-    let _ = writeln!(out, "patienced_series_dropped_total {}", agg.series_dropped);
+    let _ = writeln!(out, "patienced_series_dropped_total {}", snap.series_dropped);
 
     header(
-        &mut out,
+        out,
         "patienced_start_time_seconds",
         "gauge",
         "When patienced started, in seconds since the epoch.",
     );
     out.push_str("patienced_start_time_seconds ");
-    write_float(&mut out, start_time);
+    write_float(out, start_time);
     out.push('\n');
-    out
 }
 
 /// Writes one command's histogram: cumulative buckets up to `+Inf`, then
-/// the sum and the count. `les` are the bounds as text, `+Inf` last.
-fn write_histogram(out: &mut String, family: &str, label: &str, h: &Histogram, les: &[String]) {
+/// the sum and the count. `les` are the bounds as text, `+Inf` last, each
+/// with the `"} ` that follows it.
+fn write_histogram(
+    out: &mut impl Sink,
+    prefix: &mut String,
+    family: &str,
+    label: &str,
+    h: &Histogram,
+    les: &[String],
+) {
+    // What the bucket lines share, put together once.
+    prefix.clear();
+    prefix.push_str(family);
+    prefix.push_str("_bucket{command=\"");
+    prefix.push_str(label);
+    prefix.push_str("\",le=\"");
     let mut cumulative = 0;
     for (n, le) in h.counts.iter().zip(les) {
         cumulative += n;
-        out.push_str(family);
-        out.push_str("_bucket{command=\"");
-        out.push_str(label);
-        out.push_str("\",le=\"");
-        out.push_str(le);
-        out.push_str("\"} ");
+        out.put_str(prefix);
+        out.put_str(le);
         push_u64(out, cumulative);
-        out.push('\n');
+        out.put(b"\n");
     }
     for (suffix, is_sum) in [("_sum{command=\"", true), ("_count{command=\"", false)] {
-        out.push_str(family);
-        out.push_str(suffix);
-        out.push_str(label);
-        out.push_str("\"} ");
+        out.put_str(family);
+        out.put_str(suffix);
+        out.put_str(label);
+        out.put_str("\"} ");
         if is_sum {
-            write_float(out, h.sum);
+            put_float(out, h.sum);
         } else {
             push_u64(out, h.count);
         }
-        out.push('\n');
+        out.put(b"\n");
     }
+}
+
+/// The whole exposition in memory (tests, and nothing that serves it).
+pub fn render_to_string(snap: &Snapshot, start_time: f64) -> String {
+    let mut out = Vec::new();
+    render(snap, start_time, &mut out);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::aggregate::DEFAULT_BUCKETS;
+    use super::super::aggregate::{Aggregate, DEFAULT_BUCKETS};
     use super::*;
     use crate::metrics::{AttemptEvent, Event, ExitLabel, RunEvent};
 
@@ -298,9 +434,9 @@ mod tests {
         assert_eq!(float(f64::INFINITY), "+Inf");
         assert_eq!(float(f64::NAN), "NaN");
         for n in [0, 7, 10, 1234567890, u64::MAX] {
-            let mut s = String::new();
+            let mut s = Vec::new();
             push_u64(&mut s, n);
-            assert_eq!(s, n.to_string());
+            assert_eq!(s, n.to_string().as_bytes());
         }
     }
 
@@ -323,6 +459,7 @@ mod tests {
                     exit_code: None,
                     duration_s: d,
                     ts: Some(1.5),
+                    pid: None,
                 })),
                 0.0,
             );
@@ -337,7 +474,7 @@ mod tests {
                 0.0,
             );
         }
-        let text = render(&agg, 10.0);
+        let text = render_to_string(&agg.snapshot(), 10.0);
         assert!(text.contains("patience_runs_total{command=\"a\",status=\"succeeded\"} 3\n"));
         assert!(text.contains("patience_attempts_total{command=\"a\",exit_code=\"SIGKILL\"} 3\n"));
         assert!(text.contains("patience_run_duration_seconds_bucket{command=\"a\",le=\"0.005\"} 1\n"));
@@ -348,7 +485,10 @@ mod tests {
         assert!(
             text.contains("patience_last_run_timestamp_seconds{command=\"b\",status=\"succeeded\"} 1.5\n")
         );
-        assert!(text.contains("patienced_series 10\n"));
+        assert!(text.contains("patienced_series 14\n"));
+        assert!(text.contains("patience_runs_total{command=\"a\",status=\"failed\"} 0\n"));
+        assert!(!text.contains("patience_last_run_timestamp_seconds{command=\"a\",status=\"failed\"}"));
+        assert!(text.contains("patience_last_run_exit_code{command=\"a\"} 0\n"));
         // Each family's lines are contiguous: once a family is left, its
         // name never comes back.
         let mut seen = Vec::new();
@@ -367,6 +507,6 @@ mod tests {
                 seen.push(name);
             }
         }
-        assert_eq!(seen.len(), 10);
+        assert_eq!(seen.len(), 12);
     }
 }

@@ -8,9 +8,9 @@
 //! (`--state-file`).
 //!
 //! Threads: one reads datagrams, one accepts HTTP connections and serves each
-//! on a thread of its own (at most `http::MAX_CONNECTIONS`), one writes
-//! the state file every `FLUSH_EVERY`; the main thread waits for signals and
-//! stops the others. They share one `Shared`, whose mutex is only ever held
+//! on a thread of its own (at most `http::MAX_CONNECTIONS`), one writes the
+//! state file and retires old commands every `FLUSH_EVERY`; the main thread
+//! waits for signals and stops the others. They share one `Shared`, whose mutex is only ever held
 //! for in-memory work.
 
 pub mod aggregate;
@@ -18,6 +18,7 @@ pub mod exposition;
 pub mod http;
 pub mod intake;
 pub mod persist;
+pub mod textfile;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -69,7 +70,7 @@ const KEYS: &[(&str, &str, &str)] = &[
     (
         "socket",
         "PATH",
-        "the datagram socket [$PATIENCE_SOCKET, $XDG_RUNTIME_DIR/patienced.sock]",
+        "the datagram socket [$PATIENCE_SOCKET, $XDG_RUNTIME_DIR/patienced.sock, /run/user/UID/..., /tmp/patienced-UID.sock]",
     ),
     ("socket-mode", "MODE", "the socket's permissions, in octal [0600]"),
     ("listen", "ADDR:PORT", "where to serve HTTP [127.0.0.1:9977]"),
@@ -82,6 +83,11 @@ const KEYS: &[(&str, &str, &str)] = &[
         "max-series",
         "N",
         "at most N series in memory; more are dropped [10000]",
+    ),
+    (
+        "series-ttl",
+        "DUR",
+        "forget a command not heard from for DUR, e.g. 30d [never]",
     ),
 ];
 
@@ -142,6 +148,8 @@ pub struct Settings {
     pub state_file: Option<PathBuf>,
     pub max_series: usize,
     pub buckets: Vec<f64>,
+    /// `--series-ttl`: commands not seen for this long are retired.
+    pub series_ttl: Option<Duration>,
 }
 
 /// A `[daemon]` value as it came from the command line or a config file.
@@ -160,6 +168,7 @@ struct Draft {
     state_file: Option<PathBuf>,
     max_series: usize,
     buckets: Vec<f64>,
+    series_ttl: Option<Duration>,
 }
 
 impl Draft {
@@ -209,6 +218,13 @@ impl Draft {
                 self.max_series = n
                     .filter(|n| (1..=100_000_000).contains(n))
                     .ok_or("expected a whole number from 1 to 100000000")?;
+            }
+            "series-ttl" => {
+                let d = crate::duration::parse(text()?)?;
+                if d.is_zero() {
+                    return Err("must be more than 0 (leave it out to keep every command)".into());
+                }
+                self.series_ttl = Some(d);
             }
             "buckets" => {
                 let Raw::Toml(toml::Value::Array(items)) = raw else {
@@ -305,6 +321,7 @@ pub fn resolve(args: &Args) -> Result<Settings, String> {
         state_file: None,
         max_series: 10_000,
         buckets: DEFAULT_BUCKETS.to_vec(),
+        series_ttl: None,
     };
     if !args.no_config {
         let named = args.config.clone().or_else(|| {
@@ -336,12 +353,15 @@ pub fn resolve(args: &Args) -> Result<Settings, String> {
         state_file: draft.state_file,
         max_series: draft.max_series,
         buckets: draft.buckets,
+        series_ttl: draft.series_ttl,
     })
 }
 
 /// What the threads share.
 pub struct Shared {
     agg: Mutex<Aggregate>,
+    /// Held while the state file is written.
+    writing: Mutex<()>,
     start_time: f64,
     full_reported: AtomicBool,
 }
@@ -353,41 +373,93 @@ impl Shared {
         self.agg.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes in one datagram's result; `now` is used for runs without `ts`.
-    pub fn record(&self, decoded: Result<Event, Reject>, now: f64) {
-        let (fate, max) = {
-            let mut agg = self.lock();
-            (agg.record(decoded, now), agg.max_series)
+    /// Takes in the datagrams of `pending` (each decoded, with the time
+    /// used for a run without `ts`) and empties it; when `wait` is
+    /// false and the aggregate is locked (a snapshot or the state writer
+    /// holds it for a moment), leaves them for next time and returns false,
+    /// so that the intake thread goes back to the socket at once instead of
+    /// letting the kernel's short queue overflow.
+    pub fn record_all(&self, pending: &mut Vec<(Result<Event, Reject>, f64)>, wait: bool) -> bool {
+        if pending.is_empty() {
+            return true;
+        }
+        let mut agg = match self.agg.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) if !wait => return false,
+            Err(std::sync::TryLockError::WouldBlock) => self.lock(),
         };
-        if fate == Fate::Dropped && !self.full_reported.swap(true, Ordering::Relaxed) {
+        let max = agg.max_series;
+        let mut dropped = false;
+        for (decoded, now) in pending.drain(..) {
+            dropped |= agg.record(decoded, now) == Fate::Dropped;
+        }
+        drop(agg);
+        if dropped && !self.full_reported.swap(true, Ordering::Relaxed) {
             log(&format!(
                 "--max-series {max} reached: new series are dropped (see patienced_series_dropped_total)"
             ));
         }
+        true
     }
 
-    /// The exposition text, rendered under the lock, written without it.
-    pub fn render(&self) -> String {
-        exposition::render(&self.lock(), self.start_time)
+    /// What a scrape renders from, taken under the lock in a moment.
+    pub fn snapshot(&self) -> aggregate::Snapshot {
+        self.lock().snapshot()
     }
 
-    /// The state to write, if anything changed since the last call.
-    fn changed_state(&self) -> Option<Vec<u8>> {
-        let mut agg = self.lock();
-        if !agg.dirty {
-            return None;
+    /// Retires the commands not seen for `ttl`, and says so.
+    fn retire(&self, ttl: Duration) {
+        let n = self.lock().retire(unix_now() - ttl.as_secs_f64());
+        if n > 0 {
+            log(&format!(
+                "--series-ttl: retired {n} command{} not heard from for {}",
+                if n == 1 { "" } else { "s" },
+                crate::duration::format(ttl)
+            ));
         }
-        agg.dirty = false;
-        Some(persist::serialize(&agg))
     }
 
-    /// Writes the state file if anything changed; on failure, logs and
-    /// tries again next time.
-    fn flush(&self, path: &Path) {
-        if let Some(bytes) = self.changed_state() {
-            if let Err(e) = persist::write(path, &bytes) {
+    /// Removes command `name` (an admin request); false when there is none.
+    pub fn remove(&self, name: &str) -> bool {
+        self.lock().remove(name)
+    }
+
+    /// When the daemon started, in seconds since the epoch.
+    pub fn start_time(&self) -> f64 {
+        self.start_time
+    }
+
+    /// The state to write, if anything changed since the last call (or
+    /// whether it did, when `force`).
+    fn changed_state(&self, force: bool) -> Option<Vec<u8>> {
+        let snap = {
+            let mut agg = self.lock();
+            if !agg.dirty && !force {
+                return None;
+            }
+            agg.dirty = false;
+            agg.snapshot()
+        };
+        Some(persist::serialize(&snap))
+    }
+
+    /// Writes the state file if anything changed, or in any case when
+    /// `force`; on failure, logs and tries again next time. Says whether
+    /// the file was written.
+    fn flush(&self, path: &Path, force: bool) -> bool {
+        // One writer at a time, so an older snapshot never lands after a
+        // newer one.
+        let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(bytes) = self.changed_state(force) else {
+            return false;
+        };
+        match persist::write(path, &bytes) {
+            Ok(()) => true,
+            Err(e) => {
                 log(&format!("cannot write state file {}: {e}", path.display()));
                 self.lock().dirty = true;
+                false
             }
         }
     }
@@ -439,8 +511,23 @@ fn serve(s: &Settings) -> Result<(), String> {
 
     let mut agg = Aggregate::new(&s.buckets, s.max_series);
     if let Some(path) = &s.state_file {
+        let stale = persist::remove_stale_temps(path);
+        if stale > 0 {
+            log(&format!(
+                "removed {stale} temp file{} left beside {} by an earlier run",
+                if stale == 1 { "" } else { "s" },
+                path.display()
+            ));
+        }
         let loaded = persist::load(path, &mut agg)?;
-        if let Some((aside, why)) = &loaded.set_aside {
+        if let (Some((n, why)), Some((aside, _))) = (&loaded.bad, &loaded.set_aside) {
+            log(&format!(
+                "state file {}: left out {n} saved command{} that could not be read (first: {why}); the file as it was is kept at {}",
+                path.display(),
+                if *n == 1 { "" } else { "s" },
+                aside.display()
+            ));
+        } else if let Some((aside, why)) = &loaded.set_aside {
             log(&format!(
                 "state file {} is not valid ({why}); moved it to {} and started empty",
                 path.display(),
@@ -460,16 +547,27 @@ fn serve(s: &Settings) -> Result<(), String> {
                 loaded.over_limit
             ));
         }
+        if let Some(ttl) = s.series_ttl {
+            let n = agg.retire(unix_now() - ttl.as_secs_f64());
+            if n > 0 {
+                log(&format!(
+                    "--series-ttl: left out {n} saved command{} not heard from for {}",
+                    if n == 1 { "" } else { "s" },
+                    crate::duration::format(ttl)
+                ));
+            }
+        }
         if loaded.histograms_dropped {
             log("the buckets changed since the state was saved: saved histograms start again");
         }
         // Write it once now: a state file that cannot be written is better
         // found at start than ten seconds later, and every ten seconds after.
-        persist::write(path, &persist::serialize(&agg))
+        persist::write(path, &persist::serialize(&agg.snapshot()))
             .map_err(|e| format!("cannot write state file {}: {e}", path.display()))?;
     }
     let shared = Arc::new(Shared {
         agg: Mutex::new(agg),
+        writing: Mutex::new(()),
         start_time: unix_now(),
         full_reported: AtomicBool::new(false),
     });
@@ -492,15 +590,15 @@ fn serve(s: &Settings) -> Result<(), String> {
     let threads = (|| {
         let (sock, sh, st) = (socket.clone(), shared.clone(), stop.clone());
         let intake = spawn("intake", Box::new(move || sock.receive(&sh, &st)))?;
-        let writer = match s.state_file.clone() {
-            Some(path) => {
+        let writer = match (s.state_file.clone(), s.series_ttl) {
+            (None, None) => None,
+            (path, ttl) => {
                 let (sh, st) = (shared.clone(), stop.clone());
                 Some(spawn(
                     "state",
-                    Box::new(move || write_periodically(&sh, &path, &st)),
+                    Box::new(move || housekeeping(&sh, path.as_deref(), ttl, &st)),
                 )?)
             }
-            None => None,
         };
         Ok::<_, String>((intake, writer))
     })();
@@ -521,9 +619,10 @@ fn serve(s: &Settings) -> Result<(), String> {
     let mut stopped_by = 0;
     for sig in signals.forever() {
         if sig == SIGHUP {
-            if let Some(path) = &s.state_file {
-                shared.flush(path);
-                log("SIGHUP: state written");
+            match &s.state_file {
+                Some(path) if shared.flush(path, true) => log("SIGHUP: state written"),
+                Some(_) => log("SIGHUP: state not written"),
+                None => log("SIGHUP: no --state-file, nothing to write"),
             }
             continue;
         }
@@ -537,15 +636,16 @@ fn serve(s: &Settings) -> Result<(), String> {
         let _ = w.join();
     }
     if let Some(path) = &s.state_file {
-        shared.flush(path);
+        shared.flush(path, false);
     }
     socket.remove();
     log(&format!("stopped by {}", crate::signals::name(stopped_by)));
     Ok(())
 }
 
-/// Writes the state file every `FLUSH_EVERY` until `stop` is set.
-fn write_periodically(shared: &Shared, path: &Path, stop: &AtomicBool) {
+/// Every `FLUSH_EVERY` until `stop` is set: retires the commands past
+/// `--series-ttl`, then writes the state file.
+fn housekeeping(shared: &Shared, path: Option<&Path>, ttl: Option<Duration>, stop: &AtomicBool) {
     let step = Duration::from_millis(200);
     let mut waited = Duration::ZERO;
     while !stop.load(Ordering::Relaxed) {
@@ -553,7 +653,12 @@ fn write_periodically(shared: &Shared, path: &Path, stop: &AtomicBool) {
         waited += step;
         if waited >= FLUSH_EVERY {
             waited = Duration::ZERO;
-            shared.flush(path);
+            if let Some(ttl) = ttl {
+                shared.retire(ttl);
+            }
+            if let Some(path) = path {
+                shared.flush(path, false);
+            }
         }
     }
 }
@@ -593,6 +698,8 @@ mod tests {
             ("--max-series", "-3"),
             ("--state-file", ""),
             ("--socket", ""),
+            ("--series-ttl", "0"),
+            ("--series-ttl", "soon"),
         ] {
             let a = args(&[opt, bad, "--no-config"]).unwrap();
             let e = resolve(&a).unwrap_err();
