@@ -2,7 +2,8 @@
 //! each service as `name | line`, written with one write(2) of prefix and
 //! line under a lock per stream, so services never interleave mid-line.
 //! Bytes pass unchanged (binary, invalid UTF-8); a partial line is written
-//! after 64 KiB or 100 ms of silence, its rest later without a prefix.
+//! after 64 KiB or 100 ms of silence, or at the end, as a line of its own
+//! (a newline added); with `log = "raw"` bytes are written as they come.
 //!
 //! One reader thread per shim pipe (not the single polling thread of
 //! SERVICES.md §1): simple, and idle threads cost a stack each. The reader
@@ -69,21 +70,20 @@ pub fn spawn_reader(
 fn copy(pipe: OwnedFd, fd: i32, prefix: &[u8], mode: LogMode, watch: Option<&Watch>) {
     let mut file = std::fs::File::from(pipe);
     let mut pending: Vec<u8> = Vec::new();
-    // The pending bytes continue a line whose start was written already.
-    let mut continued = false;
     let mut chunk = vec![0u8; 16 * 1024];
-    let emit = |bytes: &[u8], with_prefix: bool| match mode {
+    let emit = |bytes: &[u8]| match mode {
         LogMode::Discard => {}
         LogMode::Raw => write_whole(fd, bytes),
+        // Prefixed, a partial line is a line of its own, so that the next
+        // service's line always starts at the start of a line.
         LogMode::Prefix => {
-            if with_prefix {
-                let mut line = Vec::with_capacity(prefix.len() + bytes.len());
-                line.extend_from_slice(prefix);
-                line.extend_from_slice(bytes);
-                write_whole(fd, &line);
-            } else {
-                write_whole(fd, bytes);
+            let mut line = Vec::with_capacity(prefix.len() + bytes.len() + 1);
+            line.extend_from_slice(prefix);
+            line.extend_from_slice(bytes);
+            if !bytes.ends_with(b"\n") {
+                line.push(b'\n');
             }
+            write_whole(fd, &line);
         }
     };
     let check = |line: &[u8]| {
@@ -102,9 +102,8 @@ fn copy(pipe: OwnedFd, fd: i32, prefix: &[u8], mode: LogMode, watch: Option<&Wat
                 Ok(true) => {}
                 _ => {
                     check(&pending);
-                    emit(&pending, !continued);
+                    emit(&pending);
                     pending.clear();
-                    continued = true;
                     continue;
                 }
             }
@@ -120,20 +119,18 @@ fn copy(pipe: OwnedFd, fd: i32, prefix: &[u8], mode: LogMode, watch: Option<&Wat
         while let Some(i) = crate::sys::memchr(b'\n', &pending[start..]) {
             let line = &pending[start..start + i + 1];
             check(&line[..line.len() - 1]);
-            emit(line, !continued);
-            continued = false;
+            emit(line);
             start += i + 1;
         }
         pending.drain(..start);
         if pending.len() >= LINE_MAX {
             check(&pending);
-            emit(&pending, !continued);
+            emit(&pending);
             pending.clear();
-            continued = true;
         }
     }
     if !pending.is_empty() {
         check(&pending);
-        emit(&pending, !continued);
+        emit(&pending);
     }
 }
