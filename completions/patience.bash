@@ -10,7 +10,7 @@ _patience_options='-a --attempts --forever -t --timeout -s --signal -k --kill-af
  --match-stream --output --hold-output --stdin -q --quiet -v --verbose --color
  --summary --summary-json --textfile-dir --no-metrics --key --breaker --breaker-cooldown
  --rate-limit --max-concurrent --slot-wait --refused-exit -p --profile --config
- --no-config --dry-run --state --reset-state -h --help -V --version'
+ --no-config --services --dry-run --state --reset-state -h --help -V --version'
 
 # _patience_valued WORD: true when option WORD takes a value (in the next
 # word, or after `=`).
@@ -40,7 +40,7 @@ _patience_values()
         --output) values='live final failure' ;;
         --stdin) values='inherit replay null' ;;
         --color) values='auto always never' ;;
-        --summary-json | --config)
+        --summary-json | --config | --services)
             COMPREPLY=($(compgen -f -- "$2"))
             return
             ;;

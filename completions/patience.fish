@@ -88,6 +88,7 @@ complete -c patience -n __patience_options -x -l refused-exit -a '75 0 1' -d 'ex
 complete -c patience -n __patience_options -x -s p -l profile -d 'layer a profile of the config file over its defaults'
 complete -c patience -n __patience_options -r -F -l config -d 'read only this config file'
 complete -c patience -n __patience_options -f -l no-config -d 'read no config file'
+complete -c patience -n __patience_options -r -F -l services -d 'run the stack of services in FILE'
 complete -c patience -n __patience_options -f -l dry-run -d 'print the resolved settings and delays; run nothing'
 complete -c patience -n __patience_options -x -l state -d 'print the shared state of KEY as JSON'
 complete -c patience -n __patience_options -x -l reset-state -d 'clear the shared state of KEY'

@@ -13,6 +13,7 @@ use crate::report::{self, Reporter};
 
 /// Runs patience with `args` (without argv[0]) and returns the exit status.
 pub fn main(args: Vec<std::ffi::OsString>, inherited: Inherited) -> i32 {
+    crate::services::shim::adopt();
     match run(args, inherited) {
         Ok(status) => status,
         Err(e) => {
@@ -24,6 +25,9 @@ pub fn main(args: Vec<std::ffi::OsString>, inherited: Inherited) -> i32 {
 
 fn run(args: Vec<std::ffi::OsString>, inherited: Inherited) -> Result<i32, Error> {
     let inv = cli::parse(args)?;
+    if inv.services.is_some() && matches!(inv.action, Action::Run | Action::DryRun) {
+        return crate::services::main(&inv, &inherited);
+    }
     match &inv.action {
         Action::Help => return Ok(print(&cli::help())),
         Action::Version => return Ok(print(&format!("patience {}\n", env!("CARGO_PKG_VERSION")))),

@@ -47,6 +47,13 @@ pub enum Event {
     Stopped(i32, i32),
     /// A slot of the shared state may have been freed (`state::handover`).
     Wake,
+    /// The `--services` supervisor ends this attempt (not ready in time):
+    /// as a timeout would, so it is a failed attempt (124 if the last).
+    End,
+    /// The `--services` supervisor stops the service: the stop signal
+    /// (`--signal`) goes to the attempt as a stop signal patience received
+    /// would, whatever that signal means to patience itself.
+    Stop,
 }
 
 /// What patience inherited from its caller and must hand on to each child:
@@ -85,6 +92,23 @@ impl Inherited {
         wanted.push(libc::SIGCHLD);
         sys::unblock(&wanted);
         inherited
+    }
+
+    /// The set-up a child started by patience gets: the caller's
+    /// dispositions and mask back, and death with patience.
+    pub fn child_setup(&self) -> sys::ChildSetup {
+        sys::ChildSetup {
+            restore: [
+                (libc::SIGPIPE, self.pipe_ignored),
+                (libc::SIGTTIN, self.ttin_ignored),
+                (libc::SIGTTOU, self.ttou_ignored),
+                (libc::SIGCHLD, self.chld_ignored),
+            ],
+            mask: self.mask,
+            die_with_parent: true,
+            parent: sys::getpid(),
+            terminal: None,
+        }
     }
 
     /// True when the caller had `sig` blocked.
@@ -321,6 +345,22 @@ pub fn run(
                 let _ = sys::kill_group(pid, libc::SIGCONT);
             }
             Ok(Event::Stopped(..) | Event::Wake) => {}
+            Ok(Event::End) => {
+                if !timed_out && interrupted.is_none() {
+                    target.signal(spec.signal);
+                    timed_out = true;
+                    timer = Some((grace_end(spec.kill_after), libc::SIGKILL));
+                }
+            }
+            Ok(Event::Stop) => {
+                target.signal(spec.signal);
+                if interrupted.is_none() {
+                    interrupted = Some(spec.signal);
+                    if let (false, Some(grace)) = (timed_out, spec.forward_grace) {
+                        timer = Some((grace_end(grace), libc::SIGKILL));
+                    }
+                }
+            }
             Ok(Event::Signal(sig)) => match crate::signals::meaning(sig, spec.supervising) {
                 Meaning::Stop => {
                     target.signal(sig);
@@ -453,6 +493,10 @@ fn clear_leftovers(
         match events.recv_timeout(wait.min(LEFTOVER_POLL)) {
             Ok(Event::Signal(sig)) if crate::signals::meaning(sig, spec.supervising) == Meaning::Stop => {
                 interrupted.get_or_insert(sig);
+                break;
+            }
+            Ok(Event::Stop) => {
+                interrupted.get_or_insert(spec.signal);
                 break;
             }
             _ => {}

@@ -41,6 +41,9 @@ pub struct Invocation {
     pub no_config: bool,
     /// `-p/--profile NAME`: the `[profile.NAME]` table to layer over `[defaults]`.
     pub profile: Option<String>,
+    /// `--services FILE`: run the stack of FILE; the operands are service
+    /// names, not a command (patience-services(5)).
+    pub services: Option<PathBuf>,
     pub command: Vec<OsString>,
 }
 
@@ -56,6 +59,7 @@ where
     let mut config = None;
     let mut no_config = false;
     let mut profile = None;
+    let mut services = None;
     let mut command = Vec::new();
     while let Some(arg) = parser.next()? {
         let opt =
@@ -99,6 +103,14 @@ where
                     no_config = true;
                     continue;
                 }
+                Long("services") => {
+                    let path = PathBuf::from(parser.value()?);
+                    if path.as_os_str().is_empty() {
+                        return Err(Error::Usage("--services: the path is empty".into()));
+                    }
+                    services = Some(path);
+                    continue;
+                }
                 Short('p') | Long("profile") => {
                     let name = parser.value()?.into_string().map_err(|raw| {
                         Error::Usage(format!("--profile: the name {raw:?} is not valid UTF-8"))
@@ -138,6 +150,7 @@ where
         config,
         no_config,
         profile,
+        services,
         command,
     };
     if inv.action == Action::Help || inv.action == Action::Version {
@@ -152,6 +165,8 @@ where
         ));
     }
     match inv.command.first() {
+        // The operands of --services are service names, none meaning all.
+        _ if inv.services.is_some() => {}
         // The state actions read the config (for its state-dir) but run nothing.
         _ if matches!(inv.action, Action::ShowState(_) | Action::ResetState(_)) => {}
         None => return Err(Error::Usage("no command given".into())),
@@ -190,6 +205,12 @@ pub fn help() -> String {
         "read only this config file (see patience.toml(5))",
     );
     line(None, "no-config", None, "read no config file");
+    line(
+        None,
+        "services",
+        Some("FILE"),
+        "run the stack of services in FILE; operands name services (patience-services(5))",
+    );
     line(
         None,
         "dry-run",

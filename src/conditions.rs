@@ -229,6 +229,13 @@ impl Pattern {
         })
     }
 
+    /// True when one line (without its newline, cut at 64 KiB as for the
+    /// other patterns) matches; invalid UTF-8 is replaced, as `check` does.
+    pub fn matches_line(&self, line: &[u8]) -> bool {
+        let line = &line[..line.len().min(crate::output::MATCH_LINE_MAX)];
+        self.regex.is_match(&String::from_utf8_lossy(line))
+    }
+
     /// The pattern in quotes, shortened for messages.
     fn quoted(&self) -> String {
         quote(&self.source)

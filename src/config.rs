@@ -64,6 +64,11 @@ pub enum Source {
     /// This environment variable.
     Env(&'static str),
     CommandLine,
+    /// A table of a services file (`[defaults]`, `[service.NAME]`).
+    Table {
+        table: String,
+        file: PathBuf,
+    },
 }
 
 impl std::fmt::Display for Source {
@@ -74,6 +79,7 @@ impl std::fmt::Display for Source {
             Source::Profile { name, file } => write!(f, "profile {name} in {}", file.display()),
             Source::Env(var) => write!(f, "env {var}"),
             Source::CommandLine => f.write_str("command line"),
+            Source::Table { table, file } => write!(f, "{table} in {}", file.display()),
         }
     }
 }
@@ -95,6 +101,9 @@ pub struct Resolved {
     pub files: Vec<FileUse>,
     /// The profile in use and who chose it.
     pub profile: Option<(String, Source)>,
+    /// The assignments that made the settings, in the order applied (one
+    /// per value): an equivalent command line for `patience --services`.
+    pub applied: Vec<(&'static str, Option<String>)>,
 }
 
 impl Resolved {
@@ -166,6 +175,36 @@ pub fn resolve(inv: &Invocation) -> Result<Resolved, Error> {
 /// `resolve` with the environment given as a lookup function.
 fn resolve_with(inv: &Invocation, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Resolved, Error> {
     let var = |name: &str| env(name).filter(|v| !v.is_empty());
+    let (files, uses) = config_files(inv, env)?;
+    let profile = match (&inv.profile, var("PATIENCE_PROFILE")) {
+        (Some(name), _) => Some((name.clone(), Source::CommandLine)),
+        // --no-config reads no file, so a profile from the environment has
+        // nothing to select: ignore it rather than fail every run.
+        (None, Some(_)) if inv.no_config => None,
+        (None, Some(name)) => match name.into_string() {
+            Ok(name) => Some((name, Source::Env("PATIENCE_PROFILE"))),
+            Err(raw) => {
+                return Err(Error::Config(format!(
+                    "PATIENCE_PROFILE={raw:?}: not valid UTF-8"
+                )))
+            }
+        },
+        (None, None) => None,
+    };
+    let mut resolved = build(&files, &uses, profile, env, &inv.assignments)?;
+    resolved.settings.command = inv.command.clone();
+    resolved.files = uses;
+    Ok(resolved)
+}
+
+/// Reads and validates the config files the invocation names: the one
+/// `--config` (or `PATIENCE_CONFIG`) file, else the system and user files
+/// that exist; none with `--no-config`.
+fn config_files(
+    inv: &Invocation,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<(Vec<ConfigFile>, Vec<FileUse>), Error> {
+    let var = |name: &str| env(name).filter(|v| !v.is_empty());
     let wanted: Vec<(PathBuf, bool)> = if inv.no_config {
         Vec::new()
     } else if let Some(path) = &inv.config {
@@ -192,25 +231,7 @@ fn resolve_with(inv: &Invocation, env: &dyn Fn(&str) -> Option<OsString>) -> Res
             files.push(parse_file(&path, &text)?);
         }
     }
-    let profile = match (&inv.profile, var("PATIENCE_PROFILE")) {
-        (Some(name), _) => Some((name.clone(), Source::CommandLine)),
-        // --no-config reads no file, so a profile from the environment has
-        // nothing to select: ignore it rather than fail every run.
-        (None, Some(_)) if inv.no_config => None,
-        (None, Some(name)) => match name.into_string() {
-            Ok(name) => Some((name, Source::Env("PATIENCE_PROFILE"))),
-            Err(raw) => {
-                return Err(Error::Config(format!(
-                    "PATIENCE_PROFILE={raw:?}: not valid UTF-8"
-                )))
-            }
-        },
-        (None, None) => None,
-    };
-    let mut resolved = build(&files, &uses, profile, env, &inv.assignments)?;
-    resolved.settings.command = inv.command.clone();
-    resolved.files = uses;
-    Ok(resolved)
+    Ok((files, uses))
 }
 
 /// The user's file: `$XDG_CONFIG_HOME/patience/config.toml`, else
@@ -237,6 +258,20 @@ fn build(
     env: &dyn Fn(&str) -> Option<OsString>,
     cli: &[(&'static str, Option<String>)],
 ) -> Result<Resolved, Error> {
+    build_stacked(files, uses, profile, env, cli, &[], &[])
+}
+
+/// `build` with the layers of a services file: `before` over the config
+/// files' `[defaults]` and under the profile, `after` over the profile.
+fn build_stacked(
+    files: &[ConfigFile],
+    uses: &[FileUse],
+    profile: Option<(String, Source)>,
+    env: &dyn Fn(&str) -> Option<OsString>,
+    cli: &[(&'static str, Option<String>)],
+    before: &[Layer],
+    after: &[Layer],
+) -> Result<Resolved, Error> {
     let mut layers: Vec<Assignment> = Vec::new();
     let mut layer = 0;
     let from_file = |entries: &[Entry], layer: usize, source: &Source, out: &mut Vec<Assignment>| {
@@ -257,6 +292,10 @@ fn build(
         layer += 1;
         from_file(&f.defaults, layer, &Source::File(f.path.clone()), &mut layers);
     }
+    for l in before {
+        layer += 1;
+        from_file(&l.entries, layer, &l.source, &mut layers);
+    }
     if let Some((name, chosen_by)) = &profile {
         let mut found = false;
         for f in files {
@@ -273,6 +312,10 @@ fn build(
         if !found {
             return Err(unknown_profile(name, chosen_by, files, uses));
         }
+    }
+    for l in after {
+        layer += 1;
+        from_file(&l.entries, layer, &l.source, &mut layers);
     }
     layer += 1;
     // NO_COLOR (no-color.org): present and not empty means no colour.
@@ -294,6 +337,11 @@ fn build(
         });
     }
     let (mut settings, mut sources) = merge(&layers)?;
+    let repeat = |key: &str| config_key(key).is_some_and(|o| o.repeat);
+    let applied = effective(&layers, &repeat)
+        .into_iter()
+        .flat_map(|a| a.values.iter().map(|(v, _)| (a.key, v.clone())))
+        .collect();
     // Paths from the environment are taken as they are, even when they are
     // not UTF-8; no command-line option sets them, so nothing comes after.
     for (var, key) in [("PATIENCE_SOCKET", "socket"), ("PATIENCE_STATE_DIR", "state-dir")] {
@@ -311,6 +359,7 @@ fn build(
         sources,
         files: Vec::new(),
         profile,
+        applied,
     })
 }
 
@@ -457,6 +506,94 @@ pub fn resolve_text(path: &Path, text: &str, profile: Option<&str>) -> Result<Re
     Ok(resolved)
 }
 
+/// A table of per-run settings in a file that is not a config file (the
+/// services file's `[defaults]`, a `[service.NAME]`): each key converted and
+/// validated exactly as a config file's `[defaults]`, then applied as one
+/// more layer by [`resolve_stacked`].
+#[derive(Clone, Debug)]
+pub struct Layer {
+    pub source: Source,
+    entries: Vec<Entry>,
+}
+
+impl Layer {
+    pub fn new(source: Source) -> Layer {
+        Layer {
+            source,
+            entries: Vec::new(),
+        }
+    }
+
+    /// The keys set in this layer, in file order.
+    pub fn keys(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.entries.iter().map(|e| e.key)
+    }
+
+    /// The last text value given to `key` in this layer.
+    pub fn value(&self, key: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.key == key)
+            .and_then(|e| e.values.last())
+            .map(|(v, _)| v.as_str())
+    }
+
+    /// Adds setting `key = value` of `table` in `doc`, validated as in a
+    /// config file. The caller has checked that `key` is a setting.
+    pub(crate) fn add(
+        &mut self,
+        doc: &Doc<'_>,
+        key: &Spanned<std::borrow::Cow<'_, str>>,
+        value: &Spanned<DeValue<'_>>,
+        table: &str,
+    ) -> Result<(), Error> {
+        let name: &str = key.get_ref();
+        let opt = config_key(name).ok_or_else(|| doc.error(key.span(), unknown_setting(name, table)))?;
+        let at = |span: Range<usize>| {
+            Where::File(format!(
+                "{}:{}: key '{name}' in {table}",
+                doc.path.display(),
+                doc.line(span)
+            ))
+        };
+        let values: Vec<(String, Where)> = convert(opt, value)
+            .map_err(|(span, msg)| doc.error(span, format!("key '{name}' in {table}: {msg}")))?
+            .into_iter()
+            .map(|(text, span)| (text, at(span)))
+            .collect();
+        let mut scratch = Settings::default();
+        for (text, at) in &values {
+            scratch
+                .apply(opt.long, Some(text))
+                .map_err(|err| value_error(opt.long, &Some(text.clone()), at, &err))?;
+        }
+        self.entries.push(Entry {
+            key: opt.long,
+            values,
+        });
+        Ok(())
+    }
+}
+
+/// Resolves one service's settings: the config files the invocation names
+/// (none with `--no-config`), then `before` (the services file's
+/// `[defaults]`), the config files' `[profile.NAME]` for `profile`, then
+/// `after` (the service's own table). No environment layer and no command
+/// line but `cli` (the group's options of `--services`).
+pub fn resolve_stacked(
+    inv: &Invocation,
+    before: &[Layer],
+    profile: Option<(String, Source)>,
+    after: &[Layer],
+    cli: &[(&'static str, Option<String>)],
+) -> Result<Resolved, Error> {
+    let (files, uses) = config_files(inv, &|name| std::env::var_os(name))?;
+    let mut resolved = build_stacked(&files, &uses, profile, &|_| None, cli, before, after)?;
+    resolved.files = uses;
+    Ok(resolved)
+}
+
 /// Reads the `[daemon]` table of the file at `path` (for patienced). The
 /// whole file is validated, as patience does; a missing file is an error.
 pub fn load_daemon(path: &Path) -> Result<DaemonConfig, Error> {
@@ -467,7 +604,7 @@ pub fn load_daemon(path: &Path) -> Result<DaemonConfig, Error> {
 /// Reads a config file. A missing default file (`required` false) is
 /// `None`; a missing `--config` file, an unreadable file, a directory or
 /// FIFO in a default place, an oversized or non-UTF-8 file are errors.
-fn read_file(path: &Path, required: bool) -> Result<Option<String>, Error> {
+pub(crate) fn read_file(path: &Path, required: bool) -> Result<Option<String>, Error> {
     let shown = path.display();
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
@@ -515,9 +652,9 @@ fn read_file(path: &Path, required: bool) -> Result<Option<String>, Error> {
 }
 
 /// A file's text with its name, to turn spans into `FILE:LINE:` errors.
-struct Doc<'a> {
-    path: &'a Path,
-    text: &'a str,
+pub(crate) struct Doc<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) text: &'a str,
 }
 
 impl Doc<'_> {
@@ -530,17 +667,17 @@ impl Doc<'_> {
         (line, col)
     }
 
-    fn line(&self, span: Range<usize>) -> usize {
+    pub(crate) fn line(&self, span: Range<usize>) -> usize {
         self.line_col(span.start).0
     }
 
     /// An error at `span`: `FILE:LINE: msg`.
-    fn error(&self, span: Range<usize>, msg: impl std::fmt::Display) -> Error {
+    pub(crate) fn error(&self, span: Range<usize>, msg: impl std::fmt::Display) -> Error {
         Error::Config(format!("{}:{}: {msg}", self.path.display(), self.line(span)))
     }
 
     /// A TOML syntax error, with the line it is on and a caret under the spot.
-    fn syntax(&self, e: &toml::de::Error) -> Error {
+    pub(crate) fn syntax(&self, e: &toml::de::Error) -> Error {
         let Some(span) = e.span() else {
             return Error::Config(format!("{}: syntax error: {}", self.path.display(), e.message()));
         };
@@ -562,7 +699,7 @@ impl Doc<'_> {
 
 /// A table's entries in the order they appear in the file (the map itself
 /// is sorted by name), so that later keys win as on the command line.
-fn in_file_order<'t, 'i>(
+pub(crate) fn in_file_order<'t, 'i>(
     table: &'t DeTable<'i>,
 ) -> Vec<(&'t Spanned<std::borrow::Cow<'i, str>>, &'t Spanned<DeValue<'i>>)> {
     let mut v: Vec<_> = table.iter().collect();
@@ -571,7 +708,7 @@ fn in_file_order<'t, 'i>(
 }
 
 /// A value's TOML type, for "expected …, found …".
-fn type_name(v: &DeValue<'_>) -> &'static str {
+pub(crate) fn type_name(v: &DeValue<'_>) -> &'static str {
     match v {
         DeValue::String(_) => "a string",
         DeValue::Integer(_) => "an integer",
@@ -634,7 +771,7 @@ fn parse_file(path: &Path, text: &str) -> Result<ConfigFile, Error> {
 }
 
 /// A key a settings table may hold: an option's long name or a config-only key.
-fn config_key(name: &str) -> Option<&'static Opt> {
+pub(crate) fn config_key(name: &str) -> Option<&'static Opt> {
     OPTIONS.iter().chain(CONFIG_ONLY).find(|o| o.long == name)
 }
 
@@ -664,7 +801,7 @@ fn kind(opt: &Opt) -> Kind {
 }
 
 /// A scalar's text as `Settings::apply` takes it, or None if not a scalar.
-fn scalar_text(v: &DeValue<'_>) -> Option<Result<String, String>> {
+pub(crate) fn scalar_text(v: &DeValue<'_>) -> Option<Result<String, String>> {
     match v {
         DeValue::String(s) => Some(Ok(s.to_string())),
         DeValue::Integer(i) => Some(
@@ -971,7 +1108,7 @@ fn check_listen(s: &str) -> Result<(), String> {
 }
 
 /// The candidate nearest to `name`, if near enough to be a likely typo.
-fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let limit = (name.chars().count() / 3).clamp(1, 3);
     candidates
         .map(|c| (distance(name, c), c))

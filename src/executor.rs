@@ -31,6 +31,7 @@ pub fn run(settings: &Settings, inherited: &Inherited, reporter: &mut Reporter) 
     let caught = crate::signals::caught(settings.foreground);
     crate::signals::listen(&caught, move |sig| signal_tx.send(Event::Signal(sig)).is_ok())
         .map_err(|e| Error::Internal(format!("cannot install signal handlers: {e}")))?;
+    crate::services::shim::listen(tx.clone());
     let stdio = output::Plan::new(settings)
         .map_err(|e| Error::Internal(format!("cannot read stdin for --stdin replay: {e}")))?;
     let reaper = if settings.init_mode() {
@@ -131,6 +132,7 @@ impl Loop<'_> {
             }
             number += 1;
             self.reporter.starting(number, s);
+            crate::services::shim::attempt_started(number);
             let (attempt, interrupted) = self.attempt(number, deadline);
             let breaker_opened = interrupted.is_none() && gate.after_attempt(attempt.verdict.is_success());
             outcome.total += 1;
@@ -142,6 +144,7 @@ impl Loop<'_> {
             let last_allowed = s.attempts != 0 && number >= s.attempts;
             let verdict = attempt.verdict.clone();
             let ran_for = attempt.duration;
+            crate::services::shim::attempt_ended(number, verdict.is_success());
             push(&mut outcome.attempts, attempt);
             self.metrics.attempt(&outcome.name, outcome.attempts.back());
             // A stop signal passed on to the attempt: the run ends as the
@@ -291,10 +294,10 @@ impl Loop<'_> {
     /// stop nothing have no attempt to go to between attempts.
     fn pending_signal(&self) -> Option<i32> {
         while let Ok(event) = self.rx.try_recv() {
-            if let Event::Signal(sig) = event {
-                if self.stops(sig) {
-                    return Some(sig);
-                }
+            match event {
+                Event::Signal(sig) if self.stops(sig) => return Some(sig),
+                Event::Stop => return Some(self.settings.signal),
+                _ => {}
             }
         }
         None
@@ -346,7 +349,8 @@ impl Loop<'_> {
             match self.rx.recv_timeout(left) {
                 Ok(Event::Signal(sig)) if self.stops(sig) => return Some(sig),
                 Ok(Event::Wake) if wakeable => return None,
-                Ok(Event::Signal(_) | Event::Exited(..) | Event::Stopped(..) | Event::Wake) => {}
+                Ok(Event::Stop) => return Some(self.settings.signal),
+                Ok(Event::Signal(_) | Event::Exited(..) | Event::Stopped(..) | Event::Wake | Event::End) => {}
                 Err(RecvTimeoutError::Timeout) => return None,
                 Err(RecvTimeoutError::Disconnected) => return None,
             }

@@ -29,6 +29,7 @@ pub mod outcome;
 pub mod output;
 pub mod reaper;
 pub mod report;
+pub mod services;
 pub mod settings;
 pub mod signals;
 pub mod state;

@@ -9,6 +9,10 @@ use std::io::Write;
 /// The line goes out in one write, so it never interleaves with the
 /// child's own stderr mid-line.
 pub fn say(line: &str) {
+    // A `--services` shim tells its supervisor, which names the service.
+    if crate::services::shim::say(line) {
+        return;
+    }
     let text = format!("[patience] {line}\n");
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }

@@ -56,6 +56,12 @@ struct State {
     /// start (a shell's background job, inherited through exec): reaped when
     /// they exit, never signalled. Their pids stay reserved until reaped.
     strangers: HashSet<i32>,
+    /// More children whose exits are forwarded, not reaped, as the
+    /// attempt's is: the shims and probes of `patience --services`, which
+    /// has many at once. Reaped by `reap_tracked`.
+    tracked: HashSet<i32>,
+    /// Those of them whose exit was forwarded already.
+    tracked_forwarded: HashSet<i32>,
 }
 
 impl Reaper {
@@ -103,6 +109,39 @@ impl Reaper {
         state.forwarded = false;
         self.shared.changed.notify_all();
         Ok(child)
+    }
+
+    /// Spawns a child whose exit is forwarded like the attempt's, for a
+    /// caller with many children at once; reap it with `reap_tracked`.
+    pub fn spawn_tracked(&self, cmd: &mut Command) -> io::Result<Child> {
+        let mut state = self.lock();
+        let child = cmd.spawn()?;
+        state.tracked.insert(child.id() as i32);
+        self.shared.changed.notify_all();
+        Ok(child)
+    }
+
+    /// Reaps tracked child `pid` once its exit was forwarded.
+    pub fn reap_tracked(&self, pid: i32) {
+        let mut state = self.lock();
+        sys::reap(pid);
+        state.tracked.remove(&pid);
+        state.tracked_forwarded.remove(&pid);
+        self.shared.changed.notify_all();
+    }
+
+    /// Sends `sig` to every child that is neither tracked nor a stranger:
+    /// what a shim killed outright left behind. True when there was one.
+    pub fn signal_untracked(&self, sig: i32) -> bool {
+        let state = self.lock();
+        let mut any = false;
+        for pid in children() {
+            if !state.tracked.contains(&pid) && !state.strangers.contains(&pid) && state.attempt != Some(pid)
+            {
+                any |= sys::alive_not_zombie(pid) && sys::kill(pid, sig).is_ok();
+            }
+        }
+        any
     }
 
     /// Reaps the attempt `pid` once its exit was forwarded and its group
@@ -179,6 +218,13 @@ fn reap_forever(shared: &Shared, on_event: &dyn Fn(i32, Result<ExitKind, i32>)) 
                     while state.attempt == Some(pid) {
                         state = shared.changed.wait(state).unwrap_or_else(|e| e.into_inner());
                     }
+                } else if state.tracked.contains(&pid) {
+                    if state.tracked_forwarded.insert(pid) {
+                        on_event(pid, Ok(exit));
+                    }
+                    while state.tracked.contains(&pid) {
+                        state = shared.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+                    }
                 } else if sys::reap_if_exited(pid) {
                     state.strangers.remove(&pid);
                 }
@@ -186,7 +232,7 @@ fn reap_forever(shared: &Shared, on_event: &dyn Fn(i32, Result<ExitKind, i32>)) 
             Ok(None) => {
                 // No child at all: wait for the next attempt to be spawned.
                 let state = lock(shared);
-                if state.attempt.is_none() {
+                if state.attempt.is_none() && state.tracked.is_empty() {
                     let _ = shared.changed.wait_timeout(state, IDLE_POLL);
                 }
             }

@@ -807,3 +807,43 @@ fn state_and_group(pid: i32) -> Option<(u8, i32)> {
 pub fn realtime_signals() -> (i32, i32) {
     (libc::SIGRTMIN(), libc::SIGRTMAX())
 }
+
+/// Takes descriptor `fd`, inherited from the parent that named it (the
+/// supervisor's socket of a `--services` shim), and marks it close-on-exec
+/// so the attempts never inherit it. None when `fd` is not open.
+pub fn take_fd(fd: i32) -> Option<OwnedFd> {
+    if fd < 3 {
+        return None;
+    }
+    // SAFETY: fcntl on any integer is harmless; F_GETFD fails with EBADF
+    // for a descriptor that is not open.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return None;
+    }
+    // SAFETY: as above; setting FD_CLOEXEC touches nothing else.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) };
+    // SAFETY: the descriptor is open, and the parent handed it to this
+    // process alone through its environment; it is taken once, at start-up.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes descriptor `fd` of the parent descriptor `target` of the child,
+/// open across exec (everything else std opens is close-on-exec).
+pub fn pass_fd(cmd: &mut Command, fd: i32, target: i32) {
+    let hook = move || {
+        if fd == target {
+            // SAFETY: clearing FD_CLOEXEC on an open descriptor; fcntl is
+            // async-signal-safe.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+        } else {
+            // SAFETY: dup2 is async-signal-safe and the new descriptor is
+            // never close-on-exec.
+            check(unsafe { libc::dup2(fd, target) })?;
+        }
+        Ok(())
+    };
+    // SAFETY: the hook makes only async-signal-safe calls and allocates
+    // nothing (an io::Error from errno holds no heap memory).
+    unsafe { cmd.pre_exec(hook) };
+}

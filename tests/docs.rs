@@ -9,7 +9,12 @@ mod common;
 use common::*;
 use std::process::Command;
 
-const PAGES: [&str; 3] = ["patience.1", "patience.toml.5", "patienced.8"];
+const PAGES: [&str; 4] = [
+    "patience.1",
+    "patience.toml.5",
+    "patienced.8",
+    "patience-services.5",
+];
 
 fn page(name: &str) -> String {
     std::fs::read_to_string(format!("{}/man/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
@@ -169,6 +174,7 @@ fn every_setting_has_its_key_in_patience_toml_5() {
         "--dry-run",
         "--state",
         "--reset-state",
+        "--services",
         "--help",
         "--version",
     ];
@@ -201,6 +207,52 @@ fn every_setting_has_its_key_in_patience_toml_5() {
 }
 
 #[test]
+fn every_services_key_is_in_patience_services_5() {
+    use patience::services::file::{SERVICE_KEYS, SUPERVISOR_KEYS};
+    let man = page("patience-services.5");
+    for key in SERVICE_KEYS.iter().chain(SUPERVISOR_KEYS) {
+        assert!(
+            man.contains(&format!(".B {}\n", roff(key))) || man.contains(&format!(".BI {} ", roff(key))),
+            "patience-services.5 has no entry for key {key}"
+        );
+    }
+    for state in [
+        "waiting",
+        "starting",
+        "ready",
+        "backoff",
+        "stopping",
+        "stopped",
+        "succeeded",
+        "failed",
+        "blocked",
+    ] {
+        assert!(
+            section(&man, "STATES").contains(&format!(".B {state}\n")),
+            "no state {state}"
+        );
+    }
+    for cond in ["started", "ready", "succeeded", "ended"] {
+        assert!(
+            section(&man, "DEPENDENCIES").contains(&format!(".B {cond}\n")),
+            "no condition {cond}"
+        );
+    }
+    for status in ["0", "124", "125", "128+N"] {
+        assert!(
+            section(&man, "EXIT STATUS").contains(&format!(".B {status}\n")),
+            "no status {status}"
+        );
+    }
+    let examples = section(&man, "EXAMPLES");
+    assert!(
+        examples.contains("ENTRYPOINT") && examples.contains("crontab"),
+        "a container and a cron example"
+    );
+    assert!(names_option(&page("patience.1"), "--services"));
+}
+
+#[test]
 fn pages_have_the_sections_a_reader_looks_for() {
     for name in PAGES {
         let man = page(name);
@@ -223,7 +275,7 @@ fn pages_have_the_sections_a_reader_looks_for() {
         for other in PAGES.iter().filter(|&&p| p != name) {
             let (base, num) = other.rsplit_once('.').unwrap();
             assert!(
-                see_also.contains(&format!("{base} ({num})")),
+                see_also.contains(&format!("{} ({num})", roff(base))),
                 "{name}: SEE ALSO lacks {other}"
             );
         }

@@ -1,0 +1,931 @@
+//! The services file (patience-services(5)): `[supervisor]`, `[defaults]`
+//! and one `[service.NAME]` table per service, read and validated before
+//! anything runs. Every per-run key goes through `config::Layer`, so it is
+//! converted and checked by the code that checks patience.toml(5); this
+//! module only knows the keys that are not patience options (the command,
+//! dependencies, readiness, the process keys) and the group's keys.
+//! Every error is one line naming the file, the line and the key (125).
+
+use std::borrow::Cow;
+use std::ffi::OsString;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use crate::conditions::Pattern;
+use crate::config::{self, Doc, Layer, Source};
+use crate::error::Error;
+
+/// Per-run settings that belong to the whole stack, not to one service.
+pub const GROUP_ONLY: &[&str] = &["hold-output", "quiet", "verbose", "color", "summary-json"];
+
+/// Settings a service cannot have: its shim always does init's duty, in a
+/// process group of its own.
+const SHIM_FIXED: &[&str] = &["init", "foreground"];
+
+/// Keys of SERVICES.md that this version does not implement yet: refused
+/// with a clear message rather than accepted and ignored.
+const NOT_YET: &[&str] = &[
+    "ready-http",
+    "ready-fd",
+    "ready-notify",
+    "health-command",
+    "health-tcp",
+    "health-http",
+    "health-interval",
+    "health-timeout",
+    "health-failures",
+    "health-grace",
+    "log-file",
+    "log-max-size",
+    "log-keep",
+];
+const GROUP_NOT_YET: &[&str] = &[
+    "hold-output",
+    "summary-json",
+    "control-socket",
+    "log-lines",
+    "log-bytes",
+    "log-timestamps",
+    "log-dir",
+    "log-overflow",
+    "key",
+    "max-concurrent",
+    "slot-wait",
+];
+
+/// The keys of `[service.NAME]` besides the per-run settings.
+pub const SERVICE_KEYS: &[&str] = &[
+    "command",
+    "cwd",
+    "env",
+    "env-file",
+    "clear-env",
+    "depends-on",
+    "autostart",
+    "critical",
+    "profile",
+    "ready-pattern",
+    "ready-stream",
+    "ready-command",
+    "ready-tcp",
+    "ready-timeout",
+    "ready-interval",
+    "ready-delay",
+    "ready-probe-timeout",
+    "log",
+];
+
+/// The keys of `[supervisor]`.
+pub const SUPERVISOR_KEYS: &[&str] = &[
+    "name",
+    "main",
+    "exit",
+    "shutdown",
+    "shutdown-timeout",
+    "log-prefix",
+    "quiet",
+    "verbose",
+    "color",
+    "no-metrics",
+];
+
+/// A dependency condition (SERVICES.md §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cond {
+    Started,
+    Ready,
+    Succeeded,
+    Ended,
+}
+
+impl Cond {
+    fn parse(s: &str) -> Option<Cond> {
+        Some(match s {
+            "started" => Cond::Started,
+            "ready" => Cond::Ready,
+            "succeeded" => Cond::Succeeded,
+            "ended" => Cond::Ended,
+            _ => return None,
+        })
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            Cond::Started => "started",
+            Cond::Ready => "ready",
+            Cond::Succeeded => "succeeded",
+            Cond::Ended => "ended",
+        }
+    }
+}
+
+/// One edge of `depends-on`.
+#[derive(Clone, Debug)]
+pub struct Dep {
+    pub name: String,
+    /// `None`: the short form, resolved from the dependency's restart policy.
+    pub cond: Option<Cond>,
+    /// The line of the entry, for errors.
+    pub line: usize,
+}
+
+/// How a service's readiness is checked.
+#[derive(Clone, Debug)]
+pub enum Ready {
+    Pattern(Pattern),
+    Command(Vec<OsString>),
+    Tcp(String),
+}
+
+impl Ready {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Ready::Pattern(_) => "pattern",
+            Ready::Command(_) => "command",
+            Ready::Tcp(_) => "tcp",
+        }
+    }
+}
+
+/// Which of a service's streams `ready-pattern` reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    Both,
+}
+
+/// What becomes of a service's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogMode {
+    Prefix,
+    Raw,
+    Discard,
+}
+
+/// One `[service.NAME]`, validated; its settings are resolved later.
+#[derive(Clone, Debug)]
+pub struct Service {
+    pub name: String,
+    pub line: usize,
+    pub command: Vec<OsString>,
+    pub layer: Layer,
+    pub profile: Option<String>,
+    pub cwd: Option<PathBuf>,
+    /// `env-file` then `env`, in that order (the table wins).
+    pub env: Vec<(String, String)>,
+    pub clear_env: bool,
+    pub deps: Vec<Dep>,
+    pub autostart: bool,
+    pub critical: bool,
+    pub ready: Option<Ready>,
+    pub ready_stream: Stream,
+    pub ready_timeout: Option<Duration>,
+    pub ready_interval: Duration,
+    pub ready_delay: Duration,
+    pub ready_probe_timeout: Duration,
+    pub log: LogMode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitRule {
+    All,
+    Any,
+}
+
+/// `[supervisor]`.
+#[derive(Clone, Debug)]
+pub struct Group {
+    pub name: Option<String>,
+    pub main: Option<String>,
+    pub exit: ExitRule,
+    pub parallel_shutdown: bool,
+    pub shutdown_timeout: Option<Duration>,
+    pub log_prefix: bool,
+    /// Its per-run keys (quiet, verbose, color, …) as a settings layer.
+    pub layer: Layer,
+}
+
+/// The whole file.
+#[derive(Clone, Debug)]
+pub struct Stack {
+    pub path: PathBuf,
+    pub group: Group,
+    pub defaults: Layer,
+    pub services: Vec<Service>,
+}
+
+impl Stack {
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.services.iter().position(|s| s.name == name)
+    }
+}
+
+/// Reads and validates the services file at `path`.
+pub fn load(path: &Path) -> Result<Stack, Error> {
+    let text = config::read_file(path, true)?.unwrap_or_default();
+    parse(path, &text)
+}
+
+/// Validates a service name: `[a-z0-9][a-z0-9._-]*`, at most 48 bytes.
+pub fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 48
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c))
+}
+
+/// Parses and validates the text of a services file.
+pub fn parse(path: &Path, text: &str) -> Result<Stack, Error> {
+    let doc = Doc { path, text };
+    let root = DeTable::parse(text).map_err(|e| doc.syntax(&e))?;
+    let file_source = |table: &str| Source::Table {
+        table: table.to_string(),
+        file: path.to_path_buf(),
+    };
+    let mut stack = Stack {
+        path: path.to_path_buf(),
+        group: Group {
+            name: None,
+            main: None,
+            exit: ExitRule::All,
+            parallel_shutdown: false,
+            shutdown_timeout: None,
+            log_prefix: true,
+            layer: Layer::new(file_source("[supervisor]")),
+        },
+        defaults: Layer::new(file_source("[defaults]")),
+        services: Vec::new(),
+    };
+    let mut main_span = None;
+    for (key, value) in config::in_file_order(root.get_ref()) {
+        let name: &str = key.get_ref();
+        match name {
+            "supervisor" => main_span = supervisor(&doc, key, value, &mut stack.group)?,
+            "defaults" => {
+                let t = table(&doc, key, value, "[defaults]")?;
+                for (k, v) in config::in_file_order(t) {
+                    per_run(&doc, k, v, "[defaults]", &mut stack.defaults)?;
+                }
+            }
+            "service" => {
+                let t = table(&doc, key, value, "[service]")?;
+                for (k, v) in config::in_file_order(t) {
+                    stack.services.push(service(&doc, k, v)?);
+                }
+            }
+            _ => {
+                let mut msg =
+                    format!("unknown table '{name}' (expected [supervisor], [defaults], [service.NAME])");
+                if let Some(near) = config::suggest(name, ["supervisor", "defaults", "service"].into_iter()) {
+                    msg.push_str(&format!("; did you mean '{near}'?"));
+                }
+                return Err(doc.error(key.span(), msg));
+            }
+        }
+    }
+    if stack.services.is_empty() {
+        return Err(Error::Config(format!(
+            "{}: no service: add a [service.NAME] table with a command",
+            path.display()
+        )));
+    }
+    if let (Some(main), Some(span)) = (&stack.group.main, main_span) {
+        if stack.index(main).is_none() {
+            return Err(doc.error(
+                span,
+                format!("key 'main' in [supervisor]: '{main}' is not a service of this file"),
+            ));
+        }
+    }
+    let mut inherit = None;
+    for s in &stack.services {
+        if s.layer.value("stdin") == Some("inherit") {
+            if let Some(first) = inherit {
+                return Err(Error::Config(format!(
+                    "{}:{}: key 'stdin' in [service.{}]: only one service may have stdin = \"inherit\" ({first} has it already)",
+                    path.display(),
+                    s.line,
+                    s.name
+                )));
+            }
+            inherit = Some(s.name.clone());
+        }
+        for d in &s.deps {
+            if stack.index(&d.name).is_none() {
+                let mut msg = format!(
+                    "{}:{}: key 'depends-on' in [service.{}]: unknown service '{}'",
+                    path.display(),
+                    d.line,
+                    s.name,
+                    d.name
+                );
+                if let Some(near) = config::suggest(&d.name, stack.services.iter().map(|s| s.name.as_str())) {
+                    msg.push_str(&format!("; did you mean '{near}'?"));
+                }
+                return Err(Error::Config(msg));
+            }
+            if d.name == s.name {
+                return Err(Error::Config(format!(
+                    "{}:{}: key 'depends-on' in [service.{}]: a service cannot depend on itself",
+                    path.display(),
+                    d.line,
+                    s.name
+                )));
+            }
+        }
+    }
+    Ok(stack)
+}
+
+type Key<'a> = Spanned<Cow<'a, str>>;
+type Value<'a> = Spanned<DeValue<'a>>;
+
+fn table<'t, 'i>(
+    doc: &Doc<'_>,
+    key: &Key<'i>,
+    value: &'t Value<'i>,
+    name: &str,
+) -> Result<&'t DeTable<'i>, Error> {
+    match value.get_ref() {
+        DeValue::Table(t) => Ok(t),
+        other => Err(doc.error(
+            key.span(),
+            format!("{name} must be a table, not {}", config::type_name(other)),
+        )),
+    }
+}
+
+/// A per-run setting in `[defaults]` or a service table.
+fn per_run(
+    doc: &Doc<'_>,
+    key: &Key<'_>,
+    value: &Value<'_>,
+    table: &str,
+    layer: &mut Layer,
+) -> Result<(), Error> {
+    let name: &str = key.get_ref();
+    if GROUP_ONLY.contains(&name) {
+        return Err(doc.error(
+            key.span(),
+            format!("key '{name}' in {table} is for the whole stack: put it under [supervisor]"),
+        ));
+    }
+    if SHIM_FIXED.contains(&name) {
+        return Err(doc.error(
+            key.span(),
+            format!("key '{name}' in {table}: every service runs in its own process group with init's duty; it cannot be set"),
+        ));
+    }
+    if NOT_YET.contains(&name) || name == "propagate" {
+        return Err(doc.error(
+            key.span(),
+            format!("key '{name}' in {table} is not supported by this version of patience"),
+        ));
+    }
+    if config::config_key(name).is_none() {
+        let known = SERVICE_KEYS
+            .iter()
+            .copied()
+            .chain(crate::settings::OPTIONS.iter().map(|o| o.long))
+            .chain(crate::settings::CONFIG_ONLY.iter().map(|o| o.long));
+        let mut msg = if SUPERVISOR_KEYS.contains(&name) || GROUP_NOT_YET.contains(&name) {
+            format!("key '{name}' in {table} is a [supervisor] key")
+        } else {
+            format!("unknown key '{name}' in {table}")
+        };
+        if !SUPERVISOR_KEYS.contains(&name) {
+            if let Some(near) = config::suggest(name, known) {
+                msg.push_str(&format!("; did you mean '{near}'?"));
+            }
+        }
+        return Err(doc.error(key.span(), msg));
+    }
+    layer.add(doc, key, value, table)
+}
+
+fn string(doc: &Doc<'_>, name: &str, table: &str, v: &Value<'_>) -> Result<String, Error> {
+    match v.get_ref() {
+        DeValue::String(s) => Ok(s.to_string()),
+        other => Err(doc.error(
+            v.span(),
+            format!(
+                "key '{name}' in {table}: expected a string, found {}",
+                config::type_name(other)
+            ),
+        )),
+    }
+}
+
+fn boolean(doc: &Doc<'_>, name: &str, table: &str, v: &Value<'_>) -> Result<bool, Error> {
+    match v.get_ref() {
+        DeValue::Boolean(b) => Ok(*b),
+        other => Err(doc.error(
+            v.span(),
+            format!(
+                "key '{name}' in {table}: expected true or false, found {}",
+                config::type_name(other)
+            ),
+        )),
+    }
+}
+
+fn duration(doc: &Doc<'_>, name: &str, table: &str, v: &Value<'_>) -> Result<Duration, Error> {
+    let text = match config::scalar_text(v.get_ref()) {
+        Some(Ok(t)) => t,
+        _ => {
+            return Err(doc.error(
+                v.span(),
+                format!("key '{name}' in {table}: expected a duration such as \"5s\""),
+            ))
+        }
+    };
+    crate::duration::parse(&text).map_err(|e| doc.error(v.span(), format!("key '{name}' in {table}: {e}")))
+}
+
+/// An argv: a non-empty array of strings, the first not empty.
+fn argv(doc: &Doc<'_>, name: &str, table: &str, v: &Value<'_>) -> Result<Vec<OsString>, Error> {
+    let bad = |span: Range<usize>, what: &str| doc.error(span, format!("key '{name}' in {table}: {what}"));
+    let DeValue::Array(items) = v.get_ref() else {
+        return Err(bad(
+            v.span(),
+            "expected an array of strings such as [\"server\", \"--port\", \"8080\"] (an argv, never a shell line)",
+        ));
+    };
+    let mut out = Vec::new();
+    for item in items.iter() {
+        match item.get_ref() {
+            DeValue::String(s) => out.push(OsString::from(s.as_ref())),
+            other => {
+                return Err(bad(
+                    item.span(),
+                    &format!("expected a string, found {}", config::type_name(other)),
+                ))
+            }
+        }
+    }
+    match out.first() {
+        None => Err(bad(v.span(), "the command is empty")),
+        Some(first) if first.is_empty() => Err(bad(v.span(), "the program name is empty")),
+        Some(_) => Ok(out),
+    }
+}
+
+fn supervisor(
+    doc: &Doc<'_>,
+    key: &Key<'_>,
+    value: &Value<'_>,
+    g: &mut Group,
+) -> Result<Option<Range<usize>>, Error> {
+    let t = table(doc, key, value, "[supervisor]")?;
+    let tn = "[supervisor]";
+    let mut main_span = None;
+    for (k, v) in config::in_file_order(t) {
+        let name: &str = k.get_ref();
+        let bad = |msg: String| doc.error(v.span(), format!("key '{name}' in {tn}: {msg}"));
+        match name {
+            "name" => {
+                let n = string(doc, name, tn, v)?;
+                if !valid_name(&n) {
+                    return Err(bad(format!(
+                        "invalid name '{n}' (expected [a-z0-9][a-z0-9._-]*, at most 48 bytes)"
+                    )));
+                }
+                g.name = Some(n);
+            }
+            "main" => {
+                g.main = Some(string(doc, name, tn, v)?);
+                main_span = Some(v.span());
+            }
+            "exit" => {
+                g.exit = match string(doc, name, tn, v)?.as_str() {
+                    "all" => ExitRule::All,
+                    "any" => ExitRule::Any,
+                    other => return Err(bad(format!("unknown exit rule '{other}' (pick from: all, any)"))),
+                }
+            }
+            "shutdown" => {
+                g.parallel_shutdown = match string(doc, name, tn, v)?.as_str() {
+                    "ordered" => false,
+                    "parallel" => true,
+                    other => {
+                        return Err(bad(format!(
+                            "unknown shutdown '{other}' (pick from: ordered, parallel)"
+                        )))
+                    }
+                }
+            }
+            "shutdown-timeout" => {
+                let d = duration(doc, name, tn, v)?;
+                g.shutdown_timeout = (!d.is_zero()).then_some(d);
+            }
+            "log-prefix" => g.log_prefix = boolean(doc, name, tn, v)?,
+            _ if SUPERVISOR_KEYS.contains(&name) => g.layer.add(doc, k, v, tn)?,
+            _ if GROUP_NOT_YET.contains(&name) => {
+                return Err(doc.error(
+                    k.span(),
+                    format!("key '{name}' in {tn} is not supported by this version of patience"),
+                ))
+            }
+            _ => {
+                let mut msg = if config::config_key(name).is_some() || SERVICE_KEYS.contains(&name) {
+                    format!("key '{name}' in {tn} is a per-service key: put it under [defaults] or [service.NAME]")
+                } else {
+                    format!("unknown key '{name}' in {tn}")
+                };
+                if config::config_key(name).is_none() && !SERVICE_KEYS.contains(&name) {
+                    if let Some(near) = config::suggest(name, SUPERVISOR_KEYS.iter().copied()) {
+                        msg.push_str(&format!("; did you mean '{near}'?"));
+                    }
+                }
+                return Err(doc.error(k.span(), msg));
+            }
+        }
+    }
+    Ok(main_span)
+}
+
+fn service(doc: &Doc<'_>, key: &Key<'_>, value: &Value<'_>) -> Result<Service, Error> {
+    let sname: &str = key.get_ref();
+    let line = doc.line(key.span());
+    if !valid_name(sname) {
+        return Err(doc.error(
+            key.span(),
+            format!("invalid service name '{sname}' (expected [a-z0-9][a-z0-9._-]*, at most 48 bytes)"),
+        ));
+    }
+    let tn = format!("[service.{sname}]");
+    let t = table(doc, key, value, &tn)?;
+    let tn = tn.as_str();
+    let mut s = Service {
+        name: sname.to_string(),
+        line,
+        command: Vec::new(),
+        layer: Layer::new(Source::Table {
+            table: tn.to_string(),
+            file: doc.path.to_path_buf(),
+        }),
+        profile: None,
+        cwd: None,
+        env: Vec::new(),
+        clear_env: false,
+        deps: Vec::new(),
+        autostart: true,
+        critical: true,
+        ready: None,
+        ready_stream: Stream::Both,
+        ready_timeout: None,
+        ready_interval: Duration::from_secs(1),
+        ready_delay: Duration::ZERO,
+        ready_probe_timeout: Duration::from_secs(5),
+        log: LogMode::Prefix,
+    };
+    let mut env_table = Vec::new();
+    let mut ready_key: Option<String> = None;
+    for (k, v) in config::in_file_order(t) {
+        let name: &str = k.get_ref();
+        let bad = |span: Range<usize>, msg: String| doc.error(span, format!("key '{name}' in {tn}: {msg}"));
+        if name.starts_with("ready-") && matches!(name, "ready-pattern" | "ready-command" | "ready-tcp") {
+            if let Some(first) = &ready_key {
+                return Err(bad(
+                    k.span(),
+                    format!("two readiness kinds on one service ({first} and {name}); keep one"),
+                ));
+            }
+            ready_key = Some(name.to_string());
+        }
+        match name {
+            "command" => s.command = argv(doc, name, tn, v)?,
+            "cwd" => {
+                let p = string(doc, name, tn, v)?;
+                if p.is_empty() {
+                    return Err(bad(v.span(), "the path must not be empty".into()));
+                }
+                s.cwd = Some(PathBuf::from(p));
+            }
+            "env" => {
+                let DeValue::Table(vars) = v.get_ref() else {
+                    return Err(bad(
+                        v.span(),
+                        "expected a table such as { RUST_LOG = \"info\" }".into(),
+                    ));
+                };
+                for (vk, vv) in config::in_file_order(vars) {
+                    let var: &str = vk.get_ref();
+                    if var.is_empty() || var.contains('=') || var.contains('\0') {
+                        return Err(bad(vk.span(), format!("invalid variable name '{var}'")));
+                    }
+                    let text = match config::scalar_text(vv.get_ref()) {
+                        Some(Ok(t)) => t,
+                        _ => match vv.get_ref() {
+                            DeValue::Boolean(b) => b.to_string(),
+                            other => {
+                                return Err(bad(
+                                    vv.span(),
+                                    format!(
+                                        "expected a string for {var}, found {}",
+                                        config::type_name(other)
+                                    ),
+                                ))
+                            }
+                        },
+                    };
+                    env_table.push((var.to_string(), text));
+                }
+            }
+            "env-file" => {
+                let paths: Vec<String> = match v.get_ref() {
+                    DeValue::String(p) => vec![p.to_string()],
+                    DeValue::Array(items) => {
+                        let mut out = Vec::new();
+                        for item in items.iter() {
+                            out.push(string(doc, name, tn, item)?);
+                        }
+                        out
+                    }
+                    other => {
+                        return Err(bad(
+                            v.span(),
+                            format!(
+                                "expected a path or an array of paths, found {}",
+                                config::type_name(other)
+                            ),
+                        ))
+                    }
+                };
+                for p in paths {
+                    let vars = read_env_file(Path::new(&p)).map_err(|e| bad(v.span(), e))?;
+                    s.env.extend(vars);
+                }
+            }
+            "clear-env" => s.clear_env = boolean(doc, name, tn, v)?,
+            "depends-on" => s.deps = deps(doc, tn, v)?,
+            "autostart" => s.autostart = boolean(doc, name, tn, v)?,
+            "critical" => s.critical = boolean(doc, name, tn, v)?,
+            "profile" => {
+                let p = string(doc, name, tn, v)?;
+                if p.is_empty() {
+                    return Err(bad(v.span(), "the profile name is empty".into()));
+                }
+                s.profile = Some(p);
+            }
+            "ready-pattern" => {
+                let p = string(doc, name, tn, v)?;
+                s.ready = Some(Ready::Pattern(Pattern::new(&p).map_err(|e| bad(v.span(), e))?));
+            }
+            "ready-stream" => {
+                s.ready_stream = match string(doc, name, tn, v)?.as_str() {
+                    "stdout" => Stream::Stdout,
+                    "stderr" => Stream::Stderr,
+                    "both" => Stream::Both,
+                    other => {
+                        return Err(bad(
+                            v.span(),
+                            format!("unknown stream '{other}' (pick from: stdout, stderr, both)"),
+                        ))
+                    }
+                }
+            }
+            "ready-command" => s.ready = Some(Ready::Command(argv(doc, name, tn, v)?)),
+            "ready-tcp" => {
+                let addr = string(doc, name, tn, v)?;
+                match addr.rsplit_once(':') {
+                    Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => {}
+                    _ => {
+                        return Err(bad(
+                            v.span(),
+                            format!("invalid address '{addr}' (expected HOST:PORT such as 127.0.0.1:8080)"),
+                        ))
+                    }
+                }
+                s.ready = Some(Ready::Tcp(addr));
+            }
+            "ready-timeout" => {
+                let d = duration(doc, name, tn, v)?;
+                s.ready_timeout = (!d.is_zero()).then_some(d);
+            }
+            "ready-interval" | "ready-probe-timeout" => {
+                let d = duration(doc, name, tn, v)?;
+                if d.is_zero() {
+                    return Err(bad(v.span(), "must be longer than 0".into()));
+                }
+                if name == "ready-interval" {
+                    s.ready_interval = d;
+                } else {
+                    s.ready_probe_timeout = d;
+                }
+            }
+            "ready-delay" => s.ready_delay = duration(doc, name, tn, v)?,
+            "log" => {
+                s.log = match string(doc, name, tn, v)?.as_str() {
+                    "prefix" => LogMode::Prefix,
+                    "raw" => LogMode::Raw,
+                    "discard" => LogMode::Discard,
+                    other => {
+                        return Err(bad(
+                            v.span(),
+                            format!("unknown log mode '{other}' (pick from: prefix, raw, discard)"),
+                        ))
+                    }
+                }
+            }
+            _ => per_run(doc, k, v, tn, &mut s.layer)?,
+        }
+    }
+    if s.command.is_empty() {
+        return Err(doc.error(
+            key.span(),
+            format!("{tn} has no command (command = [\"program\", \"arg\"] is required)"),
+        ));
+    }
+    if s.ready.is_none() && s.ready_timeout.is_some() {
+        return Err(Error::Config(format!(
+            "{}:{line}: key 'ready-timeout' in {tn}: no readiness check to time (add ready-pattern, ready-command or ready-tcp)",
+            doc.path.display()
+        )));
+    }
+    s.env.extend(env_table);
+    Ok(s)
+}
+
+fn deps(doc: &Doc<'_>, tn: &str, v: &Value<'_>) -> Result<Vec<Dep>, Error> {
+    let bad = |span: Range<usize>, msg: String| doc.error(span, format!("key 'depends-on' in {tn}: {msg}"));
+    let cond = |span: Range<usize>, text: &str| {
+        Cond::parse(text).ok_or_else(|| {
+            bad(
+                span,
+                format!("unknown condition '{text}' (pick from: started, ready, succeeded, ended)"),
+            )
+        })
+    };
+    let mut out = Vec::new();
+    match v.get_ref() {
+        DeValue::Array(items) => {
+            for item in items.iter() {
+                match item.get_ref() {
+                    DeValue::String(n) => out.push(Dep {
+                        name: n.to_string(),
+                        cond: None,
+                        line: doc.line(item.span()),
+                    }),
+                    other => {
+                        return Err(bad(
+                            item.span(),
+                            format!("expected a service name, found {}", config::type_name(other)),
+                        ))
+                    }
+                }
+            }
+        }
+        DeValue::Table(t) => {
+            for (k, c) in config::in_file_order(t) {
+                let name: &str = k.get_ref();
+                let c_cond = match c.get_ref() {
+                    DeValue::String(text) => cond(c.span(), text)?,
+                    DeValue::Table(edge) => {
+                        let mut when = None;
+                        for (ek, ev) in config::in_file_order(edge) {
+                            match &**ek.get_ref() {
+                                "when" => match ev.get_ref() {
+                                    DeValue::String(text) => when = Some(cond(ev.span(), text)?),
+                                    _ => {
+                                        return Err(bad(
+                                            ev.span(),
+                                            "'when' must be a condition string".into(),
+                                        ))
+                                    }
+                                },
+                                "propagate" => {
+                                    return Err(bad(
+                                        ek.span(),
+                                        "'propagate' is not supported by this version of patience".into(),
+                                    ))
+                                }
+                                other => {
+                                    return Err(bad(
+                                        ek.span(),
+                                        format!("unknown key '{other}' (expected when)"),
+                                    ))
+                                }
+                            }
+                        }
+                        when.ok_or_else(|| bad(c.span(), format!("{name}: 'when' is required")))?
+                    }
+                    other => {
+                        return Err(bad(
+                            c.span(),
+                            format!(
+                                "expected a condition for {name}, found {}",
+                                config::type_name(other)
+                            ),
+                        ))
+                    }
+                };
+                out.push(Dep {
+                    name: name.to_string(),
+                    cond: Some(c_cond),
+                    line: doc.line(k.span()),
+                });
+            }
+        }
+        other => {
+            return Err(bad(
+                v.span(),
+                format!(
+                    "expected an array of names or a table of conditions, found {}",
+                    config::type_name(other)
+                ),
+            ))
+        }
+    }
+    Ok(out)
+}
+
+/// Reads an env file as systemd's EnvironmentFile= does: `KEY=VALUE`
+/// lines, `#` comments, an optional `export `, one pair of quotes
+/// stripped, no expansion.
+pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, String> {
+    let text = config::read_file(path, true)
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(format!("{}:{}: expected KEY=VALUE", path.display(), n + 1));
+        };
+        let k = k.trim();
+        if k.is_empty() || k.contains(char::is_whitespace) {
+            return Err(format!(
+                "{}:{}: invalid variable name '{k}'",
+                path.display(),
+                n + 1
+            ));
+        }
+        let v = v.trim();
+        let v = [('"', '"'), ('\'', '\'')]
+            .iter()
+            .find_map(|(a, b)| v.strip_prefix(*a).and_then(|r| r.strip_suffix(*b)))
+            .unwrap_or(v);
+        out.push((k.to_string(), v.to_string()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse(Path::new("/s.toml"), text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("db") && valid_name("a.b-c_1"));
+        assert!(!valid_name("Db") && !valid_name("-a") && !valid_name("") && !valid_name(&"a".repeat(49)));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let e = err("[service.a]\ncommand = [\"x\"]\nattempts = \"many\"\n");
+        assert!(e.starts_with("/s.toml:3:") && e.contains("attempts"), "{e}");
+        let e = err("[service.a]\ncommand = [\"x\"]\nnope = 1\n");
+        assert!(e.starts_with("/s.toml:3:") && e.contains("'nope'"), "{e}");
+        let e = err("[service.a]\ncommand = [\"x\"]\ndepends-on = [\"b\"]\n");
+        assert!(
+            e.starts_with("/s.toml:3:") && e.contains("unknown service 'b'"),
+            "{e}"
+        );
+        let e = err("[service.a]\ncommand = [\"x\"]\nquiet = true\n");
+        assert!(e.contains("[supervisor]"), "{e}");
+        let e = err("[service.a]\ncommand = [\"x\"]\nready-tcp = \"h:1\"\nready-pattern = \"x\"\n");
+        assert!(e.contains("two readiness kinds"), "{e}");
+        let e = err("[supervisor]\nmain = \"b\"\n[service.a]\ncommand = [\"x\"]\n");
+        assert!(e.starts_with("/s.toml:2:") && e.contains("main"), "{e}");
+    }
+
+    #[test]
+    fn env_files() {
+        let dir = std::env::temp_dir().join(format!("patience-envfile-{}", std::process::id()));
+        std::fs::write(&dir, "# c\nexport A=1\nB = \"two words\"\nC='x'\n\nD=$HOME\n").unwrap();
+        let vars = read_env_file(&dir);
+        let _ = std::fs::remove_file(&dir);
+        let vars = vars.unwrap();
+        let want: Vec<(String, String)> = [("A", "1"), ("B", "two words"), ("C", "x"), ("D", "$HOME")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(vars, want);
+    }
+}

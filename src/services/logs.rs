@@ -1,0 +1,136 @@
+//! The services' output on patience's own stdout and stderr: each line of
+//! each service as `name | line`, written with one write(2) of prefix and
+//! line under a lock per stream, so services never interleave mid-line.
+//! Bytes pass unchanged (binary, invalid UTF-8); a partial line is written
+//! after 64 KiB or 100 ms of silence, or at the end, as a line of its own
+//! (a newline added); with `log = "raw"` bytes are written as they come.
+//!
+//! One reader thread per shim pipe (not the single polling thread of
+//! SERVICES.md §1): simple, and idle threads cost a stack each. The reader
+//! also matches `ready-pattern`, on the lines it already has, when armed.
+
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::conditions::Pattern;
+
+use super::file::LogMode;
+use super::supervisor::Msg;
+
+/// A line longer than this is written in pieces.
+pub const LINE_MAX: usize = 64 * 1024;
+/// Silence after which a partial line is written.
+pub const PARTIAL_AFTER: Duration = Duration::from_millis(100);
+
+static OUT: Mutex<()> = Mutex::new(());
+static ERR: Mutex<()> = Mutex::new(());
+
+/// Writes `bytes` to patience's `fd` (1 or 2) at once, whole.
+pub fn write_whole(fd: i32, bytes: &[u8]) {
+    let lock = if fd == 1 { &OUT } else { &ERR };
+    let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
+    // A closed stdout drops the output; a full one slows the service
+    // (nothing lost), as a pipe would.
+    let _ = crate::sys::write_all(fd, bytes);
+}
+
+/// Says one of patience's own lines about service `name`.
+pub fn say(name: &str, line: &str) {
+    write_whole(2, format!("[patience] {name}: {line}\n").as_bytes());
+}
+
+/// What a reader matches for readiness.
+pub struct Watch {
+    pub pattern: Pattern,
+    /// Set by the supervisor when an attempt starts; the first match after
+    /// clears it and tells the supervisor once.
+    pub armed: Arc<AtomicBool>,
+    pub service: usize,
+    pub tx: Sender<Msg>,
+}
+
+/// Starts the thread that copies `pipe` to patience's `fd`.
+pub fn spawn_reader(
+    pipe: OwnedFd,
+    fd: i32,
+    prefix: Vec<u8>,
+    mode: LogMode,
+    watch: Option<Watch>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("logs".into())
+        .spawn(move || copy(pipe, fd, &prefix, mode, watch.as_ref()))
+        .map(|_| ())
+}
+
+fn copy(pipe: OwnedFd, fd: i32, prefix: &[u8], mode: LogMode, watch: Option<&Watch>) {
+    let mut file = std::fs::File::from(pipe);
+    let mut pending: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    let emit = |bytes: &[u8]| match mode {
+        LogMode::Discard => {}
+        LogMode::Raw => write_whole(fd, bytes),
+        // Prefixed, a partial line is a line of its own, so that the next
+        // service's line always starts at the start of a line.
+        LogMode::Prefix => {
+            let mut line = Vec::with_capacity(prefix.len() + bytes.len() + 1);
+            line.extend_from_slice(prefix);
+            line.extend_from_slice(bytes);
+            if !bytes.ends_with(b"\n") {
+                line.push(b'\n');
+            }
+            write_whole(fd, &line);
+        }
+    };
+    let check = |line: &[u8]| {
+        if let Some(w) = watch {
+            if w.armed.load(Ordering::Acquire)
+                && w.pattern.matches_line(line)
+                && w.armed.swap(false, Ordering::AcqRel)
+            {
+                let _ = w.tx.send(Msg::PatternReady(w.service));
+            }
+        }
+    };
+    loop {
+        if !pending.is_empty() {
+            match crate::sys::readable_within(file.as_fd(), PARTIAL_AFTER) {
+                Ok(true) => {}
+                _ => {
+                    check(&pending);
+                    emit(&pending);
+                    pending.clear();
+                    continue;
+                }
+            }
+        }
+        let n = match file.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        pending.extend_from_slice(&chunk[..n]);
+        let mut start = 0;
+        while let Some(i) = crate::sys::memchr(b'\n', &pending[start..]) {
+            let line = &pending[start..start + i + 1];
+            check(&line[..line.len() - 1]);
+            emit(line);
+            start += i + 1;
+        }
+        pending.drain(..start);
+        if pending.len() >= LINE_MAX {
+            check(&pending);
+            emit(&pending);
+            pending.clear();
+        }
+    }
+    if !pending.is_empty() {
+        check(&pending);
+        emit(&pending);
+    }
+}

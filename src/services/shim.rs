@@ -1,0 +1,144 @@
+//! The line protocol between the supervisor and a service's shim.
+//!
+//! A shim is plain patience: the supervisor runs `patience --no-config
+//! --init OPTIONS -- COMMAND` with one more descriptor, a Unix stream
+//! socket named by [`FD_VAR`]. Without it the same command line behaves
+//! exactly as a user's. Over it go JSON values, one per line:
+//!
+//! shim → supervisor
+//! - `{"ev":"start","attempt":N}`: attempt N is about to be executed;
+//! - `{"ev":"end","attempt":N,"ok":BOOL}`: attempt N ended (its verdict);
+//! - `{"ev":"say","line":TEXT}`: one of patience's own lines (attempt
+//!   failed, restarting in 4s, the final line), which the supervisor
+//!   prints as `[patience] NAME: TEXT`.
+//!
+//! supervisor → shim
+//! - `{"op":"end"}`: end the current attempt as a timeout would (not ready
+//!   in time): a failed attempt under the service's policy and backoff;
+//! - `{"op":"stop"}`: stop the run: the service's `--signal` to the
+//!   attempt, SIGKILL after its `--kill-after`, no further attempt.
+//!
+//! The run's end is the shim's exit, with the run's exit status.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc::Sender;
+use std::sync::{Mutex, OnceLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::child::Event;
+
+/// The internal environment variable naming the shim's descriptor.
+pub const FD_VAR: &str = "PATIENCE_SERVICE_FD";
+
+/// The descriptor number the supervisor gives every shim.
+pub const FD: i32 = 3;
+
+/// What a shim reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "ev", rename_all = "lowercase")]
+pub enum Report {
+    Start { attempt: u64 },
+    End { attempt: u64, ok: bool },
+    Say { line: String },
+}
+
+/// What the supervisor asks of a shim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Order {
+    End,
+    Stop,
+}
+
+/// One line of the protocol.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut v = serde_json::to_vec(value).unwrap_or_default();
+    v.push(b'\n');
+    v
+}
+
+/// The shim's side of the socket, when it is a shim.
+static LINK: OnceLock<Mutex<UnixStream>> = OnceLock::new();
+
+/// Takes the supervisor's descriptor, if this patience is a shim, and
+/// removes the variable so that no attempt sees it. Call first in `main`,
+/// before any thread starts.
+pub fn adopt() {
+    let Some(value) = std::env::var_os(FD_VAR) else {
+        return;
+    };
+    std::env::remove_var(FD_VAR);
+    let fd = value.to_str().and_then(|v| v.parse::<i32>().ok());
+    if let Some(owned) = fd.and_then(crate::sys::take_fd) {
+        let _ = LINK.set(Mutex::new(UnixStream::from(owned)));
+    }
+}
+
+fn send(report: &Report) -> bool {
+    let Some(link) = LINK.get() else {
+        return false;
+    };
+    let mut stream = link.lock().unwrap_or_else(|e| e.into_inner());
+    // A supervisor gone is no reason to stop the service: PDEATHSIG ends
+    // the shim when it matters. Say it on stderr instead.
+    stream.write_all(&encode(report)).is_ok()
+}
+
+/// Sends one of patience's own lines to the supervisor; false when this is
+/// no shim (the caller prints it).
+pub fn say(line: &str) -> bool {
+    send(&Report::Say {
+        line: line.to_string(),
+    })
+}
+
+pub fn attempt_started(attempt: u64) {
+    send(&Report::Start { attempt });
+}
+
+pub fn attempt_ended(attempt: u64, ok: bool) {
+    send(&Report::End { attempt, ok });
+}
+
+/// Starts the thread that turns the supervisor's orders into events of the
+/// attempt loop. Nothing when this is no shim.
+pub fn listen(tx: Sender<Event>) {
+    let Some(link) = LINK.get() else {
+        return;
+    };
+    let Ok(reader) = link.lock().unwrap_or_else(|e| e.into_inner()).try_clone() else {
+        return;
+    };
+    let _ = std::thread::Builder::new().name("shim".into()).spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            let event = match serde_json::from_str::<Order>(&line) {
+                Ok(Order::End) => Event::End,
+                Ok(Order::Stop) => Event::Stop,
+                Err(_) => continue,
+            };
+            if tx.send(event).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip() {
+        let r = Report::End {
+            attempt: 3,
+            ok: false,
+        };
+        let line = encode(&r);
+        assert_eq!(line, b"{\"ev\":\"end\",\"attempt\":3,\"ok\":false}\n");
+        assert_eq!(serde_json::from_slice::<Report>(&line).unwrap(), r);
+        assert_eq!(encode(&Order::Stop), b"{\"op\":\"stop\"}\n");
+    }
+}

@@ -1,0 +1,679 @@
+//! The supervisor's event loop. The main thread owns all state; helper
+//! threads (signals, the reaper, log readers, shim socket readers, probes)
+//! only send it [`Msg`]s over one channel. Timers (ready-timeout, the
+//! kill-after backstop, shutdown-timeout) are deadlines checked on each turn.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::child::Inherited;
+use crate::error::Error;
+use crate::reaper::Reaper;
+use crate::settings::{StdinMode, Verbosity};
+use crate::signals::Meaning;
+use crate::sys::{self, ExitKind};
+
+use super::file::{Cond, ExitRule, LogMode, Ready};
+use super::shim::{self, Order, Report};
+use super::{logs, probe, Plan};
+
+/// What reaches the event loop.
+#[derive(Debug)]
+pub enum Msg {
+    Signal(i32),
+    /// A tracked child exited (not yet reaped).
+    Exited(i32, ExitKind),
+    Report(usize, Report),
+    PatternReady(usize),
+    ProbeReady(usize, u64),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    /// Not selected.
+    Idle,
+    Waiting,
+    Starting,
+    Ready,
+    Backoff,
+    Stopping,
+    Stopped,
+    Succeeded,
+    Failed,
+    Blocked(String),
+}
+
+struct Svc {
+    state: State,
+    pid: Option<i32>,
+    link: Option<UnixStream>,
+    started: bool,
+    ever_ready: bool,
+    /// The run's exit status, once it ended (or the root cause's, blocked).
+    status: Option<i32>,
+    generation: Arc<AtomicU64>,
+    armed: Arc<AtomicBool>,
+    ready_deadline: Option<Instant>,
+    /// SIGKILL to the shim at this time, if it has not exited (a backstop
+    /// behind the shim's own kill-after).
+    kill_at: Option<Instant>,
+    stop_requested: bool,
+}
+
+/// Runs the stack to its end and returns the group's exit status.
+pub fn run(plan: Plan, inherited: &Inherited) -> Result<i32, Error> {
+    let exe = own_binary()?;
+    let (tx, rx) = mpsc::channel();
+    let sig_tx = tx.clone();
+    crate::signals::listen(&crate::signals::caught(false), move |sig| {
+        sig_tx.send(Msg::Signal(sig)).is_ok()
+    })
+    .map_err(|e| Error::Internal(format!("cannot install signal handlers: {e}")))?;
+    let exits: probe::Exits = Default::default();
+    let reaper_tx = tx.clone();
+    let reaper = Reaper::start(move |pid, event| {
+        if let Ok(exit) = event {
+            let _ = reaper_tx.send(Msg::Exited(pid, exit));
+        }
+    })
+    .map_err(|e| Error::Internal(format!("cannot start the reaper: {e}")))?;
+    let n = plan.stack.services.len();
+    let svcs = (0..n)
+        .map(|i| Svc {
+            state: if plan.wanted[i] {
+                State::Waiting
+            } else {
+                State::Idle
+            },
+            pid: None,
+            link: None,
+            started: false,
+            ever_ready: false,
+            status: None,
+            generation: Arc::new(AtomicU64::new(0)),
+            armed: Arc::new(AtomicBool::new(false)),
+            ready_deadline: None,
+            kill_at: None,
+            stop_requested: false,
+        })
+        .collect();
+    let width = (0..n)
+        .filter(|&i| plan.wanted[i])
+        .map(|i| plan.stack.services[i].name.len())
+        .max()
+        .unwrap_or(0);
+    let mut sup = Sup {
+        plan,
+        svcs,
+        exe,
+        inherited: *inherited,
+        tx,
+        reaper: Arc::new(reaper),
+        exits,
+        width,
+        shutting_down: false,
+        shutdown_deadline: None,
+        killed_all: false,
+        status: None,
+    };
+    Ok(sup.run(&rx))
+}
+
+/// The supervisor's own binary: /proc/self/exe, else argv[0] resolved
+/// against PATH (a scratch image has no /proc).
+fn own_binary() -> Result<PathBuf, Error> {
+    if let Ok(p) = std::env::current_exe() {
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    let arg0 = std::env::args_os().next().unwrap_or_default();
+    let p = PathBuf::from(&arg0);
+    if p.components().count() > 1 {
+        return std::path::absolute(&p)
+            .map_err(|e| Error::Internal(format!("cannot find patience's own binary: {e}")));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(&p))
+        .find(|c| c.is_file())
+        .ok_or_else(|| {
+            Error::Internal("cannot find patience's own binary (no /proc, argv[0] not on PATH)".into())
+        })
+}
+
+struct Sup {
+    plan: Plan,
+    svcs: Vec<Svc>,
+    exe: PathBuf,
+    inherited: Inherited,
+    tx: Sender<Msg>,
+    reaper: Arc<Reaper>,
+    exits: probe::Exits,
+    width: usize,
+    shutting_down: bool,
+    shutdown_deadline: Option<Instant>,
+    killed_all: bool,
+    /// The group's exit status, decided by the first trigger.
+    status: Option<i32>,
+}
+
+/// A run status as patience's exit status: the code, or 128+N.
+fn status_of(exit: ExitKind) -> i32 {
+    match exit {
+        ExitKind::Code(c) => c,
+        ExitKind::Signal(s) => 128 + s,
+    }
+}
+
+fn describe(status: i32) -> String {
+    if status > 128 && status < 128 + 65 {
+        format!("killed by {}", crate::signals::name(status - 128))
+    } else {
+        format!("exit code {status}")
+    }
+}
+
+impl Sup {
+    fn name(&self, i: usize) -> &str {
+        &self.plan.stack.services[i].name
+    }
+
+    fn say(&self, i: usize, line: &str) {
+        if self.plan.group.verbosity > Verbosity::Quiet {
+            logs::say(self.name(i), line);
+        }
+    }
+
+    fn verbose(&self, i: usize, line: &str) {
+        if self.plan.group.verbosity == Verbosity::Verbose {
+            logs::say(self.name(i), line);
+        }
+    }
+
+    fn run(&mut self, rx: &Receiver<Msg>) -> i32 {
+        self.start_what_can();
+        self.decide();
+        loop {
+            if self.shutting_down {
+                self.stop_what_can();
+                if self.svcs.iter().all(|s| s.pid.is_none()) {
+                    break;
+                }
+            }
+            let next = self.next_timer();
+            let msg = match next {
+                Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match msg {
+                Ok(m) => self.handle(m),
+                Err(RecvTimeoutError::Timeout) => self.timers(),
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if !self.shutting_down {
+                self.start_what_can();
+                self.decide();
+            }
+        }
+        self.sweep();
+        self.status.unwrap_or(0)
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        let mut at: Option<Instant> = self.shutdown_deadline;
+        for s in &self.svcs {
+            for t in [s.ready_deadline, s.kill_at].into_iter().flatten() {
+                at = Some(at.map_or(t, |a| a.min(t)));
+            }
+        }
+        at
+    }
+
+    fn timers(&mut self) {
+        let now = Instant::now();
+        if self.shutdown_deadline.is_some_and(|d| d <= now) && !self.killed_all {
+            logs::say("patience", "shutdown-timeout reached: killing every service left");
+            self.kill_all();
+        }
+        for i in 0..self.svcs.len() {
+            if self.svcs[i].ready_deadline.is_some_and(|d| d <= now) {
+                self.svcs[i].ready_deadline = None;
+                let t = self.plan.stack.services[i].ready_timeout.unwrap_or_default();
+                self.say(
+                    i,
+                    &format!(
+                        "not ready after {}; ending the attempt",
+                        crate::duration::format(t)
+                    ),
+                );
+                self.order(i, Order::End);
+            }
+            if self.svcs[i].kill_at.is_some_and(|d| d <= now) {
+                self.svcs[i].kill_at = None;
+                if let Some(pid) = self.svcs[i].pid {
+                    let _ = sys::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+
+    fn order(&mut self, i: usize, order: Order) {
+        if let Some(link) = &mut self.svcs[i].link {
+            let _ = link.write_all(&shim::encode(&order));
+        }
+    }
+
+    fn handle(&mut self, m: Msg) {
+        match m {
+            Msg::Signal(sig) => match crate::signals::meaning(sig, true) {
+                Meaning::Stop if self.shutting_down => {
+                    if !self.killed_all {
+                        logs::say(
+                            "patience",
+                            &format!("second {}: killing every service left", crate::signals::name(sig)),
+                        );
+                        self.kill_all();
+                    }
+                }
+                Meaning::Stop => {
+                    self.status.get_or_insert(128 + sig);
+                    self.begin_shutdown();
+                }
+                _ => {
+                    for s in &self.svcs {
+                        if let Some(pid) = s.pid {
+                            let _ = sys::kill(pid, sig);
+                        }
+                    }
+                }
+            },
+            Msg::Exited(pid, exit) => {
+                let waiting = self.exits.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
+                if let Some(probe) = waiting {
+                    let _ = probe.send(exit);
+                    return;
+                }
+                if let Some(i) = self.svcs.iter().position(|s| s.pid == Some(pid)) {
+                    self.reaper.reap_tracked(pid);
+                    self.ended(i, status_of(exit));
+                }
+            }
+            Msg::Report(i, report) => match report {
+                Report::Start { attempt } => self.attempt_started(i, attempt),
+                Report::End { .. } => {
+                    let s = &mut self.svcs[i];
+                    s.generation.fetch_add(1, Ordering::AcqRel);
+                    s.armed.store(false, Ordering::Release);
+                    s.ready_deadline = None;
+                    if matches!(s.state, State::Starting | State::Ready) {
+                        s.state = State::Backoff;
+                    }
+                }
+                Report::Say { .. } => {}
+            },
+            Msg::PatternReady(i) => {
+                if self.svcs[i].state == State::Starting {
+                    self.became_ready(i, "pattern");
+                }
+            }
+            Msg::ProbeReady(i, generation) => {
+                if self.svcs[i].state == State::Starting
+                    && self.svcs[i].generation.load(Ordering::Acquire) == generation
+                {
+                    let kind = self.plan.stack.services[i]
+                        .ready
+                        .as_ref()
+                        .map_or("", |r| r.kind());
+                    self.became_ready(i, kind);
+                }
+            }
+        }
+    }
+
+    fn attempt_started(&mut self, i: usize, attempt: u64) {
+        let svc = &self.plan.stack.services[i];
+        let s = &mut self.svcs[i];
+        s.started = true;
+        let generation = s.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        if self.shutting_down {
+            return;
+        }
+        match &svc.ready {
+            None => {
+                s.state = State::Ready;
+                s.ever_ready = true;
+            }
+            Some(kind) => {
+                s.state = State::Starting;
+                s.ready_deadline = svc.ready_timeout.map(|t| Instant::now() + t);
+                match kind {
+                    Ready::Pattern(_) => s.armed.store(true, Ordering::Release),
+                    _ => probe::spawn(
+                        probe::Probe {
+                            service: i,
+                            kind: kind.clone(),
+                            env: self.plan.shims[i].1.clone(),
+                            clear_env: svc.clear_env,
+                            cwd: svc.cwd.clone(),
+                            delay: svc.ready_delay,
+                            interval: svc.ready_interval,
+                            probe_timeout: svc.ready_probe_timeout,
+                            generation,
+                            current: Arc::clone(&s.generation),
+                        },
+                        Arc::clone(&self.reaper),
+                        Arc::clone(&self.exits),
+                        self.tx.clone(),
+                    ),
+                }
+            }
+        }
+        self.verbose(i, &format!("attempt {attempt} started"));
+    }
+
+    fn became_ready(&mut self, i: usize, how: &str) {
+        let s = &mut self.svcs[i];
+        s.state = State::Ready;
+        s.ever_ready = true;
+        s.ready_deadline = None;
+        self.verbose(i, &format!("ready ({how})"));
+    }
+
+    /// Service `i`'s shim exited: its run ended with `status`.
+    fn ended(&mut self, i: usize, status: i32) {
+        let s = &mut self.svcs[i];
+        s.pid = None;
+        s.link = None;
+        s.kill_at = None;
+        s.ready_deadline = None;
+        s.generation.fetch_add(1, Ordering::AcqRel);
+        s.armed.store(false, Ordering::Release);
+        s.status = Some(status);
+        s.state = if s.stop_requested {
+            State::Stopped
+        } else if status == 0 {
+            State::Succeeded
+        } else {
+            State::Failed
+        };
+        let state = s.state.clone();
+        if self.shutting_down {
+            return;
+        }
+        let g = &self.plan.stack.group;
+        let critical = self.plan.stack.services[i].critical;
+        if g.main.as_deref() == Some(self.name(i)) {
+            self.status.get_or_insert(status);
+            self.begin_shutdown();
+        } else if state == State::Failed && critical {
+            self.say(i, &format!("failed ({}); stopping the stack", describe(status)));
+            self.status.get_or_insert(status);
+            self.begin_shutdown();
+        } else if g.exit == ExitRule::Any {
+            self.status.get_or_insert(status);
+            self.begin_shutdown();
+        }
+    }
+
+    fn ended_state(s: &State) -> bool {
+        matches!(
+            s,
+            State::Stopped | State::Succeeded | State::Failed | State::Blocked(_)
+        )
+    }
+
+    /// Starts every waiting service whose conditions hold; blocks those
+    /// whose conditions never can.
+    fn start_what_can(&mut self) {
+        loop {
+            let mut changed = false;
+            for i in 0..self.svcs.len() {
+                if self.svcs[i].state != State::Waiting {
+                    continue;
+                }
+                let mut all = true;
+                let mut blocked = None;
+                for &(d, cond) in &self.plan.edges[i] {
+                    let dep = &self.svcs[d];
+                    let holds = match cond {
+                        Cond::Started => dep.started,
+                        Cond::Ready => dep.ever_ready,
+                        Cond::Succeeded => dep.state == State::Succeeded,
+                        Cond::Ended => matches!(dep.state, State::Stopped | State::Succeeded | State::Failed),
+                    };
+                    if !holds {
+                        all = false;
+                        if Self::ended_state(&dep.state) {
+                            let why = match &dep.state {
+                                State::Blocked(w) => format!("{} is blocked ({w})", self.name(d)),
+                                _ => format!(
+                                    "{} {} ({}) before it {}",
+                                    self.name(d),
+                                    if dep.state == State::Stopped {
+                                        "was stopped"
+                                    } else {
+                                        "failed"
+                                    },
+                                    describe(dep.status.unwrap_or(1)),
+                                    cond.word()
+                                ),
+                            };
+                            blocked = Some((why, dep.status.unwrap_or(1)));
+                        }
+                    }
+                }
+                if let Some((why, status)) = blocked {
+                    self.svcs[i].state = State::Blocked(why.clone());
+                    self.svcs[i].status = Some(status);
+                    self.say(i, &format!("blocked: {why}"));
+                    if self.plan.stack.services[i].critical {
+                        self.status.get_or_insert(status);
+                        self.begin_shutdown();
+                        return;
+                    }
+                    changed = true;
+                } else if all {
+                    self.spawn(i);
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+    }
+
+    /// exit = "all": once every selected run has ended.
+    fn decide(&mut self) {
+        if self.shutting_down || self.plan.stack.group.exit != ExitRule::All {
+            return;
+        }
+        let wanted: Vec<usize> = (0..self.svcs.len()).filter(|&i| self.plan.wanted[i]).collect();
+        if !wanted.iter().all(|&i| Self::ended_state(&self.svcs[i].state)) {
+            return;
+        }
+        let failed = wanted
+            .iter()
+            .find(|&&i| self.plan.stack.services[i].critical && self.svcs[i].state != State::Succeeded);
+        self.status
+            .get_or_insert(failed.map_or(0, |&i| self.svcs[i].status.unwrap_or(1)));
+        self.begin_shutdown();
+    }
+
+    fn spawn(&mut self, i: usize) {
+        match self.try_spawn(i) {
+            Ok(()) => {}
+            Err(e) => {
+                logs::say(self.name(i), &format!("cannot start the service: {e}"));
+                self.svcs[i].state = State::Failed;
+                self.svcs[i].status = Some(125);
+                if self.plan.stack.services[i].critical {
+                    self.status.get_or_insert(125);
+                    self.begin_shutdown();
+                }
+            }
+        }
+    }
+
+    fn try_spawn(&mut self, i: usize) -> std::io::Result<()> {
+        let svc = &self.plan.stack.services[i];
+        let (argv, env) = &self.plan.shims[i];
+        let (ours, theirs) = UnixStream::pair()?;
+        let (out_r, out_w) = sys::pipe()?;
+        let (err_r, err_w) = sys::pipe()?;
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(argv);
+        if svc.clear_env {
+            cmd.env_clear();
+        }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        cmd.env(shim::FD_VAR, shim::FD.to_string());
+        cmd.env_remove("NOTIFY_SOCKET");
+        if let Some(dir) = &svc.cwd {
+            cmd.current_dir(dir);
+        }
+        cmd.stdin(if self.plan.resolved[i].settings.stdin == StdinMode::Null {
+            Stdio::null()
+        } else {
+            Stdio::inherit()
+        });
+        cmd.stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
+        // Its own group: Ctrl-C on a terminal reaches the supervisor
+        // alone, which stops the services in order.
+        cmd.process_group(0);
+        sys::prepare_child(&mut cmd, self.inherited.child_setup());
+        sys::pass_fd(&mut cmd, theirs.as_raw_fd(), shim::FD);
+        let child = self.reaper.spawn_tracked(&mut cmd)?;
+        drop(cmd);
+        drop(theirs);
+        let pid = child.id() as i32;
+        drop(child);
+        let prefix = match (svc.log, self.plan.stack.group.log_prefix) {
+            (LogMode::Prefix, true) => format!("{:<w$} | ", svc.name, w = self.width).into_bytes(),
+            _ => Vec::new(),
+        };
+        let mode = if svc.log == LogMode::Prefix && !self.plan.stack.group.log_prefix {
+            LogMode::Raw
+        } else {
+            svc.log
+        };
+        let s = &mut self.svcs[i];
+        let watch = |stream| match &svc.ready {
+            Some(Ready::Pattern(p))
+                if svc.ready_stream == stream || svc.ready_stream == super::file::Stream::Both =>
+            {
+                Some(logs::Watch {
+                    pattern: p.clone(),
+                    armed: Arc::clone(&s.armed),
+                    service: i,
+                    tx: self.tx.clone(),
+                })
+            }
+            _ => None,
+        };
+        logs::spawn_reader(out_r, 1, prefix.clone(), mode, watch(super::file::Stream::Stdout))?;
+        logs::spawn_reader(err_r, 2, prefix, mode, watch(super::file::Stream::Stderr))?;
+        let reader = ours.try_clone()?;
+        let tx = self.tx.clone();
+        let name = svc.name.clone();
+        let quiet = self.plan.group.verbosity == Verbosity::Quiet;
+        std::thread::Builder::new()
+            .name("shim-link".into())
+            .spawn(move || {
+                for line in BufReader::new(reader).lines() {
+                    let Ok(line) = line else { break };
+                    match serde_json::from_str::<Report>(&line) {
+                        Ok(Report::Say { line }) => {
+                            if !quiet || line.starts_with("failed") {
+                                logs::say(&name, &line);
+                            }
+                        }
+                        Ok(r) => {
+                            if tx.send(Msg::Report(i, r)).is_err() {
+                                break;
+                            }
+                        }
+                        Err(_) => {}
+                    }
+                }
+            })?;
+        s.pid = Some(pid);
+        s.link = Some(ours);
+        s.state = State::Starting;
+        self.verbose(i, &format!("started (pid {pid})"));
+        Ok(())
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        self.shutting_down = true;
+        self.shutdown_deadline = self.plan.stack.group.shutdown_timeout.map(|t| Instant::now() + t);
+        for s in &mut self.svcs {
+            if s.state == State::Waiting {
+                s.state = State::Stopped;
+            }
+        }
+    }
+
+    /// Stops each running service once every running service that
+    /// depends on it has stopped (all at once with shutdown = "parallel").
+    fn stop_what_can(&mut self) {
+        let parallel = self.plan.stack.group.parallel_shutdown;
+        for i in 0..self.svcs.len() {
+            if self.svcs[i].pid.is_none() || self.svcs[i].stop_requested {
+                continue;
+            }
+            let dependents_running = (0..self.svcs.len())
+                .any(|j| self.svcs[j].pid.is_some() && self.plan.edges[j].iter().any(|(d, _)| *d == i));
+            if parallel || !dependents_running {
+                let grace = self.plan.resolved[i].settings.kill_after;
+                let s = &mut self.svcs[i];
+                s.stop_requested = true;
+                s.state = State::Stopping;
+                s.ready_deadline = None;
+                // The shim escalates after its kill-after; this is the
+                // backstop should the shim itself not answer.
+                s.kill_at = Instant::now().checked_add(grace + Duration::from_secs(1));
+                self.verbose(i, "stopping");
+                self.order(i, Order::Stop);
+            }
+        }
+    }
+
+    fn kill_all(&mut self) {
+        self.killed_all = true;
+        for s in &mut self.svcs {
+            if let Some(pid) = s.pid {
+                s.stop_requested = true;
+                let _ = sys::kill(pid, libc::SIGKILL);
+            }
+        }
+        self.reaper.signal_untracked(libc::SIGKILL);
+    }
+
+    /// What a shim killed outright left behind goes too; as PID 1, every
+    /// other process of the namespace (the final sweep patience does).
+    fn sweep(&mut self) {
+        if self.reaper.signal_untracked(0) {
+            self.reaper.signal_untracked(libc::SIGKILL);
+        }
+        if self.reaper.signal_everyone(libc::SIGTERM) {
+            let end = Instant::now() + Duration::from_secs(5);
+            while self.reaper.signal_everyone(0) && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            self.reaper.signal_everyone(libc::SIGKILL);
+        }
+    }
+}
