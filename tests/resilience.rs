@@ -720,8 +720,14 @@ fn refusals_are_silent_under_quiet_and_cron_mode_and_still_reported() {
                 "{args:?}"
             );
             let mut buf = [0u8; 4096];
-            let n = sock.recv(&mut buf).expect("a run datagram");
-            let msg: serde_json::Value = serde_json::from_slice(&buf[..n]).unwrap();
+            // The run-start datagram comes first; the run's follows.
+            let msg: serde_json::Value = loop {
+                let n = sock.recv(&mut buf).expect("a run datagram");
+                let msg: serde_json::Value = serde_json::from_slice(&buf[..n]).unwrap();
+                if msg["event"] != "run-start" {
+                    break msg;
+                }
+            };
             assert_eq!(
                 (&msg["status"], &msg["exit_code"]),
                 (&"rejected".into(), &75.into()),
