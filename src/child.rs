@@ -218,16 +218,8 @@ pub fn run(
     sys::prepare_child(
         &mut cmd,
         sys::ChildSetup {
-            restore: [
-                (libc::SIGPIPE, inherited.pipe_ignored),
-                (libc::SIGTTIN, inherited.ttin_ignored),
-                (libc::SIGTTOU, inherited.ttou_ignored),
-                (libc::SIGCHLD, inherited.chld_ignored),
-            ],
-            mask: inherited.mask,
-            die_with_parent: true,
-            parent: sys::getpid(),
             terminal,
+            ..inherited.child_setup()
         },
     );
     let (stdio, capture) = spec.stdio.prepare().map_err(SpawnError::Setup)?;
@@ -466,7 +458,10 @@ fn clear_leftovers(
         // get the grace only if they are init's orphans (see below).
         orphans || sys::group_has_others(pid) != Some(false)
     };
-    if !left() {
+    // Without /proc the answer is None, and stays so for this attempt.
+    let first_look = sys::group_has_others(pid);
+    let visible = first_look.is_some();
+    if first_look == Some(false) && !spec.reaper.is_some_and(|r| r.signal_orphans(pid, 0)) {
         return false;
     }
     if !already {
@@ -484,7 +479,6 @@ fn clear_leftovers(
     // No /proc: nothing tells whether the group is empty while the leader
     // is unreaped, so it gets the grace only when patience can tell (or the
     // polite signal was all a normal exit asked for before this release).
-    let visible = sys::group_has_others(pid).is_some();
     while visible && left() {
         let wait = grace_ends.saturating_duration_since(Instant::now());
         if wait.is_zero() {
