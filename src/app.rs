@@ -13,6 +13,15 @@ use crate::report::{self, Reporter};
 
 /// Runs patience with `args` (without argv[0]) and returns the exit status.
 pub fn main(args: Vec<std::ffi::OsString>, inherited: Inherited) -> i32 {
+    // patiencectl is this binary by another name (a symlink), and
+    // `patience --ctl` the same for images that copy one file.
+    let called = std::env::args_os().next().unwrap_or_default();
+    if std::path::Path::new(&called).file_name() == Some("patiencectl".as_ref()) {
+        return crate::services::ctl::main(args);
+    }
+    if args.first().is_some_and(|a| a == "--ctl") {
+        return crate::services::ctl::main(args.into_iter().skip(1).collect());
+    }
     crate::services::shim::adopt();
     match run(args, inherited) {
         Ok(status) => status,

@@ -54,6 +54,9 @@ pub enum Event {
     /// (`--signal`) goes to the attempt as a stop signal patience received
     /// would, whatever that signal means to patience itself.
     Stop,
+    /// The supervisor delivers this signal to the attempt's main process
+    /// (`patiencectl signal`); it stops nothing by itself.
+    Deliver(i32),
 }
 
 /// What patience inherited from its caller and must hand on to each child:
@@ -237,6 +240,7 @@ pub fn run(
         _ => SpawnError::NotExecutable(e),
     })?;
     let pid = child.id() as i32;
+    crate::services::shim::attempt_pid(pid);
     if let Some(fd) = terminal {
         sys::give_terminal(fd, pid);
     }
@@ -337,6 +341,9 @@ pub fn run(
                 let _ = sys::kill_group(pid, libc::SIGCONT);
             }
             Ok(Event::Stopped(..) | Event::Wake) => {}
+            Ok(Event::Deliver(sig)) => {
+                let _ = sys::kill(pid, sig);
+            }
             Ok(Event::End) => {
                 if !timed_out && interrupted.is_none() {
                     target.signal(spec.signal);

@@ -144,7 +144,11 @@ impl Loop<'_> {
             let last_allowed = s.attempts != 0 && number >= s.attempts;
             let verdict = attempt.verdict.clone();
             let ran_for = attempt.duration;
-            crate::services::shim::attempt_ended(number, verdict.is_success());
+            crate::services::shim::attempt_ended(
+                number,
+                verdict.is_success(),
+                &crate::report::how(&attempt, s.timeout),
+            );
             push(&mut outcome.attempts, attempt);
             self.metrics.attempt(&outcome.name, outcome.attempts.back());
             // A stop signal passed on to the attempt: the run ends as the
@@ -183,6 +187,7 @@ impl Loop<'_> {
             if let Some(last) = outcome.attempts.back_mut() {
                 last.delay_after = Some(delay);
             }
+            crate::services::shim::backoff(delay);
             self.reporter
                 .attempt_ended(outcome.attempts.back().expect("just pushed"), s, Some(delay));
             if let Some(sig) = self.sleep(delay) {
@@ -350,7 +355,14 @@ impl Loop<'_> {
                 Ok(Event::Signal(sig)) if self.stops(sig) => return Some(sig),
                 Ok(Event::Wake) if wakeable => return None,
                 Ok(Event::Stop) => return Some(self.settings.signal),
-                Ok(Event::Signal(_) | Event::Exited(..) | Event::Stopped(..) | Event::Wake | Event::End) => {}
+                Ok(
+                    Event::Signal(_)
+                    | Event::Exited(..)
+                    | Event::Stopped(..)
+                    | Event::Wake
+                    | Event::End
+                    | Event::Deliver(_),
+                ) => {}
                 Err(RecvTimeoutError::Timeout) => return None,
                 Err(RecvTimeoutError::Disconnected) => return None,
             }

@@ -75,7 +75,7 @@ fn attempt_status(a: &Attempt) -> i32 {
 }
 
 /// How an attempt ended, in words: `exit code 7`, `timeout after 10s`.
-fn how(a: &Attempt, timeout: Option<Duration>) -> String {
+pub fn how(a: &Attempt, timeout: Option<Duration>) -> String {
     if a.timed_out {
         return match timeout {
             Some(t) if a.duration + Duration::from_millis(50) >= t => format!("timeout after {}", fmt_dur(t)),

@@ -847,3 +847,36 @@ pub fn pass_fd(cmd: &mut Command, fd: i32, target: i32) {
     // nothing (an io::Error from errno holds no heap memory).
     unsafe { cmd.pre_exec(hook) };
 }
+
+/// The uid of the process at the other end of a Unix stream socket
+/// (SO_PEERCRED: the credentials it had when it connected).
+pub fn peer_uid(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    // SAFETY: zeroed ucred is a valid value of this plain C struct.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: the pointer and length describe `cred`, which lives through the
+    // call; the kernel writes at most `len` bytes into it.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(cred.uid)
+}
+
+/// Makes the child of `cmd` the leader of a new session, with no
+/// controlling terminal (`patiencectl up -d`).
+pub fn detach(cmd: &mut Command) {
+    // SAFETY: setsid is async-signal-safe and allocates nothing; it cannot
+    // fail in a child that is not a group leader, which a fresh fork is not.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        })
+    };
+}

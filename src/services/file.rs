@@ -46,9 +46,6 @@ const NOT_YET: &[&str] = &[
 const GROUP_NOT_YET: &[&str] = &[
     "hold-output",
     "summary-json",
-    "control-socket",
-    "log-lines",
-    "log-bytes",
     "log-timestamps",
     "log-dir",
     "log-overflow",
@@ -87,6 +84,9 @@ pub const SUPERVISOR_KEYS: &[&str] = &[
     "shutdown",
     "shutdown-timeout",
     "log-prefix",
+    "control-socket",
+    "log-lines",
+    "log-bytes",
     "quiet",
     "verbose",
     "color",
@@ -206,6 +206,11 @@ pub struct Group {
     pub parallel_shutdown: bool,
     pub shutdown_timeout: Option<Duration>,
     pub log_prefix: bool,
+    /// `control-socket`: the control socket's path instead of the rule's.
+    pub control_socket: Option<PathBuf>,
+    /// The ring buffer of each service: at most this many lines and bytes.
+    pub log_lines: usize,
+    pub log_bytes: usize,
     /// Its per-run keys (quiet, verbose, color, …) as a settings layer.
     pub layer: Layer,
 }
@@ -258,6 +263,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Stack, Error> {
             parallel_shutdown: false,
             shutdown_timeout: None,
             log_prefix: true,
+            control_socket: None,
+            log_lines: 1000,
+            log_bytes: 1 << 20,
             layer: Layer::new(file_source("[supervisor]")),
         },
         defaults: Layer::new(file_source("[defaults]")),
@@ -423,6 +431,23 @@ fn string(doc: &Doc<'_>, name: &str, table: &str, v: &Value<'_>) -> Result<Strin
     }
 }
 
+/// A size such as `512`, `64KiB`, `1MiB` (also k, M, G, KB, MB, GB, as
+/// powers of 1024: a buffer is counted in bytes of memory).
+fn size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "k" | "K" | "KB" | "KiB" => 1 << 10,
+        "M" | "MB" | "MiB" => 1 << 20,
+        "G" | "GB" | "GiB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
 fn boolean(doc: &Doc<'_>, name: &str, table: &str, v: &Value<'_>) -> Result<bool, Error> {
     match v.get_ref() {
         DeValue::Boolean(b) => Ok(*b),
@@ -526,6 +551,39 @@ fn supervisor(
                 g.shutdown_timeout = (!d.is_zero()).then_some(d);
             }
             "log-prefix" => g.log_prefix = boolean(doc, name, tn, v)?,
+            "control-socket" => {
+                let p = string(doc, name, tn, v)?;
+                if p.is_empty() || p.len() >= 108 {
+                    return Err(bad(format!(
+                        "'{p}' cannot be a socket path (1 to 107 bytes, the sun_path limit)"
+                    )));
+                }
+                g.control_socket = Some(PathBuf::from(p));
+            }
+            "log-lines" | "log-bytes" => {
+                let n = match v.get_ref() {
+                    DeValue::Integer(i) => u64::from_str_radix(i.as_str(), i.radix()).ok(),
+                    DeValue::String(t) if name == "log-bytes" => size(t),
+                    _ => None,
+                };
+                let max = if name == "log-lines" { 1_000_000 } else { 1 << 30 };
+                match n {
+                    Some(n) if n >= 1 && n <= max => {
+                        if name == "log-lines" {
+                            g.log_lines = n as usize;
+                        } else {
+                            g.log_bytes = n as usize;
+                        }
+                    }
+                    _ => {
+                        return Err(bad(if name == "log-lines" {
+                            format!("expected a number of lines from 1 to {max}")
+                        } else {
+                            "expected a size from 1 byte to 1 GiB, such as 1048576 or \"1MiB\"".into()
+                        }))
+                    }
+                }
+            }
             _ if SUPERVISOR_KEYS.contains(&name) => g.layer.add(doc, k, v, tn)?,
             _ if GROUP_NOT_YET.contains(&name) => {
                 return Err(doc.error(

@@ -5,16 +5,21 @@
 //! after 64 KiB or 100 ms of silence, or at the end, as a line of its own
 //! (a newline added); with `log = "raw"` bytes are written as they come.
 //!
+//! Each line also goes to the service's [`Ring`]: the last `log-lines`
+//! lines (at most `log-bytes`) with time, stream and attempt, for
+//! `patiencectl logs`, and to the clients following it.
+//!
 //! One reader thread per shim pipe (not the single polling thread of
 //! SERVICES.md §1): simple, and idle threads cost a stack each. The reader
 //! also matches `ready-pattern`, on the lines it already has, when armed.
 
+use std::collections::VecDeque;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::conditions::Pattern;
 
@@ -43,6 +48,76 @@ pub fn say(name: &str, line: &str) {
     write_whole(2, format!("[patience] {name}: {line}\n").as_bytes());
 }
 
+/// One line of a service's output as the ring buffer keeps it.
+#[derive(Clone, Debug)]
+pub struct Line {
+    pub service: usize,
+    pub time: SystemTime,
+    /// 1 for stdout, 2 for stderr.
+    pub stream: i32,
+    pub attempt: u64,
+    /// The bytes, without the prefix or the newline; invalid UTF-8 is only
+    /// replaced where the line becomes JSON.
+    pub bytes: Vec<u8>,
+}
+
+/// A service's ring buffer and the clients following its output.
+pub struct Ring {
+    lines: VecDeque<Arc<Line>>,
+    bytes: usize,
+    max_lines: usize,
+    max_bytes: usize,
+    /// The attempt whose lines come now (the supervisor sets it).
+    pub attempt: u64,
+    followers: Vec<Follower>,
+}
+
+/// A client following the output: false once it has gone.
+pub type Follower = Box<dyn FnMut(&Arc<Line>) -> bool + Send>;
+
+pub type Shared = Arc<Mutex<Ring>>;
+
+impl Ring {
+    pub fn new(max_lines: usize, max_bytes: usize) -> Shared {
+        Arc::new(Mutex::new(Ring {
+            lines: VecDeque::new(),
+            bytes: 0,
+            max_lines,
+            max_bytes,
+            attempt: 0,
+            followers: Vec::new(),
+        }))
+    }
+
+    fn push(&mut self, line: Line) {
+        let line = Arc::new(line);
+        // A follower gone (its client hung up) is dropped here.
+        self.followers.retain_mut(|f| f(&line));
+        self.bytes += line.bytes.len();
+        self.lines.push_back(line);
+        while self.lines.len() > self.max_lines || (self.bytes > self.max_bytes && self.lines.len() > 1) {
+            if let Some(old) = self.lines.pop_front() {
+                self.bytes -= old.bytes.len();
+            }
+        }
+    }
+
+    /// The last `n` lines kept.
+    pub fn last(&self, n: usize) -> Vec<Arc<Line>> {
+        let skip = self.lines.len().saturating_sub(n);
+        self.lines.iter().skip(skip).cloned().collect()
+    }
+
+    pub fn follow(&mut self, follower: Follower) {
+        self.followers.push(follower);
+    }
+}
+
+/// Locks a ring; a reader that panicked leaves it usable.
+pub fn lock(ring: &Shared) -> std::sync::MutexGuard<'_, Ring> {
+    ring.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// What a reader matches for readiness.
 pub struct Watch {
     pub pattern: Pattern,
@@ -53,6 +128,12 @@ pub struct Watch {
     pub tx: Sender<Msg>,
 }
 
+/// Where a reader's lines go besides patience's own stream.
+pub struct Sink {
+    pub service: usize,
+    pub ring: Shared,
+}
+
 /// Starts the thread that copies `pipe` to patience's `fd`.
 pub fn spawn_reader(
     pipe: OwnedFd,
@@ -60,31 +141,35 @@ pub fn spawn_reader(
     prefix: Vec<u8>,
     mode: LogMode,
     watch: Option<Watch>,
+    sink: Sink,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("logs".into())
-        .spawn(move || copy(pipe, fd, &prefix, mode, watch.as_ref()))
+        .spawn(move || copy(pipe, fd, &prefix, mode, watch.as_ref(), &sink))
         .map(|_| ())
 }
 
-fn copy(pipe: OwnedFd, fd: i32, prefix: &[u8], mode: LogMode, watch: Option<&Watch>) {
+fn copy(pipe: OwnedFd, fd: i32, prefix: &[u8], mode: LogMode, watch: Option<&Watch>, sink: &Sink) {
     let mut file = std::fs::File::from(pipe);
     let mut pending: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
-    let emit = |bytes: &[u8]| match mode {
-        LogMode::Discard => {}
-        LogMode::Raw => write_whole(fd, bytes),
-        // Prefixed, a partial line is a line of its own, so that the next
-        // service's line always starts at the start of a line.
-        LogMode::Prefix => {
-            let mut line = Vec::with_capacity(prefix.len() + bytes.len() + 1);
-            line.extend_from_slice(prefix);
-            line.extend_from_slice(bytes);
-            if !bytes.ends_with(b"\n") {
-                line.push(b'\n');
-            }
-            write_whole(fd, &line);
+    let keep = |bytes: &[u8]| {
+        let text = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+        let mut ring = lock(&sink.ring);
+        let attempt = ring.attempt;
+        ring.push(Line {
+            service: sink.service,
+            time: SystemTime::now(),
+            stream: fd,
+            attempt,
+            bytes: text.to_vec(),
+        });
+    };
+    let emit = |bytes: &[u8]| {
+        if mode != LogMode::Discard {
+            keep(bytes);
         }
+        write_out(fd, prefix, mode, bytes)
     };
     let check = |line: &[u8]| {
         if let Some(w) = watch {
@@ -132,5 +217,25 @@ fn copy(pipe: OwnedFd, fd: i32, prefix: &[u8], mode: LogMode, watch: Option<&Wat
     if !pending.is_empty() {
         check(&pending);
         emit(&pending);
+    }
+}
+
+/// Writes one line (or piece) of a service to patience's `fd` as `mode`
+/// says.
+fn write_out(fd: i32, prefix: &[u8], mode: LogMode, bytes: &[u8]) {
+    match mode {
+        LogMode::Discard => {}
+        LogMode::Raw => write_whole(fd, bytes),
+        // Prefixed, a partial line is a line of its own, so that the next
+        // service's line always starts at the start of a line.
+        LogMode::Prefix => {
+            let mut line = Vec::with_capacity(prefix.len() + bytes.len() + 1);
+            line.extend_from_slice(prefix);
+            line.extend_from_slice(bytes);
+            if !bytes.ends_with(b"\n") {
+                line.push(b'\n');
+            }
+            write_whole(fd, &line);
+        }
     }
 }

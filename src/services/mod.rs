@@ -7,15 +7,21 @@
 //!   shim, which is plain patience re-executed with the service's settings;
 //! - [`logs`]: the shims' output, prefixed and written a whole line at once;
 //! - [`probe`]: readiness checks (command, TCP; patterns are read in logs);
+//! - [`control`]: the control socket and JSON-RPC framing;
+//! - [`ctl`]: `patiencectl`, the control client;
+//! - [`methods`]: what each control method does to the stack;
 //! - [`supervisor`]: the event loop that owns all state.
 //!
 //! This module turns the file into a [`Plan`]: per service, its resolved
 //! settings (through `config`, the same layers and validator as
 //! patience.toml(5)) and the shim's command line; `--dry-run` prints it.
 
+pub mod control;
+pub mod ctl;
 pub mod file;
 pub mod graph;
 pub mod logs;
+pub mod methods;
 pub mod probe;
 pub mod shim;
 pub mod supervisor;

@@ -7,7 +7,10 @@
 //!
 //! shim → supervisor
 //! - `{"ev":"start","attempt":N}`: attempt N is about to be executed;
-//! - `{"ev":"end","attempt":N,"ok":BOOL}`: attempt N ended (its verdict);
+//! - `{"ev":"pid","pid":P}`: the current attempt's process is P;
+//! - `{"ev":"end","attempt":N,"ok":BOOL,"exit":TEXT}`: attempt N ended
+//!   (its verdict, and how: `exit code 1`, `timeout after 5s`);
+//! - `{"ev":"backoff","delay_ms":MS}`: the next attempt comes after MS;
 //! - `{"ev":"say","line":TEXT}`: one of patience's own lines (attempt
 //!   failed, restarting in 4s, the final line), which the supervisor
 //!   prints as `[patience] NAME: TEXT`.
@@ -16,7 +19,9 @@
 //! - `{"op":"end"}`: end the current attempt as a timeout would (not ready
 //!   in time): a failed attempt under the service's policy and backoff;
 //! - `{"op":"stop"}`: stop the run: the service's `--signal` to the
-//!   attempt, SIGKILL after its `--kill-after`, no further attempt.
+//!   attempt, SIGKILL after its `--kill-after`, no further attempt;
+//! - `{"op":"signal","signal":N}`: deliver signal N to the attempt's main
+//!   process (`patiencectl signal`), whatever it would mean to patience.
 //!
 //! The run's end is the shim's exit, with the run's exit status.
 
@@ -39,9 +44,24 @@ pub const FD: i32 = 3;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "ev", rename_all = "lowercase")]
 pub enum Report {
-    Start { attempt: u64 },
-    End { attempt: u64, ok: bool },
-    Say { line: String },
+    Start {
+        attempt: u64,
+    },
+    Pid {
+        pid: i32,
+    },
+    End {
+        attempt: u64,
+        ok: bool,
+        #[serde(default)]
+        exit: String,
+    },
+    Backoff {
+        delay_ms: u64,
+    },
+    Say {
+        line: String,
+    },
 }
 
 /// What the supervisor asks of a shim.
@@ -50,6 +70,7 @@ pub enum Report {
 pub enum Order {
     End,
     Stop,
+    Signal { signal: i32 },
 }
 
 /// One line of the protocol.
@@ -98,8 +119,22 @@ pub fn attempt_started(attempt: u64) {
     send(&Report::Start { attempt });
 }
 
-pub fn attempt_ended(attempt: u64, ok: bool) {
-    send(&Report::End { attempt, ok });
+pub fn attempt_pid(pid: i32) {
+    send(&Report::Pid { pid });
+}
+
+pub fn attempt_ended(attempt: u64, ok: bool, exit: &str) {
+    send(&Report::End {
+        attempt,
+        ok,
+        exit: exit.to_string(),
+    });
+}
+
+pub fn backoff(delay: std::time::Duration) {
+    send(&Report::Backoff {
+        delay_ms: delay.as_millis().min(u64::MAX as u128) as u64,
+    });
 }
 
 /// Starts the thread that turns the supervisor's orders into events of the
@@ -117,6 +152,7 @@ pub fn listen(tx: Sender<Event>) {
             let event = match serde_json::from_str::<Order>(&line) {
                 Ok(Order::End) => Event::End,
                 Ok(Order::Stop) => Event::Stop,
+                Ok(Order::Signal { signal }) => Event::Deliver(signal),
                 Err(_) => continue,
             };
             if tx.send(event).is_err() {
@@ -135,9 +171,13 @@ mod tests {
         let r = Report::End {
             attempt: 3,
             ok: false,
+            exit: "exit code 1".into(),
         };
         let line = encode(&r);
-        assert_eq!(line, b"{\"ev\":\"end\",\"attempt\":3,\"ok\":false}\n");
+        assert_eq!(
+            line,
+            b"{\"ev\":\"end\",\"attempt\":3,\"ok\":false,\"exit\":\"exit code 1\"}\n"
+        );
         assert_eq!(serde_json::from_slice::<Report>(&line).unwrap(), r);
         assert_eq!(encode(&Order::Stop), b"{\"op\":\"stop\"}\n");
     }

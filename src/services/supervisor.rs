@@ -1,7 +1,9 @@
 //! The supervisor's event loop. The main thread owns all state; helper
-//! threads (signals, the reaper, log readers, shim socket readers, probes)
-//! only send it [`Msg`]s over one channel. Timers (ready-timeout, the
-//! kill-after backstop, shutdown-timeout) are deadlines checked on each turn.
+//! threads (signals, the reaper, log readers, shim socket readers, probes,
+//! control connections) only send it [`Msg`]s over one channel. Timers
+//! (ready-timeout, the kill-after backstop, shutdown-timeout, `wait`
+//! timeouts) are deadlines checked on each turn. What each control method
+//! does is in `methods`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
@@ -12,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::child::Inherited;
 use crate::error::Error;
@@ -21,7 +23,9 @@ use crate::settings::{StdinMode, Verbosity};
 use crate::signals::Meaning;
 use crate::sys::{self, ExitKind};
 
+use super::control::{self, Call, Out};
 use super::file::{Cond, ExitRule, LogMode, Ready};
+use super::methods::Waiter;
 use super::shim::{self, Order, Report};
 use super::{logs, probe, Plan};
 
@@ -34,10 +38,12 @@ pub enum Msg {
     Report(usize, Report),
     PatternReady(usize),
     ProbeReady(usize, u64),
+    /// A request on the control socket.
+    Control(Call),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum State {
+pub(super) enum State {
     /// Not selected.
     Idle,
     Waiting,
@@ -51,21 +57,36 @@ enum State {
     Blocked(String),
 }
 
-struct Svc {
-    state: State,
-    pid: Option<i32>,
+pub(super) struct Svc {
+    pub(super) state: State,
+    /// The shim's pid while its run lives.
+    pub(super) pid: Option<i32>,
     link: Option<UnixStream>,
-    started: bool,
-    ever_ready: bool,
+    pub(super) started: bool,
+    pub(super) ever_ready: bool,
     /// The run's exit status, once it ended (or the root cause's, blocked).
-    status: Option<i32>,
+    pub(super) status: Option<i32>,
     generation: Arc<AtomicU64>,
     armed: Arc<AtomicBool>,
     ready_deadline: Option<Instant>,
     /// SIGKILL to the shim at this time, if it has not exited (a backstop
     /// behind the shim's own kill-after).
     kill_at: Option<Instant>,
-    stop_requested: bool,
+    pub(super) stop_requested: bool,
+    /// Start it again once its run has ended (`restart`).
+    pub(super) restart_pending: bool,
+    /// What status shows: the current attempt, its process, how the last
+    /// one ended, attempts started after the first, the next attempt's time.
+    pub(super) attempt: u64,
+    pub(super) attempt_pid: Option<i32>,
+    pub(super) last_exit: Option<String>,
+    pub(super) restarts: u64,
+    pub(super) next_at: Option<Instant>,
+    pub(super) ready_how: Option<&'static str>,
+    /// The state last published (subscribe, waiters) and since when.
+    pub(super) shown: State,
+    pub(super) since: (Instant, SystemTime),
+    pub(super) ring: logs::Shared,
 }
 
 /// Runs the stack to its end and returns the group's exit status.
@@ -103,6 +124,16 @@ pub fn run(plan: Plan, inherited: &Inherited) -> Result<i32, Error> {
             ready_deadline: None,
             kill_at: None,
             stop_requested: false,
+            restart_pending: false,
+            attempt: 0,
+            attempt_pid: None,
+            last_exit: None,
+            restarts: 0,
+            next_at: None,
+            ready_how: None,
+            shown: State::Idle,
+            since: (Instant::now(), SystemTime::now()),
+            ring: logs::Ring::new(plan.stack.group.log_lines, plan.stack.group.log_bytes),
         })
         .collect();
     let width = (0..n)
@@ -110,6 +141,40 @@ pub fn run(plan: Plan, inherited: &Inherited) -> Result<i32, Error> {
         .map(|i| plan.stack.services[i].name.len())
         .max()
         .unwrap_or(0);
+    let socket = match control::socket_path(&plan.stack.path, plan.stack.group.control_socket.as_deref()) {
+        Ok(path) => match control::bind(&path) {
+            Ok(listener) => {
+                control::serve(listener, tx.clone())
+                    .map_err(|e| Error::Internal(format!("cannot start the control thread: {e}")))?;
+                Some(path)
+            }
+            Err(control::BindError::Live(pid)) => {
+                let who = pid.map_or(String::new(), |p| format!(" (pid {p})"));
+                logs::say(
+                    "patience",
+                    &format!(
+                        "another supervisor{who} already runs {} (control socket {})",
+                        plan.stack.path.display(),
+                        path.display()
+                    ),
+                );
+                return Ok(75);
+            }
+            // No control is no reason not to run the stack (a read-only
+            // /tmp in a container): said once, as the state store does.
+            Err(control::BindError::Other(why)) => {
+                logs::say("patience", &format!("{why}; running without control"));
+                None
+            }
+        },
+        Err(e) => {
+            logs::say(
+                "patience",
+                &format!("no control socket: {e}; running without control"),
+            );
+            None
+        }
+    };
     let mut sup = Sup {
         plan,
         svcs,
@@ -123,8 +188,15 @@ pub fn run(plan: Plan, inherited: &Inherited) -> Result<i32, Error> {
         shutdown_deadline: None,
         killed_all: false,
         status: None,
+        waiters: Vec::new(),
+        subscribers: Vec::new(),
+        down_clients: Vec::new(),
     };
-    Ok(sup.run(&rx))
+    let status = sup.run(&rx);
+    if let Some(path) = socket {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(status)
 }
 
 /// The supervisor's own binary: /proc/self/exe, else argv[0] resolved
@@ -150,20 +222,26 @@ fn own_binary() -> Result<PathBuf, Error> {
         })
 }
 
-struct Sup {
-    plan: Plan,
-    svcs: Vec<Svc>,
+pub(super) struct Sup {
+    pub(super) plan: Plan,
+    pub(super) svcs: Vec<Svc>,
     exe: PathBuf,
     inherited: Inherited,
     tx: Sender<Msg>,
     reaper: Arc<Reaper>,
     exits: probe::Exits,
     width: usize,
-    shutting_down: bool,
-    shutdown_deadline: Option<Instant>,
+    pub(super) shutting_down: bool,
+    pub(super) shutdown_deadline: Option<Instant>,
     killed_all: bool,
     /// The group's exit status, decided by the first trigger.
-    status: Option<i32>,
+    pub(super) status: Option<i32>,
+    /// `wait` requests not answered yet.
+    pub(super) waiters: Vec<Waiter>,
+    /// `subscribe` clients: an `event` notification per state change.
+    pub(super) subscribers: Vec<Sender<Out>>,
+    /// `down` clients, answered by the supervisor's exit.
+    pub(super) down_clients: Vec<Sender<Out>>,
 }
 
 /// A run status as patience's exit status: the code, or 128+N.
@@ -174,7 +252,7 @@ fn status_of(exit: ExitKind) -> i32 {
     }
 }
 
-fn describe(status: i32) -> String {
+pub(super) fn describe(status: i32) -> String {
     if status > 128 && status < 128 + 65 {
         format!("killed by {}", crate::signals::name(status - 128))
     } else {
@@ -183,7 +261,7 @@ fn describe(status: i32) -> String {
 }
 
 impl Sup {
-    fn name(&self, i: usize) -> &str {
+    pub(super) fn name(&self, i: usize) -> &str {
         &self.plan.stack.services[i].name
     }
 
@@ -202,6 +280,7 @@ impl Sup {
     fn run(&mut self, rx: &Receiver<Msg>) -> i32 {
         self.start_what_can();
         self.decide();
+        self.publish();
         loop {
             if self.shutting_down {
                 self.stop_what_can();
@@ -223,6 +302,7 @@ impl Sup {
                 self.start_what_can();
                 self.decide();
             }
+            self.publish();
         }
         self.sweep();
         self.status.unwrap_or(0)
@@ -230,6 +310,11 @@ impl Sup {
 
     fn next_timer(&self) -> Option<Instant> {
         let mut at: Option<Instant> = self.shutdown_deadline;
+        for w in &self.waiters {
+            if let Some(t) = w.deadline {
+                at = Some(at.map_or(t, |a| a.min(t)));
+            }
+        }
         for s in &self.svcs {
             for t in [s.ready_deadline, s.kill_at].into_iter().flatten() {
                 at = Some(at.map_or(t, |a| a.min(t)));
@@ -244,6 +329,7 @@ impl Sup {
             logs::say("patience", "shutdown-timeout reached: killing every service left");
             self.kill_all();
         }
+        self.expire_waiters(now);
         for i in 0..self.svcs.len() {
             if self.svcs[i].ready_deadline.is_some_and(|d| d <= now) {
                 self.svcs[i].ready_deadline = None;
@@ -266,7 +352,7 @@ impl Sup {
         }
     }
 
-    fn order(&mut self, i: usize, order: Order) {
+    pub(super) fn order(&mut self, i: usize, order: Order) {
         if let Some(link) = &mut self.svcs[i].link {
             let _ = link.write_all(&shim::encode(&order));
         }
@@ -309,17 +395,27 @@ impl Sup {
             }
             Msg::Report(i, report) => match report {
                 Report::Start { attempt } => self.attempt_started(i, attempt),
-                Report::End { .. } => {
+                Report::Pid { pid } => self.svcs[i].attempt_pid = Some(pid),
+                Report::End { exit, .. } => {
                     let s = &mut self.svcs[i];
                     s.generation.fetch_add(1, Ordering::AcqRel);
                     s.armed.store(false, Ordering::Release);
                     s.ready_deadline = None;
+                    s.attempt_pid = None;
+                    s.ready_how = None;
+                    if !exit.is_empty() {
+                        s.last_exit = Some(exit);
+                    }
                     if matches!(s.state, State::Starting | State::Ready) {
                         s.state = State::Backoff;
                     }
                 }
+                Report::Backoff { delay_ms } => {
+                    self.svcs[i].next_at = Instant::now().checked_add(Duration::from_millis(delay_ms));
+                }
                 Report::Say { .. } => {}
             },
+            Msg::Control(call) => self.control(call),
             Msg::PatternReady(i) => {
                 if self.svcs[i].state == State::Starting {
                     self.became_ready(i, "pattern");
@@ -342,7 +438,13 @@ impl Sup {
     fn attempt_started(&mut self, i: usize, attempt: u64) {
         let svc = &self.plan.stack.services[i];
         let s = &mut self.svcs[i];
+        if s.started || s.attempt > 0 {
+            s.restarts += 1;
+        }
         s.started = true;
+        s.attempt = attempt;
+        s.next_at = None;
+        logs::lock(&s.ring).attempt = attempt;
         let generation = s.generation.fetch_add(1, Ordering::AcqRel) + 1;
         if self.shutting_down {
             return;
@@ -351,6 +453,7 @@ impl Sup {
             None => {
                 s.state = State::Ready;
                 s.ever_ready = true;
+                s.ready_how = Some("started");
             }
             Some(kind) => {
                 s.state = State::Starting;
@@ -385,6 +488,12 @@ impl Sup {
         s.state = State::Ready;
         s.ever_ready = true;
         s.ready_deadline = None;
+        s.ready_how = Some(match how {
+            "pattern" => "pattern",
+            "command" => "command",
+            "tcp" => "tcp",
+            _ => "check",
+        });
         self.verbose(i, &format!("ready ({how})"));
     }
 
@@ -398,6 +507,17 @@ impl Sup {
         s.generation.fetch_add(1, Ordering::AcqRel);
         s.armed.store(false, Ordering::Release);
         s.status = Some(status);
+        s.attempt_pid = None;
+        s.next_at = None;
+        s.ready_how = None;
+        if s.restart_pending && !self.shutting_down {
+            // `restart`: a fresh run as soon as its conditions hold, with
+            // no backoff.
+            s.restart_pending = false;
+            s.stop_requested = false;
+            s.state = State::Waiting;
+            return;
+        }
         s.state = if s.stop_requested {
             State::Stopped
         } else if status == 0 {
@@ -424,7 +544,7 @@ impl Sup {
         }
     }
 
-    fn ended_state(s: &State) -> bool {
+    pub(super) fn ended_state(s: &State) -> bool {
         matches!(
             s,
             State::Stopped | State::Succeeded | State::Failed | State::Blocked(_)
@@ -580,8 +700,19 @@ impl Sup {
             }
             _ => None,
         };
-        logs::spawn_reader(out_r, 1, prefix.clone(), mode, watch(super::file::Stream::Stdout))?;
-        logs::spawn_reader(err_r, 2, prefix, mode, watch(super::file::Stream::Stderr))?;
+        let sink = || logs::Sink {
+            service: i,
+            ring: Arc::clone(&s.ring),
+        };
+        logs::spawn_reader(
+            out_r,
+            1,
+            prefix.clone(),
+            mode,
+            watch(super::file::Stream::Stdout),
+            sink(),
+        )?;
+        logs::spawn_reader(err_r, 2, prefix, mode, watch(super::file::Stream::Stderr), sink())?;
         let reader = ours.try_clone()?;
         let tx = self.tx.clone();
         let name = svc.name.clone();
@@ -613,7 +744,7 @@ impl Sup {
         Ok(())
     }
 
-    fn begin_shutdown(&mut self) {
+    pub(super) fn begin_shutdown(&mut self) {
         if self.shutting_down {
             return;
         }
@@ -628,6 +759,21 @@ impl Sup {
 
     /// Stops each running service once every running service that
     /// depends on it has stopped (all at once with shutdown = "parallel").
+    /// Asks service `i`'s shim to stop its run (signal, then SIGKILL
+    /// after its kill-after).
+    pub(super) fn stop_one(&mut self, i: usize) {
+        let grace = self.plan.resolved[i].settings.kill_after;
+        let s = &mut self.svcs[i];
+        s.stop_requested = true;
+        s.state = State::Stopping;
+        s.ready_deadline = None;
+        // The shim escalates after its kill-after; this is the backstop
+        // should the shim itself not answer.
+        s.kill_at = Instant::now().checked_add(grace + Duration::from_secs(1));
+        self.verbose(i, "stopping");
+        self.order(i, Order::Stop);
+    }
+
     fn stop_what_can(&mut self) {
         let parallel = self.plan.stack.group.parallel_shutdown;
         for i in 0..self.svcs.len() {
@@ -637,16 +783,7 @@ impl Sup {
             let dependents_running = (0..self.svcs.len())
                 .any(|j| self.svcs[j].pid.is_some() && self.plan.edges[j].iter().any(|(d, _)| *d == i));
             if parallel || !dependents_running {
-                let grace = self.plan.resolved[i].settings.kill_after;
-                let s = &mut self.svcs[i];
-                s.stop_requested = true;
-                s.state = State::Stopping;
-                s.ready_deadline = None;
-                // The shim escalates after its kill-after; this is the
-                // backstop should the shim itself not answer.
-                s.kill_at = Instant::now().checked_add(grace + Duration::from_secs(1));
-                self.verbose(i, "stopping");
-                self.order(i, Order::Stop);
+                self.stop_one(i);
             }
         }
     }

@@ -25,6 +25,13 @@ pub fn patienced_bin() -> &'static str {
 /// socket, no colour, a private state dir.
 pub fn patience(dir: &TempDir) -> Command {
     default_stop_signals();
+    // The runtime directory a login would have (the stack's control
+    // socket goes under it), private as systemd makes it.
+    let run = dir.path().join("run");
+    if !run.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&run);
+    }
     let mut c = Command::new(patience_bin());
     c.env_remove("PATIENCE_CONFIG")
         .env_remove("PATIENCE_PROFILE")
