@@ -73,6 +73,8 @@ install:
 	    echo "make install: $(BUILD_DIR)/$$b is missing (run make first, or set BUILD_DIR)" >&2; exit 1; }; done
 	$(INSTALL) -d $(DESTDIR)$(BINDIR)
 	for b in $(BINS); do $(INSTALL) -m 755 $(BUILD_DIR)/$$b $(DESTDIR)$(BINDIR)/$$b || exit 1; done
+	# patiencectl(1) is patience called by that name.
+	ln -sf patience $(DESTDIR)$(BINDIR)/patiencectl
 	$(INSTALL) -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
 	for m in $(MAN1); do $(INSTALL) -m 644 $$m $(DESTDIR)$(MANDIR)/man1/ || exit 1; done
 	for m in $(MAN5); do $(INSTALL) -m 644 $$m $(DESTDIR)$(MANDIR)/man5/ || exit 1; done
@@ -81,13 +83,18 @@ install:
 	$(INSTALL) -m 644 completions/patience.bash $(DESTDIR)$(BASHCOMPDIR)/patience
 	$(INSTALL) -m 644 completions/_patience $(DESTDIR)$(ZSHCOMPDIR)/_patience
 	$(INSTALL) -m 644 completions/patience.fish $(DESTDIR)$(FISHCOMPDIR)/patience.fish
+	$(INSTALL) -m 644 completions/patiencectl.bash $(DESTDIR)$(BASHCOMPDIR)/patiencectl
+	$(INSTALL) -m 644 completions/_patiencectl $(DESTDIR)$(ZSHCOMPDIR)/_patiencectl
+	$(INSTALL) -m 644 completions/patiencectl.fish $(DESTDIR)$(FISHCOMPDIR)/patiencectl.fish
 
 uninstall:
 	for b in $(BINS); do rm -f $(DESTDIR)$(BINDIR)/$$b; done
+	rm -f $(DESTDIR)$(BINDIR)/patiencectl
 	for m in $(MAN1); do rm -f $(DESTDIR)$(MANDIR)/man1/$$(basename $$m); done
 	for m in $(MAN5); do rm -f $(DESTDIR)$(MANDIR)/man5/$$(basename $$m); done
 	for m in $(MAN8); do rm -f $(DESTDIR)$(MANDIR)/man8/$$(basename $$m); done
 	rm -f $(DESTDIR)$(BASHCOMPDIR)/patience $(DESTDIR)$(ZSHCOMPDIR)/_patience $(DESTDIR)$(FISHCOMPDIR)/patience.fish
+	rm -f $(DESTDIR)$(BASHCOMPDIR)/patiencectl $(DESTDIR)$(ZSHCOMPDIR)/_patiencectl $(DESTDIR)$(FISHCOMPDIR)/patiencectl.fish
 
 clean:
 	$(CARGO) clean

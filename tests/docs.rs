@@ -9,11 +9,12 @@ mod common;
 use common::*;
 use std::process::Command;
 
-const PAGES: [&str; 4] = [
+const PAGES: [&str; 5] = [
     "patience.1",
     "patience.toml.5",
     "patienced.8",
     "patience-services.5",
+    "patiencectl.1",
 ];
 
 fn page(name: &str) -> String {
@@ -330,5 +331,59 @@ fn man_pages_pass_mandoc_lint() {
             out.status.success() && messages.trim().is_empty(),
             "mandoc -T lint {name}:\n{messages}"
         );
+    }
+}
+
+#[test]
+fn every_verb_and_exit_status_of_patiencectl_is_in_its_page_and_every_method_in_patience_services_5() {
+    let out = std::process::Command::new(patience_bin())
+        .args(["--ctl", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    let man = page("patiencectl.1");
+    let verbs = section(&man, "VERBS");
+    let listed: Vec<&str> = help
+        .split("Verbs:")
+        .nth(1)
+        .and_then(|t| t.split("Options:").next())
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|v| v.trim_end_matches(','))
+        .collect();
+    assert!(listed.len() >= 11, "{listed:?}");
+    for verb in listed {
+        assert!(
+            verbs.contains(&format!(".B {verb}"))
+                || verbs.contains(&format!(".BR {verb} "))
+                || verbs.contains(&format!(".BI {verb} ")),
+            "patiencectl.1 lacks verb {verb}"
+        );
+    }
+    let exit = section(&man, "EXIT STATUS");
+    for code in ["0", "1", "3", "4", "124", "125"] {
+        assert!(
+            exit.contains(&format!(".B {code}\n")),
+            "patiencectl.1 lacks exit status {code}"
+        );
+        assert!(
+            help.contains(&format!("{code} ")),
+            "--help lacks exit status {code}"
+        );
+    }
+    let services = page("patience-services.5");
+    let control = section(&services, "CONTROL");
+    for method in patience::services::control::METHODS {
+        assert!(
+            control.contains(&format!(".TP\n.B {method}\n")),
+            "patience-services.5 lacks method {method}"
+        );
+    }
+    for code in [
+        "32700", "32600", "32601", "32602", "32001", "32002", "32003", "32004", "32005",
+    ] {
+        assert!(control.contains(code), "patience-services.5 lacks error {code}");
     }
 }

@@ -58,13 +58,18 @@ fn install_and_uninstall_into_destdir() {
     let expected = [
         ("usr/bin/patience", 0o755),
         ("usr/bin/patienced", 0o755),
+        ("usr/bin/patiencectl", 0o755),
         ("usr/share/man/man1/patience.1", 0o644),
+        ("usr/share/man/man1/patiencectl.1", 0o644),
         ("usr/share/man/man5/patience-services.5", 0o644),
         ("usr/share/man/man5/patience.toml.5", 0o644),
         ("usr/share/man/man8/patienced.8", 0o644),
         ("usr/share/bash-completion/completions/patience", 0o644),
+        ("usr/share/bash-completion/completions/patiencectl", 0o644),
         ("usr/share/zsh/site-functions/_patience", 0o644),
+        ("usr/share/zsh/site-functions/_patiencectl", 0o644),
         ("usr/share/fish/vendor_completions.d/patience.fish", 0o644),
+        ("usr/share/fish/vendor_completions.d/patiencectl.fish", 0o644),
     ];
     let mut names: Vec<&str> = expected.iter().map(|(f, _)| *f).collect();
     names.sort();
@@ -78,7 +83,10 @@ fn install_and_uninstall_into_destdir() {
             let name = path.file_name().unwrap().to_str().unwrap();
             let source = match name {
                 "patience" => "completions/patience.bash".to_string(),
-                "_patience" | "patience.fish" => format!("completions/{name}"),
+                "patiencectl" => "completions/patiencectl.bash".to_string(),
+                "_patience" | "patience.fish" | "_patiencectl" | "patiencectl.fish" => {
+                    format!("completions/{name}")
+                }
                 _ => format!("man/{name}"),
             };
             assert_eq!(
@@ -96,6 +104,11 @@ fn install_and_uninstall_into_destdir() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("patienced "));
+    // patiencectl is a relative symlink to patience: it survives DESTDIR.
+    let ctl = dest.join("usr/bin/patiencectl");
+    assert_eq!(std::fs::read_link(&ctl).unwrap(), Path::new("patience"));
+    let out = Command::new(&ctl).arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("Usage: patiencectl"));
     make("uninstall");
     assert_eq!(
         files_under(&dest),
@@ -140,13 +153,18 @@ fn install_directories_can_be_moved_one_by_one() {
         files_under(&dest),
         [
             "c/bash/patience",
+            "c/bash/patiencectl",
             "c/fish/patience.fish",
+            "c/fish/patiencectl.fish",
             "c/zsh/_patience",
+            "c/zsh/_patiencectl",
             "man/man1/patience.1",
+            "man/man1/patiencectl.1",
             "man/man5/patience-services.5",
             "man/man5/patience.toml.5",
             "man/man8/patienced.8",
             "sbin/patience",
+            "sbin/patiencectl",
             "sbin/patienced",
         ]
     );
@@ -202,6 +220,9 @@ fn completions_pass_their_shells_syntax_check() {
         ("bash", "patience.bash"),
         ("zsh", "_patience"),
         ("fish", "patience.fish"),
+        ("bash", "patiencectl.bash"),
+        ("zsh", "_patiencectl"),
+        ("fish", "patiencectl.fish"),
     ] {
         if !have(shell) {
             skip(&format!("needs {shell} to check {file}"));
@@ -425,5 +446,93 @@ fn release_builds_embed_no_builder_paths() {
                 bin.display()
             );
         }
+    }
+}
+
+#[test]
+fn patiencectl_completions_know_every_verb_and_the_services_of_the_file() {
+    let dir = TempDir::new("ctl-completions");
+    let mut c = patience(&dir);
+    c.args(["--ctl", "--help"]);
+    let help = stdout(&output(c));
+    let verbs: Vec<String> = help
+        .split("Verbs:")
+        .nth(1)
+        .and_then(|t| t.split("Options:").next())
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .flat_map(|l| {
+            l.split_whitespace()
+                .take_while(|w| w.ends_with(',') || !w.starts_with(['[', '-']))
+                .take(2)
+                .map(|w| w.trim_end_matches(',').to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|w| w.chars().all(|c| c.is_ascii_lowercase()))
+        .collect();
+    assert!(verbs.len() >= 12, "{verbs:?}");
+    for file in ["patiencectl.bash", "_patiencectl", "patiencectl.fish"] {
+        let text = completion(file);
+        for v in &verbs {
+            assert!(
+                text.split(|c: char| !c.is_ascii_alphanumeric()).any(|w| w == v),
+                "{file} lacks verb {v}"
+            );
+        }
+    }
+    let file = dir.join("stack.toml");
+    std::fs::write(
+        &file,
+        "[supervisor]\nname = \"x\"\n[service.db]\ncommand = [\"true\"]\n  [service.web-1] # the app\ncommand = [\"true\"]\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    if have("bash") {
+        let path = format!("{}/completions/patiencectl.bash", env!("CARGO_MANIFEST_DIR"));
+        let script = r#"source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _patiencectl; printf '%s\n' "${COMPREPLY[@]}""#;
+        let complete = |words: &[&str]| {
+            let out = Command::new("bash")
+                .args(["--norc", "-c", script, "bash", &path])
+                .args(words)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            complete(&["patiencectl", "-f", file, "stop", ""]),
+            ["db", "web-1"]
+        );
+        assert_eq!(complete(&["patiencectl", "-f", file, "re"]), ["restart", "reset"]);
+        assert_eq!(complete(&["patiencectl", "logs", "--fo"]), ["--follow"]);
+        assert_eq!(
+            complete(&["patiencectl", "-f", file, "status", ""]),
+            Vec::<String>::new()
+        );
+    } else {
+        skip("needs bash");
+    }
+    if have("fish") {
+        let path = format!("{}/completions/patiencectl.fish", env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new("fish")
+            .args(["--no-config", "-c", "source $argv[1]; complete -C $argv[2]"])
+            .arg(&path)
+            .arg(format!("patiencectl -f {file} restart "))
+            .output()
+            .unwrap();
+        let got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split('\t').next().unwrap().to_string())
+            .collect();
+        assert!(
+            got.contains(&"db".to_string()) && got.contains(&"web-1".to_string()),
+            "{got:?}"
+        );
+    } else {
+        skip("needs fish");
     }
 }
