@@ -542,7 +542,7 @@ impl Sup {
             cmd.current_dir(dir);
         }
         cmd.stdin(if self.plan.resolved[i].settings.stdin == StdinMode::Null {
-            Stdio::null()
+            crate::output::null_input()?
         } else {
             Stdio::inherit()
         });
