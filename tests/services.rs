@@ -264,6 +264,24 @@ fn hup_passes_to_every_running_attempt_and_stops_nothing() {
 
 // ---- a service's subtree dies with it ----
 
+/// Kills a test's leftover `sleep MARKER` processes on drop, should a
+/// failed assertion leave a stack's orphans behind (a SIGKILLed supervisor
+/// cannot stop its services).
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for m in &self.0 {
+            for pid in processes_matching(&format!("sleep {m}")) {
+                let _ = std::process::Command::new("kill")
+                    .arg("-KILL")
+                    .arg(pid.to_string())
+                    .status();
+            }
+        }
+    }
+}
+
 /// Pids written by the services' shells, one a line, once there are `n`.
 fn pids_in(path: &std::path::Path, n: usize) -> Vec<i32> {
     let mut pids = Vec::new();
@@ -293,6 +311,7 @@ fn a_setsid_grandchild_dies_with_its_service_when_the_stack_stops() {
     let dir = TempDir::new("svc-setsid");
     let pids = dir.join("pids");
     let (daemon, main) = (unique_sleep_secs(), unique_sleep_secs());
+    let _cleanup = Cleanup(vec![daemon.clone(), main.clone()]);
     // setsid: a new session and group, out of the attempt's group, so only
     // the shim's subreaper duty can find it.
     let file = stack(
@@ -338,6 +357,7 @@ fn a_setsid_grandchild_of_a_task_dies_when_the_task_ends_not_with_the_stack() {
     let dir = TempDir::new("svc-setsid-task");
     let pids = dir.join("pids");
     let (daemon, long) = (unique_sleep_secs(), unique_sleep_secs());
+    let _cleanup = Cleanup(vec![daemon.clone(), long.clone()]);
     let file = stack(
         &dir,
         &format!(
@@ -364,6 +384,49 @@ fn a_setsid_grandchild_of_a_task_dies_when_the_task_ends_not_with_the_stack() {
     send_signal(guard.id(), "TERM");
     assert_eq!(guard.wait_status(Duration::from_secs(20)).code(), Some(143));
     assert!(processes_matching(&format!("sleep {long}")).is_empty());
+}
+
+#[test]
+fn a_setsid_daemon_of_a_stopped_service_gets_its_stop_signal_before_any_sigkill() {
+    let dir = TempDir::new("svc-setsid-term");
+    let (got, pids) = (dir.join("got"), dir.join("pids"));
+    let main = unique_sleep_secs();
+    let _cleanup = Cleanup(vec![main.clone()]);
+    // The daemon, in a session of its own, exits on TERM; the group signal
+    // cannot reach it, so only the shim can pass the stop on to it once
+    // its parent (the attempt) is gone. kill-after 20s: a SIGKILL after
+    // the grace would take far longer than the test allows.
+    let daemon = dir.join("daemon.sh");
+    std::fs::write(
+        &daemon,
+        format!(
+            "trap 'echo term >> {g}; exit 0' TERM; echo $$ >> {p}; while :; do sleep 0.05; done\n",
+            g = got.display(),
+            p = pids.display()
+        ),
+    )
+    .unwrap();
+    let file = stack(
+        &dir,
+        &format!(
+            "[service.server]\ncommand = [\"sh\", \"-c\", \"setsid sh {d} & exec sleep {main}\"]\n\
+             restart = \"always\"\nforever = true\nkill-after = \"20s\"\n",
+            d = daemon.display()
+        ),
+    );
+    let mut guard = spawn(&dir, &["--services", &file]);
+    let pid = pids_in(&pids, 1)[0];
+    assert!(eventually(Duration::from_secs(5), || !processes_matching(
+        &format!("sleep {main}")
+    )
+    .is_empty()));
+    let t = Instant::now();
+    send_signal(guard.id(), "TERM");
+    assert_eq!(guard.wait_status(Duration::from_secs(40)).code(), Some(143));
+    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    assert_eq!(std::fs::read_to_string(&got).unwrap_or_default(), "term\n");
+    let daemons = processes_matching(&format!("sh {}", daemon.display()));
+    assert!(!daemons.contains(&pid), "the daemon {pid} survived");
 }
 
 // ---- HUP, USR1, USR2: passed on, nothing stops ----
