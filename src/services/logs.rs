@@ -53,18 +53,18 @@ pub struct Watch {
     pub tx: Sender<Msg>,
 }
 
-/// Starts the thread that copies `pipe` to patience's `fd`.
+/// Starts the thread that copies `pipe` to patience's `fd`; it ends at the
+/// pipe's end of file, once everything written to it is out.
 pub fn spawn_reader(
     pipe: OwnedFd,
     fd: i32,
     prefix: Vec<u8>,
     mode: LogMode,
     watch: Option<Watch>,
-) -> std::io::Result<()> {
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("logs".into())
         .spawn(move || copy(pipe, fd, &prefix, mode, watch.as_ref()))
-        .map(|_| ())
 }
 
 fn copy(pipe: OwnedFd, fd: i32, prefix: &[u8], mode: LogMode, watch: Option<&Watch>) {

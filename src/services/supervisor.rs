@@ -123,6 +123,7 @@ pub fn run(plan: Plan, inherited: &Inherited) -> Result<i32, Error> {
         shutdown_deadline: None,
         killed_all: false,
         status: None,
+        readers: Vec::new(),
     };
     Ok(sup.run(&rx))
 }
@@ -164,6 +165,9 @@ struct Sup {
     killed_all: bool,
     /// The group's exit status, decided by the first trigger.
     status: Option<i32>,
+    /// The log readers: patience exits once they have written out all
+    /// their pipes held.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// A run status as patience's exit status: the code, or 128+N.
@@ -225,6 +229,12 @@ impl Sup {
             }
         }
         self.sweep();
+        // The shims are gone, but their last lines may still be in the
+        // pipes. Every write end was in a shim's subtree, all of it gone
+        // now, so each reader sees its end of file.
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
         self.status.unwrap_or(0)
     }
 
@@ -580,8 +590,10 @@ impl Sup {
             }
             _ => None,
         };
-        logs::spawn_reader(out_r, 1, prefix.clone(), mode, watch(super::file::Stream::Stdout))?;
-        logs::spawn_reader(err_r, 2, prefix, mode, watch(super::file::Stream::Stderr))?;
+        let out = logs::spawn_reader(out_r, 1, prefix.clone(), mode, watch(super::file::Stream::Stdout))?;
+        let err = logs::spawn_reader(err_r, 2, prefix, mode, watch(super::file::Stream::Stderr))?;
+        self.readers.retain(|r| !r.is_finished());
+        self.readers.extend([out, err]);
         let reader = ours.try_clone()?;
         let tx = self.tx.clone();
         let name = svc.name.clone();
