@@ -262,6 +262,32 @@ fn hup_passes_to_every_running_attempt_and_stops_nothing() {
     assert_eq!(guard.wait_status(Duration::from_secs(10)).code(), Some(143));
 }
 
+#[test]
+fn every_line_is_out_before_patience_exits() {
+    // The shim's exit ends the run (and the stack), but its last lines may
+    // still be in the pipe: patience exits only once they are written.
+    let dir = TempDir::new("svc-drain");
+    let file = stack(
+        &dir,
+        "[service.app]\ncommand = [\"sh\", \"-c\", \"seq 1 30000; seq 1 3000 >&2; printf tail\"]\n",
+    );
+    for _ in 0..3 {
+        let out = services(&dir, &file, &[]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let text = stdout(&out);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 30001, "lost lines: {}", lines.last().unwrap_or(&""));
+        assert_eq!(lines[29999], "app | 30000");
+        assert_eq!(lines[30000], "app | tail");
+        let err = stderr(&out);
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("app | ")).count(),
+            3000,
+            "{err}"
+        );
+    }
+}
+
 // ---- a service's subtree dies with it ----
 
 /// Kills a test's leftover `sleep MARKER` processes on drop, should a
