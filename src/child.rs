@@ -416,6 +416,10 @@ pub fn run(
         let already = timed_out || interrupted.is_some();
         let grace_ends = match timer {
             Some((at, libc::SIGKILL)) => at,
+            // The grace ran out and the group got SIGKILL: the orphans its
+            // leader held until then get no second grace (a service's
+            // stop stays within its kill-after, orphans included).
+            _ if killed => Instant::now(),
             _ => grace_end(spec.kill_after),
         };
         if clear_leftovers(spec, pid, already, grace_ends, events, &mut interrupted) {
@@ -446,8 +450,10 @@ const LEFTOVER_POLL: Duration = Duration::from_millis(10);
 
 /// Takes down what attempt `pid` left in its process group (and, in init
 /// mode, the orphans it left outside it) once its leader exited, while the
-/// leader is still an unreaped zombie: the stop signal once, unless
-/// `already` sent, then SIGKILL at `grace_ends` to whatever is left. A stop
+/// leader is still an unreaped zombie: the stop signal once (to the group
+/// unless `already` sent it; to the orphans outside it, which no group
+/// signal reached, always), then SIGKILL at `grace_ends` to whatever is
+/// left. A stop
 /// signal patience receives meanwhile cuts the grace short (and is the
 /// run's interruption if there was none). True when SIGKILL was needed.
 fn clear_leftovers(
@@ -474,9 +480,12 @@ fn clear_leftovers(
     if !already {
         let _ = sys::kill_group(pid, spec.signal);
         let _ = sys::kill_group(pid, libc::SIGCONT);
-        if let Some(reaper) = spec.reaper {
-            reaper.signal_orphans(pid, spec.signal);
-        }
+    }
+    // Orphans outside the group never had the group's signal: they get
+    // the stop signal now, whatever the group got, so that a daemon that
+    // would exit on it is not simply SIGKILLed when the grace ends.
+    if let Some(reaper) = spec.reaper {
+        reaper.signal_orphans(pid, spec.signal);
     }
     // `--kill-after 0`: no SIGKILL, ever (GNU timeout's -k 0), so nothing
     // to wait for either.

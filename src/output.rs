@@ -50,6 +50,16 @@ const DRAIN_MAX: usize = 4 * 1024 * 1024;
 const CHUNK: usize = 128 * 1024;
 
 /// Where temporary files go: `$TMPDIR`, else /tmp.
+/// A child's stdin that reads end of file at once: /dev/null, else (an
+/// empty chroot has no /dev) the read end of a pipe whose write end is
+/// closed, which reads the same.
+pub fn null_input() -> io::Result<Stdio> {
+    match File::open("/dev/null") {
+        Ok(f) => Ok(Stdio::from(f)),
+        Err(_) => Ok(Stdio::from(sys::pipe()?.0)),
+    }
+}
+
 fn temp_dir() -> PathBuf {
     std::env::var_os("TMPDIR")
         .filter(|d| !d.is_empty())
@@ -116,7 +126,7 @@ impl Plan {
     pub fn prepare(&self) -> io::Result<(ChildStdio, Capture)> {
         let stdin = match self.stdin {
             StdinMode::Inherit => None,
-            StdinMode::Null => Some(Stdio::null()),
+            StdinMode::Null => Some(null_input()?),
             StdinMode::Replay => Some(Stdio::from(self.replay_copy()?)),
         };
         let mut child = ChildStdio {

@@ -204,9 +204,17 @@ fn run(args: Vec<OsString>) -> Result<i32, CtlError> {
         "up" => up(&target, detach, &operands),
         "down" => {
             let mut c = Client::connect(&target)?;
+            let pid = c.call("ping", json!({}))?["pid"].as_i64();
             c.call("down", json!({ "timeout": timeout.map(|t| t.as_secs_f64()) }))?;
-            // Answered by the end of the connection: the supervisor's exit.
+            // Answered by the end of the connection: the supervisor's exit,
+            // whose last step the kernel may still be taking.
             c.drain();
+            if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+                let end = Instant::now() + Duration::from_secs(2);
+                while crate::sys::alive_not_zombie(pid) && Instant::now() < end {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
             Ok(DONE)
         }
         "start" => simple(&target, "start", &operands),

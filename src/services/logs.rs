@@ -134,7 +134,8 @@ pub struct Sink {
     pub ring: Shared,
 }
 
-/// Starts the thread that copies `pipe` to patience's `fd`.
+/// Starts the thread that copies `pipe` to patience's `fd`; it ends at the
+/// pipe's end of file, once everything written to it is out.
 pub fn spawn_reader(
     pipe: OwnedFd,
     fd: i32,
@@ -142,11 +143,10 @@ pub fn spawn_reader(
     mode: LogMode,
     watch: Option<Watch>,
     sink: Sink,
-) -> std::io::Result<()> {
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("logs".into())
         .spawn(move || copy(pipe, fd, &prefix, mode, watch.as_ref(), &sink))
-        .map(|_| ())
 }
 
 fn copy(pipe: OwnedFd, fd: i32, prefix: &[u8], mode: LogMode, watch: Option<&Watch>, sink: &Sink) {

@@ -191,11 +191,15 @@ pub fn run(plan: Plan, inherited: &Inherited) -> Result<i32, Error> {
         waiters: Vec::new(),
         subscribers: Vec::new(),
         down_clients: Vec::new(),
+        readers: Vec::new(),
     };
     let status = sup.run(&rx);
     if let Some(path) = socket {
         let _ = std::fs::remove_file(path);
     }
+    // `down` clients are answered by the end of their connection, which
+    // must come with the process's exit, not before it.
+    std::mem::forget(std::mem::take(&mut sup.down_clients));
     Ok(status)
 }
 
@@ -242,6 +246,9 @@ pub(super) struct Sup {
     pub(super) subscribers: Vec<Sender<Out>>,
     /// `down` clients, answered by the supervisor's exit.
     pub(super) down_clients: Vec<Sender<Out>>,
+    /// The log readers: patience exits once they have written out all
+    /// their pipes held.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// A run status as patience's exit status: the code, or 128+N.
@@ -305,6 +312,18 @@ impl Sup {
             self.publish();
         }
         self.sweep();
+        // The shims are gone, but their last lines may still be in the
+        // pipes. Every write end was in a shim's subtree, all of it gone
+        // now, so each reader sees its end of file.
+        // Bounded all the same: a writer that escaped every sweep (another
+        // session, started by hand) must not hold the exit for ever.
+        let end = Instant::now() + Duration::from_secs(5);
+        while self.readers.iter().any(|r| !r.is_finished()) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for reader in self.readers.drain(..).filter(|r| r.is_finished()) {
+            let _ = reader.join();
+        }
         self.status.unwrap_or(0)
     }
 
@@ -662,7 +681,7 @@ impl Sup {
             cmd.current_dir(dir);
         }
         cmd.stdin(if self.plan.resolved[i].settings.stdin == StdinMode::Null {
-            Stdio::null()
+            crate::output::null_input()?
         } else {
             Stdio::inherit()
         });
@@ -704,7 +723,7 @@ impl Sup {
             service: i,
             ring: Arc::clone(&s.ring),
         };
-        logs::spawn_reader(
+        let out = logs::spawn_reader(
             out_r,
             1,
             prefix.clone(),
@@ -712,7 +731,9 @@ impl Sup {
             watch(super::file::Stream::Stdout),
             sink(),
         )?;
-        logs::spawn_reader(err_r, 2, prefix, mode, watch(super::file::Stream::Stderr), sink())?;
+        let err = logs::spawn_reader(err_r, 2, prefix, mode, watch(super::file::Stream::Stderr), sink())?;
+        self.readers.retain(|r| !r.is_finished());
+        self.readers.extend([out, err]);
         let reader = ours.try_clone()?;
         let tx = self.tx.clone();
         let name = svc.name.clone();
