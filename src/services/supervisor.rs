@@ -23,7 +23,7 @@ use crate::sys::{self, ExitKind};
 
 use super::file::{Cond, ExitRule, LogMode, Ready};
 use super::shim::{self, Order, Report};
-use super::{logs, probe, Plan};
+use super::{health, logs, probe, Plan};
 
 /// What reaches the event loop.
 #[derive(Debug)]
@@ -34,6 +34,8 @@ pub enum Msg {
     Report(usize, Report),
     PatternReady(usize),
     ProbeReady(usize, u64),
+    /// One health check's result for an attempt (its generation).
+    Health(usize, u64, Result<(), String>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +68,8 @@ struct Svc {
     /// behind the shim's own kill-after).
     kill_at: Option<Instant>,
     stop_requested: bool,
+    /// The current attempt's health checks, for status.
+    health: health::Tally,
 }
 
 /// Runs the stack to its end and returns the group's exit status.
@@ -103,6 +107,7 @@ pub fn run(plan: Plan, inherited: &Inherited) -> Result<i32, Error> {
             ready_deadline: None,
             kill_at: None,
             stop_requested: false,
+            health: Default::default(),
         })
         .collect();
     let width = (0..n)
@@ -336,13 +341,64 @@ impl Sup {
                     self.became_ready(i, kind);
                 }
             }
+            Msg::Health(i, generation, result) => self.health_result(i, generation, result),
         }
+    }
+
+    /// Starts the health checks of service `i`'s attempt, now ready.
+    fn start_health(&mut self, i: usize) {
+        let svc = &self.plan.stack.services[i];
+        let Some(h) = &svc.health else { return };
+        let s = &self.svcs[i];
+        health::spawn(
+            health::Watch {
+                service: i,
+                health: h.clone(),
+                env: self.plan.shims[i].1.clone(),
+                clear_env: svc.clear_env,
+                cwd: svc.cwd.clone(),
+                generation: s.generation.load(Ordering::Acquire),
+                current: Arc::clone(&s.generation),
+            },
+            Arc::clone(&self.reaper),
+            Arc::clone(&self.exits),
+            self.tx.clone(),
+        );
+    }
+
+    /// One health check's result: `health-failures` in a row end the
+    /// attempt as a timeout would (the shim's policy and backoff decide
+    /// what follows).
+    fn health_result(&mut self, i: usize, generation: u64, result: Result<(), String>) {
+        let s = &mut self.svcs[i];
+        if s.state != State::Ready || s.generation.load(Ordering::Acquire) != generation || s.stop_requested {
+            return;
+        }
+        let Some(h) = &self.plan.stack.services[i].health else {
+            return;
+        };
+        if !s.health.record(&result, h.failures) {
+            return;
+        }
+        // No more checks, nor a second order, for this attempt.
+        s.generation.fetch_add(1, Ordering::AcqRel);
+        let why = result.err().unwrap_or_default();
+        let n = h.failures;
+        self.say(
+            i,
+            &format!(
+                "unhealthy: {why} ({n} {} in a row); ending the attempt",
+                if n == 1 { "check" } else { "checks" }
+            ),
+        );
+        self.order(i, Order::End);
     }
 
     fn attempt_started(&mut self, i: usize, attempt: u64) {
         let svc = &self.plan.stack.services[i];
         let s = &mut self.svcs[i];
         s.started = true;
+        s.health.reset();
         let generation = s.generation.fetch_add(1, Ordering::AcqRel) + 1;
         if self.shutting_down {
             return;
@@ -351,12 +407,15 @@ impl Sup {
             None => {
                 s.state = State::Ready;
                 s.ever_ready = true;
+                self.start_health(i);
             }
             Some(kind) => {
                 s.state = State::Starting;
                 s.ready_deadline = svc.ready_timeout.map(|t| Instant::now() + t);
                 match kind {
                     Ready::Pattern(_) => s.armed.store(true, Ordering::Release),
+                    // The service tells: over its descriptor or socket.
+                    Ready::Fd(_) | Ready::Notify => {}
                     _ => probe::spawn(
                         probe::Probe {
                             service: i,
@@ -386,6 +445,7 @@ impl Sup {
         s.ever_ready = true;
         s.ready_deadline = None;
         self.verbose(i, &format!("ready ({how})"));
+        self.start_health(i);
     }
 
     /// Service `i`'s shim exited: its run ended with `status`.
