@@ -486,7 +486,8 @@ fn dry_run_shows_health_and_the_new_readiness_kinds() {
     let dir = TempDir::new("svc-dry-health");
     let file = stack(
         &dir,
-        "[service.a]\ncommand = [\"x\"]\nready-http = \"http://localhost:8080/up\"\nhealth-tcp = \"127.0.0.1:8080\"\nhealth-interval = \"2s\"\n",
+        "[service.a]\ncommand = [\"x\"]\nready-http = \"http://localhost:8080/up\"\nhealth-tcp = \"127.0.0.1:8080\"\nhealth-interval = \"2s\"\n\
+         [service.b]\ncommand = [\"x\"]\nready-fd = 3\n[service.c]\ncommand = [\"x\"]\nready-notify = true\n",
     );
     let out = services(&dir, &file, &["--dry-run"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -494,7 +495,137 @@ fn dry_run_shows_health_and_the_new_readiness_kinds() {
     for want in [
         "readiness: http http://localhost:8080/up",
         "health: tcp 127.0.0.1:8080 every 2s within 5s, 3 failures in a row end the attempt, grace 0ms",
+        "readiness: fd 3",
+        "readiness: notify",
     ] {
         assert!(text.contains(want), "want {want}:\n{text}");
     }
+}
+
+#[test]
+fn ready_fd_is_a_newline_on_the_descriptor_the_service_names() {
+    let dir = TempDir::new("svc-ready-fd");
+    let file = stack(
+        &dir,
+        "[service.three]\ncommand = [\"sh\", \"-c\", \"echo fd3=$(readlink /proc/self/fd/3 | cut -c1-5); sleep 0.4; echo >&3; exec sleep 30\"]\n\
+         restart = \"always\"\nforever = true\nready-fd = 3\nready-timeout = \"20s\"\nkill-after = \"1s\"\n\
+         [service.five]\ncommand = [\"sh\", \"-c\", \"echo >&5; exec sleep 30\"]\nrestart = \"always\"\nforever = true\nready-fd = 5\nkill-after = \"1s\"\n\
+         [service.user]\ncommand = [\"sh\", \"-c\", \"echo after both; test ! -e /proc/self/fd/3 && echo no fd 3\"]\ndepends-on = [\"three\", \"five\"]\n\
+         [supervisor]\nmain = \"user\"\n",
+    );
+    let t = Instant::now();
+    let out = services(&dir, &file, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    let at = |l: &str| {
+        text.lines()
+            .position(|x| x == l)
+            .unwrap_or_else(|| panic!("no {l:?} in {text:?}"))
+    };
+    // The service's descriptor 3 is the readiness pipe, not the shim's
+    // link to the supervisor (moved to 4 for it).
+    assert!(at("three | fd3=pipe:") < at("user  | after both"));
+    assert!(text.contains("user  | no fd 3\n"), "{text}");
+    assert!(t.elapsed() >= Duration::from_millis(400));
+}
+
+#[test]
+fn ready_notify_gives_the_service_its_own_socket() {
+    if !have_tool("python3", "--version", "python3") {
+        return;
+    }
+    let dir = TempDir::new("svc-ready-notify");
+    let send = "import os, socket, time; p = os.environ['NOTIFY_SOCKET']; \
+                print('dir mode', oct(os.stat(os.path.dirname(p)).st_mode & 0o777), 'at', p, flush=True); \
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); time.sleep(0.4); \
+                s.sendto(b'STATUS=warming up\\\\nMAINPID=1', p); s.sendto(b'READY=1', p); time.sleep(30)";
+    let file = stack(
+        &dir,
+        &format!(
+            "[service.db]\ncommand = [\"python3\", \"-c\", \"{send}\"]\nattempts = 1\nready-notify = true\nready-timeout = \"20s\"\nkill-after = \"1s\"\n\
+             [service.app]\ncommand = [\"sh\", \"-c\", \"echo app N=${{NOTIFY_SOCKET:-none}}\"]\ndepends-on = {{ db = \"ready\" }}\n\
+             [supervisor]\nmain = \"app\"\n"
+        ),
+    );
+    let mut c = patience(&dir);
+    c.args(["-v", "--services", &file])
+        .env("NOTIFY_SOCKET", dir.join("patience-own.sock"));
+    let out = output(c);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("db  | dir mode"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.starts_with("db  | dir mode 0o700 at /"), "{line}");
+    let socket = line.rsplit(' ').next().unwrap();
+    assert!(!socket.contains("patience-own"), "{line}");
+    assert!(text.contains("app | app N=none\n"), "{text}");
+    let err = stderr(&out);
+    assert!(err.contains("[patience] db: status: warming up"), "{err}");
+    assert!(err.contains("[patience] db: ready (notify)"), "{err}");
+    // The private directory goes with the supervisor.
+    let parent = std::path::Path::new(socket).parent().unwrap();
+    assert!(!parent.exists(), "{} left behind", parent.display());
+}
+
+#[test]
+fn under_systemd_the_stack_says_ready_status_watchdog_and_stopping() {
+    let dir = TempDir::new("svc-sd-notify");
+    let sock_path = dir.join("manager.sock");
+    let manager = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    manager
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let file = stack(
+        &dir,
+        "[service.db]\ncommand = [\"sh\", \"-c\", \"sleep 0.5; echo up N=${NOTIFY_SOCKET:-none}; exec sleep 30\"]\nrestart = \"always\"\nforever = true\nready-pattern = \"^up\"\nkill-after = \"1s\"\n\
+         [service.task]\ncommand = [\"true\"]\n",
+    );
+    let start = Instant::now();
+    let child = patience(&dir)
+        .args(["--services", &file])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let guard = Guard::new(child);
+    let mut got: Vec<(Duration, String)> = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut stopped = false;
+    while start.elapsed() < Duration::from_secs(20) {
+        if let Ok(n) = manager.recv(&mut buf) {
+            got.push((start.elapsed(), String::from_utf8_lossy(&buf[..n]).into_owned()));
+        }
+        let watchdogs = got.iter().filter(|(_, m)| m.contains("WATCHDOG=1")).count();
+        let ready = got.iter().any(|(_, m)| m.contains("READY=1"));
+        if ready && watchdogs >= 4 && !stopped {
+            send_signal(guard.id(), "TERM");
+            stopped = true;
+        }
+        if got.iter().any(|(_, m)| m.contains("STOPPING=1")) {
+            break;
+        }
+    }
+    let out = guard.wait_output(Duration::from_secs(15));
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    let all: Vec<&str> = got.iter().map(|(_, m)| m.as_str()).collect();
+    let ready: Vec<&(Duration, String)> = got.iter().filter(|(_, m)| m.contains("READY=1")).collect();
+    assert_eq!(ready.len(), 1, "{all:?}");
+    // Not before db is ready (0.5 s in), and with a status saying so.
+    assert!(ready[0].0 >= Duration::from_millis(450), "{all:?}");
+    assert!(
+        ready[0].1.contains("STATUS=2 services: 1 ready, 1 succeeded"),
+        "{all:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|(t, m)| *t < ready[0].0 && m.contains("STATUS=") && m.contains("starting")),
+        "{all:?}"
+    );
+    assert!(all.last().unwrap().contains("STOPPING=1"), "{all:?}");
+    assert!(stdout(&out).contains("db   | up N=none\n"), "{}", stdout(&out));
 }

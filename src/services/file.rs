@@ -59,6 +59,8 @@ pub const SERVICE_KEYS: &[&str] = &[
     "ready-command",
     "ready-tcp",
     "ready-http",
+    "ready-fd",
+    "ready-notify",
     "ready-timeout",
     "ready-interval",
     "ready-delay",
@@ -735,7 +737,6 @@ fn service(doc: &Doc<'_>, key: &Key<'_>, value: &Value<'_>) -> Result<Service, E
             health_key = Some(name.to_string());
         }
         match name {
-            _ if NOT_YET.contains(&name) => per_run(doc, k, v, tn, &mut s.layer)?,
             "command" => s.command = argv(doc, name, tn, v)?,
             "cwd" => {
                 let p = string(doc, name, tn, v)?;
@@ -1214,6 +1215,18 @@ mod tests {
             ok("ready-notify = true\n").services[0].ready,
             Some(Ready::Notify)
         ));
+        assert!(matches!(
+            ok("ready-fd = 3\n").services[0].ready,
+            Some(Ready::Fd(3))
+        ));
+        assert!(matches!(
+            ok("ready-notify = true\n").services[0].ready,
+            Some(Ready::Notify)
+        ));
+        let e = err("[service.a]\ncommand = [\"x\"]\nready-fd = 1\n");
+        assert!(e.contains("key 'ready-fd'"), "{e}");
+        let e = err("[service.a]\ncommand = [\"x\"]\nready-fd = 3\nready-notify = true\n");
+        assert!(e.contains("two readiness kinds"), "{e}");
         let e = err("[service.a]\ncommand = [\"x\"]\nhealth-interval = \"1s\"\n");
         assert!(
             e.starts_with("/s.toml:3:") && e.contains("no health check"),

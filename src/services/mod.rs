@@ -9,6 +9,7 @@
 //! - [`probe`]: readiness checks (command, TCP, HTTP; patterns are read in
 //!   logs);
 //! - [`health`]: health checks once an attempt is ready;
+//! - [`notify`]: sd_notify, from the services and to patience's manager;
 //! - [`supervisor`]: the event loop that owns all state.
 //!
 //! This module turns the file into a [`Plan`]: per service, its resolved
@@ -19,6 +20,7 @@ pub mod file;
 pub mod graph;
 pub mod health;
 pub mod logs;
+pub mod notify;
 pub mod probe;
 pub mod shim;
 pub mod supervisor;

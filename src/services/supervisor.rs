@@ -22,6 +22,7 @@ use crate::signals::Meaning;
 use crate::sys::{self, ExitKind};
 
 use super::file::{Cond, ExitRule, LogMode, Ready};
+use super::notify::{self, Notice};
 use super::shim::{self, Order, Report};
 use super::{health, logs, probe, Plan};
 
@@ -36,6 +37,9 @@ pub enum Msg {
     ProbeReady(usize, u64),
     /// One health check's result for an attempt (its generation).
     Health(usize, u64, Result<(), String>),
+    /// A service's own word: `READY=1` or `STATUS=` on its notify socket,
+    /// or (Ready) a newline on its `ready-fd`.
+    Notified(usize, Notice),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,6 +74,10 @@ struct Svc {
     stop_requested: bool,
     /// The current attempt's health checks, for status.
     health: health::Tally,
+    /// The last `STATUS=` of a `ready-notify` service, for status.
+    notify_status: Option<String>,
+    /// Its `NOTIFY_SOCKET`, bound at its first start.
+    notify_socket: Option<PathBuf>,
 }
 
 /// Runs the stack to its end and returns the group's exit status.
@@ -108,6 +116,8 @@ pub fn run(plan: Plan, inherited: &Inherited) -> Result<i32, Error> {
             kill_at: None,
             stop_requested: false,
             health: Default::default(),
+            notify_status: None,
+            notify_socket: None,
         })
         .collect();
     let width = (0..n)
@@ -128,6 +138,8 @@ pub fn run(plan: Plan, inherited: &Inherited) -> Result<i32, Error> {
         shutdown_deadline: None,
         killed_all: false,
         status: None,
+        upward: notify::Upward::from_env(),
+        sockets: None,
     };
     Ok(sup.run(&rx))
 }
@@ -169,6 +181,10 @@ struct Sup {
     killed_all: bool,
     /// The group's exit status, decided by the first trigger.
     status: Option<i32>,
+    /// patience's own service manager, when NOTIFY_SOCKET named one.
+    upward: Option<notify::Upward>,
+    /// The `ready-notify` services' sockets, made at the first need.
+    sockets: Option<notify::Sockets>,
 }
 
 /// A run status as patience's exit status: the code, or 128+N.
@@ -207,6 +223,7 @@ impl Sup {
     fn run(&mut self, rx: &Receiver<Msg>) -> i32 {
         self.start_what_can();
         self.decide();
+        self.tell_manager();
         loop {
             if self.shutting_down {
                 self.stop_what_can();
@@ -228,6 +245,7 @@ impl Sup {
                 self.start_what_can();
                 self.decide();
             }
+            self.tell_manager();
         }
         self.sweep();
         self.status.unwrap_or(0)
@@ -235,6 +253,9 @@ impl Sup {
 
     fn next_timer(&self) -> Option<Instant> {
         let mut at: Option<Instant> = self.shutdown_deadline;
+        if let Some(w) = self.upward.as_ref().and_then(|u| u.next_timer()) {
+            at = Some(at.map_or(w, |a| a.min(w)));
+        }
         for s in &self.svcs {
             for t in [s.ready_deadline, s.kill_at].into_iter().flatten() {
                 at = Some(at.map_or(t, |a| a.min(t)));
@@ -245,6 +266,9 @@ impl Sup {
 
     fn timers(&mut self) {
         let now = Instant::now();
+        if let Some(u) = &mut self.upward {
+            u.tick(now);
+        }
         if self.shutdown_deadline.is_some_and(|d| d <= now) && !self.killed_all {
             logs::say("patience", "shutdown-timeout reached: killing every service left");
             self.kill_all();
@@ -342,7 +366,82 @@ impl Sup {
                 }
             }
             Msg::Health(i, generation, result) => self.health_result(i, generation, result),
+            Msg::Notified(i, Notice::Ready) => {
+                if self.svcs[i].state == State::Starting {
+                    let kind = self.plan.stack.services[i]
+                        .ready
+                        .as_ref()
+                        .map_or("", |r| r.kind());
+                    self.became_ready(i, kind);
+                }
+            }
+            Msg::Notified(i, Notice::Status(text)) => {
+                self.verbose(i, &format!("status: {text}"));
+                self.svcs[i].notify_status = Some(text);
+            }
         }
+    }
+
+    /// Tells patience's own service manager, if any, how the stack is:
+    /// `READY=1` once every selected service is ready or succeeded (or,
+    /// not critical, has ended), and the counts of states as `STATUS=`.
+    fn tell_manager(&mut self) {
+        if self.upward.is_none() || self.shutting_down {
+            return;
+        }
+        let mut settled = true;
+        let mut counts: Vec<(&str, usize)> = Vec::new();
+        for (i, s) in self.svcs.iter().enumerate() {
+            if !self.plan.wanted[i] {
+                continue;
+            }
+            let critical = self.plan.stack.services[i].critical;
+            settled &=
+                s.ever_ready || s.state == State::Succeeded || (!critical && Self::ended_state(&s.state));
+            let word = match s.state {
+                State::Idle | State::Waiting => "waiting",
+                State::Starting => "starting",
+                State::Ready => "ready",
+                State::Backoff => "backoff",
+                State::Stopping => "stopping",
+                State::Stopped => "stopped",
+                State::Succeeded => "succeeded",
+                State::Failed => "failed",
+                State::Blocked(_) => "blocked",
+            };
+            match counts.iter_mut().find(|(w, _)| *w == word) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((word, 1)),
+            }
+        }
+        let total: usize = counts.iter().map(|(_, n)| n).sum();
+        let parts: Vec<String> = counts.iter().map(|(w, n)| format!("{n} {w}")).collect();
+        let status = format!(
+            "{total} service{}: {}",
+            if total == 1 { "" } else { "s" },
+            parts.join(", ")
+        );
+        if let Some(u) = &mut self.upward {
+            u.update(settled, status);
+        }
+    }
+
+    /// Service `i`'s NOTIFY_SOCKET, bound at its first start; None for a
+    /// service without `ready-notify`.
+    fn notify_path(&mut self, i: usize) -> std::io::Result<Option<PathBuf>> {
+        if !matches!(self.plan.stack.services[i].ready, Some(Ready::Notify)) {
+            return Ok(None);
+        }
+        if let Some(p) = &self.svcs[i].notify_socket {
+            return Ok(Some(p.clone()));
+        }
+        if self.sockets.is_none() {
+            self.sockets = Some(notify::Sockets::new()?);
+        }
+        let sockets = self.sockets.as_ref().expect("made above");
+        let path = sockets.bind(i, self.tx.clone())?;
+        self.svcs[i].notify_socket = Some(path.clone());
+        Ok(Some(path))
     }
 
     /// Starts the health checks of service `i`'s attempt, now ready.
@@ -585,7 +684,18 @@ impl Sup {
     }
 
     fn try_spawn(&mut self, i: usize) -> std::io::Result<()> {
+        let notify_socket = self.notify_path(i)?;
         let svc = &self.plan.stack.services[i];
+        // s6's readiness descriptor, and the shim's link moved out of its
+        // way when the service wants descriptor 3.
+        let ready_fd = match svc.ready {
+            Some(Ready::Fd(n)) => Some((n, sys::pipe()?)),
+            _ => None,
+        };
+        let link_fd = match ready_fd {
+            Some((n, _)) if n == shim::FD => shim::FD + 1,
+            _ => shim::FD,
+        };
         let (argv, env) = &self.plan.shims[i];
         let (ours, theirs) = UnixStream::pair()?;
         let (out_r, out_w) = sys::pipe()?;
@@ -596,8 +706,11 @@ impl Sup {
             cmd.env_clear();
         }
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
-        cmd.env(shim::FD_VAR, shim::FD.to_string());
+        cmd.env(shim::FD_VAR, link_fd.to_string());
         cmd.env_remove("NOTIFY_SOCKET");
+        if let Some(path) = &notify_socket {
+            cmd.env("NOTIFY_SOCKET", path);
+        }
         if let Some(dir) = &svc.cwd {
             cmd.current_dir(dir);
         }
@@ -611,10 +724,36 @@ impl Sup {
         // alone, which stops the services in order.
         cmd.process_group(0);
         sys::prepare_child(&mut cmd, self.inherited.child_setup());
-        sys::pass_fd(&mut cmd, theirs.as_raw_fd(), shim::FD);
+        let mut fds = vec![(theirs.as_raw_fd(), link_fd)];
+        if let Some((n, (_, w))) = &ready_fd {
+            fds.push((w.as_raw_fd(), *n));
+        }
+        sys::pass_fds(&mut cmd, &fds)?;
         let child = self.reaper.spawn_tracked(&mut cmd)?;
         drop(cmd);
         drop(theirs);
+        if let Some((_, (r, w))) = ready_fd {
+            // Only the shim and its attempts hold the write end now.
+            drop(w);
+            let tx = self.tx.clone();
+            std::thread::Builder::new()
+                .name("ready-fd".into())
+                .spawn(move || {
+                    let mut pipe = std::fs::File::from(r);
+                    let mut buf = [0u8; 512];
+                    while let Ok(n) = std::io::Read::read(&mut pipe, &mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let newlines = buf[..n].iter().filter(|&&b| b == b'\n').count();
+                        for _ in 0..newlines {
+                            if tx.send(Msg::Notified(i, Notice::Ready)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                })?;
+        }
         let pid = child.id() as i32;
         drop(child);
         let prefix = match (svc.log, self.plan.stack.group.log_prefix) {
@@ -678,6 +817,9 @@ impl Sup {
             return;
         }
         self.shutting_down = true;
+        if let Some(u) = &mut self.upward {
+            u.stopping();
+        }
         self.shutdown_deadline = self.plan.stack.group.shutdown_timeout.map(|t| Instant::now() + t);
         for s in &mut self.svcs {
             if s.state == State::Waiting {
