@@ -629,3 +629,76 @@ fn under_systemd_the_stack_says_ready_status_watchdog_and_stopping() {
     assert!(all.last().unwrap().contains("STOPPING=1"), "{all:?}");
     assert!(stdout(&out).contains("db   | up N=none\n"), "{}", stdout(&out));
 }
+
+#[test]
+fn propagate_restart_stops_the_dependent_and_starts_it_again_when_the_dependency_is_back() {
+    let dir = TempDir::new("svc-propagate");
+    let pid = dir.join("db.pid");
+    let starts = dir.join("app.starts");
+    let plain = dir.join("plain.starts");
+    let file = stack(
+        &dir,
+        &format!(
+            "[service.db]\ncommand = [\"sh\", \"-c\", \"sleep 0.2; echo $$ > {p}; echo db ready; exec sleep 30\"]\nrestart = \"always\"\nforever = true\ndelay = \"300ms\"\nready-pattern = \"db ready\"\nkill-after = \"1s\"\n\
+             [service.app]\ncommand = [\"sh\", \"-c\", \"echo x >> {s}; exec sleep 30\"]\nrestart = \"always\"\nforever = true\nkill-after = \"1s\"\n\
+             depends-on = {{ db = {{ when = \"ready\", propagate = \"restart\" }} }}\n\
+             [service.plain]\ncommand = [\"sh\", \"-c\", \"echo x >> {q}; exec sleep 30\"]\nrestart = \"always\"\nforever = true\nkill-after = \"1s\"\ndepends-on = [\"db\"]\n",
+            p = pid.display(),
+            s = starts.display(),
+            q = plain.display()
+        ),
+    );
+    let guard = spawn(&dir, &["--services", &file]);
+    let count = |f: &std::path::Path| std::fs::read_to_string(f).unwrap_or_default().lines().count();
+    assert!(eventually(Duration::from_secs(10), || count(&starts) == 1
+        && count(&plain) == 1));
+    let first = std::fs::read_to_string(&pid).unwrap();
+    let t = Instant::now();
+    send_signal(first.trim().parse().unwrap(), "KILL");
+    assert!(
+        eventually(Duration::from_secs(10), || count(&starts) == 2),
+        "app was not started again"
+    );
+    // Only once db was ready again: after its delay and its 0.2 s.
+    assert!(t.elapsed() >= Duration::from_millis(400), "{:?}", t.elapsed());
+    assert_ne!(std::fs::read_to_string(&pid).unwrap(), first);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(count(&starts), 2);
+    // Without propagate, a later loss changes nothing.
+    assert_eq!(count(&plain), 1);
+    send_signal(guard.id(), "TERM");
+    let out = guard.wait_output(Duration::from_secs(15));
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("[patience] app: db's attempt ended; stopping, to start again once it is back"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn propagate_needs_an_edge_that_can_hold_again() {
+    let dir = TempDir::new("svc-propagate-bad");
+    for (edge, want) in [
+        (
+            "{ when = \"succeeded\", propagate = \"restart\" }",
+            "needs when = \"started\" or \"ready\"",
+        ),
+        (
+            "{ when = \"ready\", propagate = \"later\" }",
+            "'propagate' must be \"restart\" or \"none\"",
+        ),
+    ] {
+        let file = stack(
+            &dir,
+            &format!("[service.db]\ncommand = [\"true\"]\n[service.app]\ncommand = [\"true\"]\ndepends-on = {{ db = {edge} }}\n"),
+        );
+        let out = services(&dir, &file, &[]);
+        assert_eq!(code(&out), 125, "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(":5: key 'depends-on' in [service.app]") && stderr(&out).contains(want),
+            "{}",
+            stderr(&out)
+        );
+    }
+}

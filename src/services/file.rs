@@ -140,6 +140,10 @@ pub struct Dep {
     pub cond: Option<Cond>,
     /// The line of the entry, for errors.
     pub line: usize,
+    /// `propagate = "restart"`: the dependent is stopped when the
+    /// dependency's attempt ends, and started again once the condition
+    /// holds again.
+    pub restart: bool,
 }
 
 /// How a service's readiness is checked.
@@ -498,7 +502,13 @@ fn per_run(
             format!("key '{name}' in {table}: every service runs in its own process group with init's duty; it cannot be set"),
         ));
     }
-    if NOT_YET.contains(&name) || name == "propagate" {
+    if name == "propagate" {
+        return Err(doc.error(
+            key.span(),
+            format!("key 'propagate' in {table} belongs on a dependency: depends-on = {{ db = {{ when = \"ready\", propagate = \"restart\" }} }}"),
+        ));
+    }
+    if NOT_YET.contains(&name) {
         return Err(doc.error(
             key.span(),
             format!("key '{name}' in {table} is not supported by this version of patience"),
@@ -995,6 +1005,7 @@ fn deps(doc: &Doc<'_>, tn: &str, v: &Value<'_>) -> Result<Vec<Dep>, Error> {
                         name: n.to_string(),
                         cond: None,
                         line: doc.line(item.span()),
+                        restart: false,
                     }),
                     other => {
                         return Err(bad(
@@ -1008,10 +1019,12 @@ fn deps(doc: &Doc<'_>, tn: &str, v: &Value<'_>) -> Result<Vec<Dep>, Error> {
         DeValue::Table(t) => {
             for (k, c) in config::in_file_order(t) {
                 let name: &str = k.get_ref();
+                let mut restart = false;
                 let c_cond = match c.get_ref() {
                     DeValue::String(text) => cond(c.span(), text)?,
                     DeValue::Table(edge) => {
                         let mut when = None;
+                        let mut propagate_span = None;
                         for (ek, ev) in config::in_file_order(edge) {
                             match &**ek.get_ref() {
                                 "when" => match ev.get_ref() {
@@ -1024,20 +1037,40 @@ fn deps(doc: &Doc<'_>, tn: &str, v: &Value<'_>) -> Result<Vec<Dep>, Error> {
                                     }
                                 },
                                 "propagate" => {
-                                    return Err(bad(
-                                        ek.span(),
-                                        "'propagate' is not supported by this version of patience".into(),
-                                    ))
+                                    restart = match ev.get_ref() {
+                                        DeValue::String(t) if t == "restart" => true,
+                                        DeValue::String(t) if t == "none" => false,
+                                        _ => {
+                                            return Err(bad(
+                                                ev.span(),
+                                                "'propagate' must be \"restart\" or \"none\"".into(),
+                                            ))
+                                        }
+                                    };
+                                    propagate_span = Some(ev.span());
                                 }
                                 other => {
                                     return Err(bad(
                                         ek.span(),
-                                        format!("unknown key '{other}' (expected when)"),
+                                        format!("unknown key '{other}' (expected when, propagate)"),
                                     ))
                                 }
                             }
                         }
-                        when.ok_or_else(|| bad(c.span(), format!("{name}: 'when' is required")))?
+                        let when =
+                            when.ok_or_else(|| bad(c.span(), format!("{name}: 'when' is required")))?;
+                        if let (true, Some(span)) = (restart, propagate_span) {
+                            if !matches!(when, Cond::Started | Cond::Ready) {
+                                return Err(bad(
+                                    span,
+                                    format!(
+                                        "{name}: propagate = \"restart\" needs when = \"started\" or \"ready\" (a run that {} does not come back)",
+                                        when.word()
+                                    ),
+                                ));
+                            }
+                        }
+                        when
                     }
                     other => {
                         return Err(bad(
@@ -1053,6 +1086,7 @@ fn deps(doc: &Doc<'_>, tn: &str, v: &Value<'_>) -> Result<Vec<Dep>, Error> {
                     name: name.to_string(),
                     cond: Some(c_cond),
                     line: doc.line(k.span()),
+                    restart,
                 });
             }
         }

@@ -280,11 +280,13 @@ pub fn dry_run(plan: &Plan) -> String {
             .iter()
             .map(|(d, c)| {
                 let short = s.deps.iter().any(|e| e.name == name(*d) && e.cond.is_none());
+                let again = s.deps.iter().any(|e| e.name == name(*d) && e.restart);
                 format!(
-                    "{} {}{}",
+                    "{} {}{}{}",
                     name(*d),
                     c.word(),
-                    if short { " (short form)" } else { "" }
+                    if short { " (short form)" } else { "" },
+                    if again { " (propagate restart)" } else { "" }
                 )
             })
             .collect();

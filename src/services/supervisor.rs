@@ -78,6 +78,11 @@ struct Svc {
     notify_status: Option<String>,
     /// Its `NOTIFY_SOCKET`, bound at its first start.
     notify_socket: Option<PathBuf>,
+    /// READY=1 (or ready-fd's newline) came before the attempt's start.
+    early_ready: bool,
+    /// Stopped for a `propagate = "restart"` edge: it waits again when
+    /// its shim has exited, instead of ending.
+    restart_pending: bool,
 }
 
 /// Runs the stack to its end and returns the group's exit status.
@@ -118,6 +123,8 @@ pub fn run(plan: Plan, inherited: &Inherited) -> Result<i32, Error> {
             health: Default::default(),
             notify_status: None,
             notify_socket: None,
+            early_ready: false,
+            restart_pending: false,
         })
         .collect();
     let width = (0..n)
@@ -346,6 +353,7 @@ impl Sup {
                     if matches!(s.state, State::Starting | State::Ready) {
                         s.state = State::Backoff;
                     }
+                    self.propagate_restart(i);
                 }
                 Report::Say { .. } => {}
             },
@@ -367,12 +375,20 @@ impl Sup {
             }
             Msg::Health(i, generation, result) => self.health_result(i, generation, result),
             Msg::Notified(i, Notice::Ready) => {
-                if self.svcs[i].state == State::Starting {
-                    let kind = self.plan.stack.services[i]
-                        .ready
-                        .as_ref()
-                        .map_or("", |r| r.kind());
-                    self.became_ready(i, kind);
+                let s = &mut self.svcs[i];
+                match s.state {
+                    State::Starting if s.started => {
+                        let kind = self.plan.stack.services[i]
+                            .ready
+                            .as_ref()
+                            .map_or("", |r| r.kind());
+                        self.became_ready(i, kind);
+                    }
+                    // The service spoke before its shim's report that the
+                    // attempt started reached this loop (two threads): it
+                    // counts for the attempt about to be reported.
+                    State::Starting | State::Backoff => s.early_ready = true,
+                    _ => {}
                 }
             }
             Msg::Notified(i, Notice::Status(text)) => {
@@ -536,6 +552,13 @@ impl Sup {
             }
         }
         self.verbose(i, &format!("attempt {attempt} started"));
+        if std::mem::take(&mut self.svcs[i].early_ready) && self.svcs[i].state == State::Starting {
+            let kind = self.plan.stack.services[i]
+                .ready
+                .as_ref()
+                .map_or("", |r| r.kind());
+            self.became_ready(i, kind);
+        }
     }
 
     fn became_ready(&mut self, i: usize, how: &str) {
@@ -547,8 +570,48 @@ impl Sup {
         self.start_health(i);
     }
 
+    /// True when service `j` depends on `d` with `propagate = "restart"`.
+    fn propagates(&self, j: usize, d: usize) -> bool {
+        let dep = self.name(d);
+        self.plan.stack.services[j]
+            .deps
+            .iter()
+            .any(|e| e.restart && e.name == dep)
+    }
+
+    /// Service `d`'s attempt ended: every running dependent on a
+    /// `propagate = "restart"` edge is stopped, to wait for the condition
+    /// again (SERVICES.md §3).
+    fn propagate_restart(&mut self, d: usize) {
+        if self.shutting_down {
+            return;
+        }
+        for j in 0..self.svcs.len() {
+            let s = &self.svcs[j];
+            if s.pid.is_none() || s.stop_requested || !self.propagates(j, d) {
+                continue;
+            }
+            self.say(
+                j,
+                &format!(
+                    "{}'s attempt ended; stopping, to start again once it is back",
+                    self.name(d)
+                ),
+            );
+            let grace = self.plan.resolved[j].settings.kill_after;
+            let s = &mut self.svcs[j];
+            s.stop_requested = true;
+            s.restart_pending = true;
+            s.state = State::Stopping;
+            s.ready_deadline = None;
+            s.kill_at = Instant::now().checked_add(grace + Duration::from_secs(1));
+            self.order(j, Order::Stop);
+        }
+    }
+
     /// Service `i`'s shim exited: its run ended with `status`.
     fn ended(&mut self, i: usize, status: i32) {
+        self.propagate_restart(i);
         let s = &mut self.svcs[i];
         s.pid = None;
         s.link = None;
@@ -557,6 +620,12 @@ impl Sup {
         s.generation.fetch_add(1, Ordering::AcqRel);
         s.armed.store(false, Ordering::Release);
         s.status = Some(status);
+        if std::mem::take(&mut s.restart_pending) && !self.shutting_down {
+            s.stop_requested = false;
+            s.status = None;
+            s.state = State::Waiting;
+            return;
+        }
         s.state = if s.stop_requested {
             State::Stopped
         } else if status == 0 {
@@ -603,7 +672,11 @@ impl Sup {
                 let mut blocked = None;
                 for &(d, cond) in &self.plan.edges[i] {
                     let dep = &self.svcs[d];
+                    let again = self.propagates(i, d);
                     let holds = match cond {
+                        // Held now, not once: it comes back after a loss.
+                        Cond::Started if again => matches!(dep.state, State::Starting | State::Ready),
+                        Cond::Ready if again => dep.state == State::Ready,
                         Cond::Started => dep.started,
                         Cond::Ready => dep.ever_ready,
                         Cond::Succeeded => dep.state == State::Succeeded,
