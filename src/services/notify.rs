@@ -11,6 +11,9 @@
 //! socket of its own, in a private 0700 directory of the supervisor's,
 //! named by its `NOTIFY_SOCKET`; a thread per service reads it and tells
 //! the supervisor of `READY=1` and `STATUS=` lines.
+//!
+//! s6's protocol, its cousin, is here too ([`watch_ready_fd`]): a service
+//! with `ready-fd = N` writes a newline on descriptor N when it is ready.
 
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -192,6 +195,32 @@ impl Drop for Sockets {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Reads the read end of a `ready-fd` pipe until every writer is gone
+/// (the shim has exited); each newline is a `READY=1`.
+pub fn watch_ready_fd(
+    service: usize,
+    read_end: std::os::fd::OwnedFd,
+    tx: Sender<Msg>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("ready-fd".into())
+        .spawn(move || {
+            let mut pipe = std::fs::File::from(read_end);
+            let mut buf = [0u8; 512];
+            while let Ok(n) = std::io::Read::read(&mut pipe, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                for _ in buf[..n].iter().filter(|&&b| b == b'\n') {
+                    if tx.send(Msg::Notified(service, Notice::Ready)).is_err() {
+                        return;
+                    }
+                }
+            }
+        })?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -374,139 +374,8 @@ impl Sup {
                 }
             }
             Msg::Health(i, generation, result) => self.health_result(i, generation, result),
-            Msg::Notified(i, Notice::Ready) => {
-                let s = &mut self.svcs[i];
-                match s.state {
-                    State::Starting if s.started => {
-                        let kind = self.plan.stack.services[i]
-                            .ready
-                            .as_ref()
-                            .map_or("", |r| r.kind());
-                        self.became_ready(i, kind);
-                    }
-                    // The service spoke before its shim's report that the
-                    // attempt started reached this loop (two threads): it
-                    // counts for the attempt about to be reported.
-                    State::Starting | State::Backoff => s.early_ready = true,
-                    _ => {}
-                }
-            }
-            Msg::Notified(i, Notice::Status(text)) => {
-                self.verbose(i, &format!("status: {text}"));
-                self.svcs[i].notify_status = Some(text);
-            }
+            Msg::Notified(i, notice) => self.notified(i, notice),
         }
-    }
-
-    /// Tells patience's own service manager, if any, how the stack is:
-    /// `READY=1` once every selected service is ready or succeeded (or,
-    /// not critical, has ended), and the counts of states as `STATUS=`.
-    fn tell_manager(&mut self) {
-        if self.upward.is_none() || self.shutting_down {
-            return;
-        }
-        let mut settled = true;
-        let mut counts: Vec<(&str, usize)> = Vec::new();
-        for (i, s) in self.svcs.iter().enumerate() {
-            if !self.plan.wanted[i] {
-                continue;
-            }
-            let critical = self.plan.stack.services[i].critical;
-            settled &=
-                s.ever_ready || s.state == State::Succeeded || (!critical && Self::ended_state(&s.state));
-            let word = match s.state {
-                State::Idle | State::Waiting => "waiting",
-                State::Starting => "starting",
-                State::Ready => "ready",
-                State::Backoff => "backoff",
-                State::Stopping => "stopping",
-                State::Stopped => "stopped",
-                State::Succeeded => "succeeded",
-                State::Failed => "failed",
-                State::Blocked(_) => "blocked",
-            };
-            match counts.iter_mut().find(|(w, _)| *w == word) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((word, 1)),
-            }
-        }
-        let total: usize = counts.iter().map(|(_, n)| n).sum();
-        let parts: Vec<String> = counts.iter().map(|(w, n)| format!("{n} {w}")).collect();
-        let status = format!(
-            "{total} service{}: {}",
-            if total == 1 { "" } else { "s" },
-            parts.join(", ")
-        );
-        if let Some(u) = &mut self.upward {
-            u.update(settled, status);
-        }
-    }
-
-    /// Service `i`'s NOTIFY_SOCKET, bound at its first start; None for a
-    /// service without `ready-notify`.
-    fn notify_path(&mut self, i: usize) -> std::io::Result<Option<PathBuf>> {
-        if !matches!(self.plan.stack.services[i].ready, Some(Ready::Notify)) {
-            return Ok(None);
-        }
-        if let Some(p) = &self.svcs[i].notify_socket {
-            return Ok(Some(p.clone()));
-        }
-        if self.sockets.is_none() {
-            self.sockets = Some(notify::Sockets::new()?);
-        }
-        let sockets = self.sockets.as_ref().expect("made above");
-        let path = sockets.bind(i, self.tx.clone())?;
-        self.svcs[i].notify_socket = Some(path.clone());
-        Ok(Some(path))
-    }
-
-    /// Starts the health checks of service `i`'s attempt, now ready.
-    fn start_health(&mut self, i: usize) {
-        let svc = &self.plan.stack.services[i];
-        let Some(h) = &svc.health else { return };
-        let s = &self.svcs[i];
-        health::spawn(
-            health::Watch {
-                service: i,
-                health: h.clone(),
-                env: self.plan.shims[i].1.clone(),
-                clear_env: svc.clear_env,
-                cwd: svc.cwd.clone(),
-                generation: s.generation.load(Ordering::Acquire),
-                current: Arc::clone(&s.generation),
-            },
-            Arc::clone(&self.reaper),
-            Arc::clone(&self.exits),
-            self.tx.clone(),
-        );
-    }
-
-    /// One health check's result: `health-failures` in a row end the
-    /// attempt as a timeout would (the shim's policy and backoff decide
-    /// what follows).
-    fn health_result(&mut self, i: usize, generation: u64, result: Result<(), String>) {
-        let s = &mut self.svcs[i];
-        if s.state != State::Ready || s.generation.load(Ordering::Acquire) != generation || s.stop_requested {
-            return;
-        }
-        let Some(h) = &self.plan.stack.services[i].health else {
-            return;
-        };
-        if !s.health.record(&result, h.failures) {
-            return;
-        }
-        // No more checks, nor a second order, for this attempt.
-        s.generation.fetch_add(1, Ordering::AcqRel);
-        let why = result.err().unwrap_or_default();
-        let n = h.failures;
-        self.say(
-            i,
-            &format!(
-                "unhealthy: {why} ({n} {} in a row); ending the attempt",
-                if n == 1 { "check" } else { "checks" }
-            ),
-        );
-        self.order(i, Order::End);
     }
 
     fn attempt_started(&mut self, i: usize, attempt: u64) {
@@ -568,45 +437,6 @@ impl Sup {
         s.ready_deadline = None;
         self.verbose(i, &format!("ready ({how})"));
         self.start_health(i);
-    }
-
-    /// True when service `j` depends on `d` with `propagate = "restart"`.
-    fn propagates(&self, j: usize, d: usize) -> bool {
-        let dep = self.name(d);
-        self.plan.stack.services[j]
-            .deps
-            .iter()
-            .any(|e| e.restart && e.name == dep)
-    }
-
-    /// Service `d`'s attempt ended: every running dependent on a
-    /// `propagate = "restart"` edge is stopped, to wait for the condition
-    /// again (SERVICES.md §3).
-    fn propagate_restart(&mut self, d: usize) {
-        if self.shutting_down {
-            return;
-        }
-        for j in 0..self.svcs.len() {
-            let s = &self.svcs[j];
-            if s.pid.is_none() || s.stop_requested || !self.propagates(j, d) {
-                continue;
-            }
-            self.say(
-                j,
-                &format!(
-                    "{}'s attempt ended; stopping, to start again once it is back",
-                    self.name(d)
-                ),
-            );
-            let grace = self.plan.resolved[j].settings.kill_after;
-            let s = &mut self.svcs[j];
-            s.stop_requested = true;
-            s.restart_pending = true;
-            s.state = State::Stopping;
-            s.ready_deadline = None;
-            s.kill_at = Instant::now().checked_add(grace + Duration::from_secs(1));
-            self.order(j, Order::Stop);
-        }
     }
 
     /// Service `i`'s shim exited: its run ended with `status`.
@@ -808,24 +638,7 @@ impl Sup {
         if let Some((_, (r, w))) = ready_fd {
             // Only the shim and its attempts hold the write end now.
             drop(w);
-            let tx = self.tx.clone();
-            std::thread::Builder::new()
-                .name("ready-fd".into())
-                .spawn(move || {
-                    let mut pipe = std::fs::File::from(r);
-                    let mut buf = [0u8; 512];
-                    while let Ok(n) = std::io::Read::read(&mut pipe, &mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        let newlines = buf[..n].iter().filter(|&&b| b == b'\n').count();
-                        for _ in 0..newlines {
-                            if tx.send(Msg::Notified(i, Notice::Ready)).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                })?;
+            notify::watch_ready_fd(i, r, self.tx.clone())?;
         }
         let pid = child.id() as i32;
         drop(child);
@@ -950,5 +763,186 @@ impl Sup {
             }
             self.reaper.signal_everyone(libc::SIGKILL);
         }
+    }
+}
+
+// Readiness by the service's word, health, sd_notify and propagated
+// restarts (issue 16): kept apart from the loop's own methods above.
+impl Sup {
+    /// Starts the health checks of service `i`'s attempt, now ready.
+    fn start_health(&mut self, i: usize) {
+        let svc = &self.plan.stack.services[i];
+        let Some(h) = &svc.health else { return };
+        let s = &self.svcs[i];
+        health::spawn(
+            health::Watch {
+                service: i,
+                health: h.clone(),
+                env: self.plan.shims[i].1.clone(),
+                clear_env: svc.clear_env,
+                cwd: svc.cwd.clone(),
+                generation: s.generation.load(Ordering::Acquire),
+                current: Arc::clone(&s.generation),
+            },
+            Arc::clone(&self.reaper),
+            Arc::clone(&self.exits),
+            self.tx.clone(),
+        );
+    }
+
+    /// One health check's result: `health-failures` in a row end the
+    /// attempt as a timeout would (the shim's policy and backoff decide
+    /// what follows).
+    fn health_result(&mut self, i: usize, generation: u64, result: Result<(), String>) {
+        let s = &mut self.svcs[i];
+        if s.state != State::Ready || s.generation.load(Ordering::Acquire) != generation || s.stop_requested {
+            return;
+        }
+        let Some(h) = &self.plan.stack.services[i].health else {
+            return;
+        };
+        if !s.health.record(&result, h.failures) {
+            return;
+        }
+        // No more checks, nor a second order, for this attempt.
+        s.generation.fetch_add(1, Ordering::AcqRel);
+        let why = result.err().unwrap_or_default();
+        let n = h.failures;
+        self.say(
+            i,
+            &format!(
+                "unhealthy: {why} ({n} {} in a row); ending the attempt",
+                if n == 1 { "check" } else { "checks" }
+            ),
+        );
+        self.order(i, Order::End);
+    }
+
+    /// True when service `j` depends on `d` with `propagate = "restart"`.
+    fn propagates(&self, j: usize, d: usize) -> bool {
+        let dep = self.name(d);
+        self.plan.stack.services[j]
+            .deps
+            .iter()
+            .any(|e| e.restart && e.name == dep)
+    }
+
+    /// Service `d`'s attempt ended: every running dependent on a
+    /// `propagate = "restart"` edge is stopped, to wait for the condition
+    /// again (SERVICES.md §3).
+    fn propagate_restart(&mut self, d: usize) {
+        if self.shutting_down {
+            return;
+        }
+        for j in 0..self.svcs.len() {
+            let s = &self.svcs[j];
+            if s.pid.is_none() || s.stop_requested || !self.propagates(j, d) {
+                continue;
+            }
+            self.say(
+                j,
+                &format!(
+                    "{}'s attempt ended; stopping, to start again once it is back",
+                    self.name(d)
+                ),
+            );
+            let grace = self.plan.resolved[j].settings.kill_after;
+            let s = &mut self.svcs[j];
+            s.stop_requested = true;
+            s.restart_pending = true;
+            s.state = State::Stopping;
+            s.ready_deadline = None;
+            s.kill_at = Instant::now().checked_add(grace + Duration::from_secs(1));
+            self.order(j, Order::Stop);
+        }
+    }
+
+    /// A service's own word: over its notify socket or its ready-fd.
+    fn notified(&mut self, i: usize, notice: Notice) {
+        match notice {
+            Notice::Ready => {
+                let s = &mut self.svcs[i];
+                match s.state {
+                    State::Starting if s.started => {
+                        let kind = self.plan.stack.services[i]
+                            .ready
+                            .as_ref()
+                            .map_or("", |r| r.kind());
+                        self.became_ready(i, kind);
+                    }
+                    // The service spoke before its shim's report that the
+                    // attempt started reached this loop (two threads): it
+                    // counts for the attempt about to be reported.
+                    State::Starting | State::Backoff => s.early_ready = true,
+                    _ => {}
+                }
+            }
+            Notice::Status(text) => {
+                self.verbose(i, &format!("status: {text}"));
+                self.svcs[i].notify_status = Some(text);
+            }
+        }
+    }
+
+    /// Tells patience's own service manager, if any, how the stack is:
+    /// `READY=1` once every selected service is ready or succeeded (or,
+    /// not critical, has ended), and the counts of states as `STATUS=`.
+    fn tell_manager(&mut self) {
+        if self.upward.is_none() || self.shutting_down {
+            return;
+        }
+        let mut settled = true;
+        let mut counts: Vec<(&str, usize)> = Vec::new();
+        for (i, s) in self.svcs.iter().enumerate() {
+            if !self.plan.wanted[i] {
+                continue;
+            }
+            let critical = self.plan.stack.services[i].critical;
+            settled &=
+                s.ever_ready || s.state == State::Succeeded || (!critical && Self::ended_state(&s.state));
+            let word = match s.state {
+                State::Idle | State::Waiting => "waiting",
+                State::Starting => "starting",
+                State::Ready => "ready",
+                State::Backoff => "backoff",
+                State::Stopping => "stopping",
+                State::Stopped => "stopped",
+                State::Succeeded => "succeeded",
+                State::Failed => "failed",
+                State::Blocked(_) => "blocked",
+            };
+            match counts.iter_mut().find(|(w, _)| *w == word) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((word, 1)),
+            }
+        }
+        let total: usize = counts.iter().map(|(_, n)| n).sum();
+        let parts: Vec<String> = counts.iter().map(|(w, n)| format!("{n} {w}")).collect();
+        let status = format!(
+            "{total} service{}: {}",
+            if total == 1 { "" } else { "s" },
+            parts.join(", ")
+        );
+        if let Some(u) = &mut self.upward {
+            u.update(settled, status);
+        }
+    }
+
+    /// Service `i`'s NOTIFY_SOCKET, bound at its first start; None for a
+    /// service without `ready-notify`.
+    fn notify_path(&mut self, i: usize) -> std::io::Result<Option<PathBuf>> {
+        if !matches!(self.plan.stack.services[i].ready, Some(Ready::Notify)) {
+            return Ok(None);
+        }
+        if let Some(p) = &self.svcs[i].notify_socket {
+            return Ok(Some(p.clone()));
+        }
+        if self.sockets.is_none() {
+            self.sockets = Some(notify::Sockets::new()?);
+        }
+        let sockets = self.sockets.as_ref().expect("made above");
+        let path = sockets.bind(i, self.tx.clone())?;
+        self.svcs[i].notify_socket = Some(path.clone());
+        Ok(Some(path))
     }
 }
