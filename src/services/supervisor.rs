@@ -451,6 +451,8 @@ impl Sup {
         s.armed.store(false, Ordering::Release);
         s.status = Some(status);
         if std::mem::take(&mut s.restart_pending) && !self.shutting_down {
+            // A new run: nothing of it has started yet.
+            s.started = false;
             s.stop_requested = false;
             s.status = None;
             s.state = State::Waiting;
