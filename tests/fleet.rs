@@ -397,7 +397,7 @@ fn the_password_comes_from_its_file_and_never_shows() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stderr(&out).contains("unavailable"), "{}", stderr(&out));
     // A password in the URL: masked in --dry-run, refused on the command line.
-    let url = format!("redis://:hunter2-secret@127.0.0.1:1/0");
+    let url = "redis://:hunter2-secret@127.0.0.1:1/0";
     let mut c = patience(&h.dir);
     c.env("PATIENCE_STATE_URL", &url)
         .args(["--dry-run", "--key", "pw", "true"]);
@@ -409,7 +409,7 @@ fn the_password_comes_from_its_file_and_never_shows() {
         stdout(&out)
     );
     assert!(!stdout(&out).contains("hunter2"), "{}", stdout(&out));
-    let out = run(&h.dir, &["--state-url", &url, "true"]);
+    let out = run(&h.dir, &["--state-url", url, "true"]);
     assert_eq!(code(&out), 125);
     assert!(
         stderr(&out).contains("--state-url 'redis://:***@127.0.0.1:1/0'"),
