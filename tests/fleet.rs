@@ -399,7 +399,7 @@ fn the_password_comes_from_its_file_and_never_shows() {
     // A password in the URL: masked in --dry-run, refused on the command line.
     let url = "redis://:hunter2-secret@127.0.0.1:1/0";
     let mut c = patience(&h.dir);
-    c.env("PATIENCE_STATE_URL", &url)
+    c.env("PATIENCE_STATE_URL", url)
         .args(["--dry-run", "--key", "pw", "true"]);
     let out = output(c);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
