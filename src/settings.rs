@@ -244,6 +244,12 @@ pub const OPTIONS: &[Opt] = &[
         "share the key's state through Redis: redis://host[:port][/db], unix:///path (env PATIENCE_STATE_URL) [files]",
     ),
     opt(
+        "state-url-password-file",
+        None,
+        Some("FILE"),
+        "the --state-url server's password is the first line of FILE",
+    ),
+    opt(
         "breaker",
         None,
         Some("N"),
@@ -296,12 +302,6 @@ pub const CONFIG_ONLY: &[Opt] = &[
         None,
         Some("PATH"),
         "the directory of the cross-process state (env PATIENCE_STATE_DIR)",
-    ),
-    opt(
-        "state-url-password-file",
-        None,
-        Some("PATH"),
-        "a file holding the password of the state-url server",
     ),
 ];
 

@@ -200,6 +200,12 @@ fn shim_command(
                 "PATIENCE_STATE_DIR".into(),
                 value.clone().unwrap_or_default().into(),
             )),
+            // Not on the command line, where every user could read a
+            // password in it.
+            "state-url" => env.push((
+                "PATIENCE_STATE_URL".into(),
+                value.clone().unwrap_or_default().into(),
+            )),
             "name" | "init" | "foreground" | "kill-after" => {}
             k if switch(k) => {
                 let last = r.applied.iter().rposition(|(kk, _)| kk == key);
