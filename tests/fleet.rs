@@ -467,3 +467,28 @@ fn malformed_urls_are_usage_errors_naming_the_option() {
     assert!(stderr(&out).contains("state-url"), "{}", stderr(&out));
     assert!(stderr(&out).contains("bad port 'x'"), "{}", stderr(&out));
 }
+
+#[cfg(feature = "redis")]
+#[test]
+fn a_services_file_hands_the_url_over_in_the_environment_masked_in_its_dry_run() {
+    let dir = TempDir::new("fleet-services");
+    let file = dir.join("s.toml");
+    std::fs::write(
+        &file,
+        "[defaults]\nstate-url = \"redis://:hunter2@127.0.0.1:1/0\"\n[service.a]\ncommand = [\"true\"]\n",
+    )
+    .unwrap();
+    let out = run(&dir, &["--services", file.to_str().unwrap(), "--dry-run"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(!text.contains("hunter2"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("command line:"))
+        .expect(&text);
+    assert!(
+        line.contains("PATIENCE_STATE_URL='redis://:***@127.0.0.1:1/0'"),
+        "{line}"
+    );
+    assert!(!line.contains("--state-url"), "{line}");
+}

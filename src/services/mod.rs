@@ -315,7 +315,14 @@ pub fn dry_run(plan: &Plan) -> String {
         let mut line: Vec<String> = env
             .iter()
             .filter(|(k, _)| k != "PATIENCE_SERVICE")
-            .map(|(k, v)| format!("{}={}", k.to_string_lossy(), shell_quote(&v.to_string_lossy())))
+            .map(|(k, v)| {
+                let mut v = v.to_string_lossy().into_owned();
+                // What --dry-run prints never holds a password.
+                if k == "PATIENCE_STATE_URL" {
+                    v = crate::state::url::redact(&v);
+                }
+                format!("{}={}", k.to_string_lossy(), shell_quote(&v))
+            })
             .collect();
         if s.clear_env {
             line.insert(0, "env -i".into());
