@@ -165,8 +165,8 @@ struct Sup {
     killed_all: bool,
     /// The group's exit status, decided by the first trigger.
     status: Option<i32>,
-    /// The log readers: patience exits once they have written out all
-    /// their pipes held.
+    /// The log readers and the shims' link readers: patience exits once
+    /// they have written out all their pipes and sockets held.
     readers: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -230,8 +230,8 @@ impl Sup {
         }
         self.sweep();
         // The shims are gone, but their last lines may still be in the
-        // pipes. Every write end was in a shim's subtree, all of it gone
-        // now, so each reader sees its end of file.
+        // pipes and sockets. Every write end was in a shim's subtree, all
+        // of it gone now, so each reader sees its end of file.
         for reader in self.readers.drain(..) {
             let _ = reader.join();
         }
@@ -598,7 +598,7 @@ impl Sup {
         let tx = self.tx.clone();
         let name = svc.name.clone();
         let quiet = self.plan.group.verbosity == Verbosity::Quiet;
-        std::thread::Builder::new()
+        let link = std::thread::Builder::new()
             .name("shim-link".into())
             .spawn(move || {
                 for line in BufReader::new(reader).lines() {
@@ -618,6 +618,9 @@ impl Sup {
                     }
                 }
             })?;
+        // Its last words (the run's final line) come just before the
+        // shim's exit: patience waits for them as for the logs.
+        self.readers.push(link);
         s.pid = Some(pid);
         s.link = Some(ours);
         s.state = State::Starting;
