@@ -28,6 +28,9 @@ use super::supervisor::Msg;
 
 /// A line longer than this is written in pieces.
 pub const LINE_MAX: usize = 64 * 1024;
+/// The pipe buffer asked for each shim's stdout and stderr, and the most
+/// one read takes.
+pub const PIPE_SIZE: usize = 256 * 1024;
 /// Silence after which a partial line is written.
 pub const PARTIAL_AFTER: Duration = Duration::from_millis(100);
 
@@ -152,25 +155,8 @@ pub fn spawn_reader(
 fn copy(pipe: OwnedFd, fd: i32, prefix: &[u8], mode: LogMode, watch: Option<&Watch>, sink: &Sink) {
     let mut file = std::fs::File::from(pipe);
     let mut pending: Vec<u8> = Vec::new();
-    let mut chunk = vec![0u8; 16 * 1024];
-    let keep = |bytes: &[u8]| {
-        let text = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-        let mut ring = lock(&sink.ring);
-        let attempt = ring.attempt;
-        ring.push(Line {
-            service: sink.service,
-            time: SystemTime::now(),
-            stream: fd,
-            attempt,
-            bytes: text.to_vec(),
-        });
-    };
-    let emit = |bytes: &[u8]| {
-        if mode != LogMode::Discard {
-            keep(bytes);
-        }
-        write_out(fd, prefix, mode, bytes)
-    };
+    let mut chunk = vec![0u8; PIPE_SIZE];
+    let mut out: Vec<u8> = Vec::new();
     let check = |line: &[u8]| {
         if let Some(w) = watch {
             if w.armed.load(Ordering::Acquire)
@@ -181,13 +167,56 @@ fn copy(pipe: OwnedFd, fd: i32, prefix: &[u8], mode: LogMode, watch: Option<&Wat
             }
         }
     };
+    // The whole lines of one read go out in one write (and into the ring
+    // under one lock): a write per line would cost more than the copy.
+    let flush = |buf: &[u8], lines: &[std::ops::Range<usize>], out: &mut Vec<u8>| {
+        if lines.is_empty() || mode == LogMode::Discard {
+            return;
+        }
+        let lines: Vec<&[u8]> = lines.iter().map(|r| &buf[r.clone()]).collect();
+        {
+            let now = SystemTime::now();
+            let mut ring = lock(&sink.ring);
+            let attempt = ring.attempt;
+            // Lines the ring would drop at once are not kept at all, unless
+            // a client follows them.
+            let skip = if ring.followers.is_empty() {
+                lines.len().saturating_sub(ring.max_lines)
+            } else {
+                0
+            };
+            for l in &lines[skip..] {
+                ring.push(Line {
+                    service: sink.service,
+                    time: now,
+                    stream: fd,
+                    attempt,
+                    bytes: l.strip_suffix(b"\n").unwrap_or(l).to_vec(),
+                });
+            }
+        }
+        out.clear();
+        for l in &lines {
+            if mode == LogMode::Prefix {
+                out.extend_from_slice(prefix);
+            }
+            out.extend_from_slice(l);
+            // Prefixed, a partial line is a line of its own, so that the
+            // next service's line always starts at the start of a line.
+            if mode == LogMode::Prefix && !l.ends_with(b"\n") {
+                out.push(b'\n');
+            }
+        }
+        write_whole(fd, out);
+    };
+    let mut lines: Vec<std::ops::Range<usize>> = Vec::new();
     loop {
         if !pending.is_empty() {
             match crate::sys::readable_within(file.as_fd(), PARTIAL_AFTER) {
                 Ok(true) => {}
                 _ => {
                     check(&pending);
-                    emit(&pending);
+                    flush(&pending, &[0..pending.len()], &mut out);
                     pending.clear();
                     continue;
                 }
@@ -201,41 +230,23 @@ fn copy(pipe: OwnedFd, fd: i32, prefix: &[u8], mode: LogMode, watch: Option<&Wat
         };
         pending.extend_from_slice(&chunk[..n]);
         let mut start = 0;
+        lines.clear();
         while let Some(i) = crate::sys::memchr(b'\n', &pending[start..]) {
-            let line = &pending[start..start + i + 1];
-            check(&line[..line.len() - 1]);
-            emit(line);
+            check(&pending[start..start + i]);
+            lines.push(start..start + i + 1);
             start += i + 1;
         }
+        flush(&pending, &lines, &mut out);
+        lines.clear();
         pending.drain(..start);
         if pending.len() >= LINE_MAX {
             check(&pending);
-            emit(&pending);
+            flush(&pending, &[0..pending.len()], &mut out);
             pending.clear();
         }
     }
     if !pending.is_empty() {
         check(&pending);
-        emit(&pending);
-    }
-}
-
-/// Writes one line (or piece) of a service to patience's `fd` as `mode`
-/// says.
-fn write_out(fd: i32, prefix: &[u8], mode: LogMode, bytes: &[u8]) {
-    match mode {
-        LogMode::Discard => {}
-        LogMode::Raw => write_whole(fd, bytes),
-        // Prefixed, a partial line is a line of its own, so that the next
-        // service's line always starts at the start of a line.
-        LogMode::Prefix => {
-            let mut line = Vec::with_capacity(prefix.len() + bytes.len() + 1);
-            line.extend_from_slice(prefix);
-            line.extend_from_slice(bytes);
-            if !bytes.ends_with(b"\n") {
-                line.push(b'\n');
-            }
-            write_whole(fd, &line);
-        }
+        flush(&pending, &[0..pending.len()], &mut out);
     }
 }

@@ -6,7 +6,7 @@
 //! does is in `methods`.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -734,6 +734,10 @@ impl Sup {
         let (ours, theirs) = UnixStream::pair()?;
         let (out_r, out_w) = sys::pipe()?;
         let (err_r, err_w) = sys::pipe()?;
+        // Room for a burst (as the capture path asks for): fewer, larger
+        // reads and writes for a service that writes a lot.
+        sys::set_pipe_size(out_r.as_fd(), logs::PIPE_SIZE);
+        sys::set_pipe_size(err_r.as_fd(), logs::PIPE_SIZE);
         let mut cmd = Command::new(&self.exe);
         cmd.args(argv);
         if svc.clear_env {
