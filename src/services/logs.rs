@@ -216,7 +216,7 @@ fn copy(pipe: OwnedFd, fd: i32, prefix: &[u8], mode: LogMode, watch: Option<&Wat
                 Ok(true) => {}
                 _ => {
                     check(&pending);
-                    flush(&pending, &[0..pending.len()], &mut out);
+                    flush(&pending, std::slice::from_ref(&(0..pending.len())), &mut out);
                     pending.clear();
                     continue;
                 }
@@ -241,12 +241,12 @@ fn copy(pipe: OwnedFd, fd: i32, prefix: &[u8], mode: LogMode, watch: Option<&Wat
         pending.drain(..start);
         if pending.len() >= LINE_MAX {
             check(&pending);
-            flush(&pending, &[0..pending.len()], &mut out);
+            flush(&pending, std::slice::from_ref(&(0..pending.len())), &mut out);
             pending.clear();
         }
     }
     if !pending.is_empty() {
         check(&pending);
-        flush(&pending, &[0..pending.len()], &mut out);
+        flush(&pending, std::slice::from_ref(&(0..pending.len())), &mut out);
     }
 }
