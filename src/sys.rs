@@ -900,3 +900,16 @@ pub fn detach(cmd: &mut Command) {
         })
     };
 }
+
+/// Whether a write to `fd` would not block now (poll with no wait): for
+/// `log-overflow = "drop"`.
+pub fn writable_now(fd: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call; timeout 0.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 1 && p.revents & libc::POLLOUT != 0
+}

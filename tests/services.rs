@@ -1176,3 +1176,144 @@ fn propagate_needs_an_edge_that_can_hold_again() {
         );
     }
 }
+
+// ---- log files, timestamps, overflow, hold-output ----
+
+#[test]
+fn log_files_are_copies_rotated_by_size_and_a_fifo_is_only_appended_to() {
+    let dir = TempDir::new("svc-logfile");
+    let fifo = dir.join("pipe");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    // A reader of the FIFO, as a log shipper would be.
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(&fifo).unwrap())
+    };
+    let file = stack(
+        &dir,
+        &format!(
+            "[supervisor]\nlog-dir = \"logs\"\n\
+             [service.big]\ncommand = [\"sh\", \"-c\", \"i=0; while [ $i -lt 100 ]; do echo line-$i; i=$((i+1)); done; echo oops >&2\"]\n\
+             log-file = \"big.log\"\nlog-max-size = 300\nlog-keep = 2\n\
+             [service.small]\ncommand = [\"sh\", \"-c\", \"echo small\"]\n\
+             [service.piped]\ncommand = [\"sh\", \"-c\", \"echo into the fifo\"]\nlog-file = \"{}\"\n",
+            fifo.display()
+        ),
+    );
+    std::fs::create_dir(dir.join("logs")).unwrap();
+    let out = services(&dir, &file, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // The terminal still got everything.
+    assert_eq!(
+        stdout(&out).lines().filter(|l| l.starts_with("big ")).count(),
+        100
+    );
+    let cur = std::fs::read_to_string(dir.join("big.log")).unwrap();
+    let one = std::fs::read_to_string(dir.join("big.log.1")).unwrap();
+    let two = std::fs::read_to_string(dir.join("big.log.2")).unwrap();
+    assert!(!dir.join("big.log.3").exists());
+    for f in [&cur, &one, &two] {
+        assert!(f.len() <= 300, "{} bytes", f.len());
+    }
+    // The newest lines, whole and in order, no name prefix; stderr too.
+    let all = format!("{two}{one}{cur}");
+    assert!(
+        all.ends_with("line-99\noops\n") || all.contains("line-99\n"),
+        "{all}"
+    );
+    assert!(all.contains("oops\n"));
+    assert!(
+        all.lines().all(|l| l.starts_with("line-") || l == "oops"),
+        "{all}"
+    );
+    // log-dir names the others' files.
+    assert_eq!(
+        std::fs::read_to_string(dir.join("logs/small.log")).unwrap(),
+        "small\n"
+    );
+    // The FIFO is still a FIFO and got its line.
+    drop(out);
+    let got = reader.join().unwrap();
+    assert_eq!(got, b"into the fifo\n");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+}
+
+#[test]
+fn log_timestamps_put_the_utc_time_before_each_line() {
+    let dir = TempDir::new("svc-stamps");
+    let file = stack(
+        &dir,
+        "[supervisor]\nlog-timestamps = true\n[service.a]\ncommand = [\"sh\", \"-c\", \"echo hello\"]\n",
+    );
+    let out = services(&dir, &file, &[]);
+    assert_eq!(code(&out), 0);
+    let line = stdout(&out);
+    // 2026-12-02T13:51:24.123Z a | hello
+    let (stamp, rest) = line.split_once(' ').unwrap();
+    assert_eq!(rest, "a | hello\n");
+    assert_eq!(stamp.len(), 24, "{stamp}");
+    assert!(stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T', "{stamp}");
+}
+
+#[test]
+fn hold_output_is_silent_on_success_and_shows_the_failed_services_last_attempt() {
+    let dir = TempDir::new("svc-hold");
+    let text = "[supervisor]\nhold-output = true\n\
+        [service.fine]\ncommand = [\"sh\", \"-c\", \"echo all good\"]\n\
+        [service.flaky]\ncommand = [\"sh\", \"-c\", \"echo try; echo why >&2; exit 4\"]\nattempts = 3\ndelay = \"0\"\nSTATUS\n";
+    let file = stack(&dir, &text.replace("STATUS", "success-exit = \"0,4\""));
+    let out = services(&dir, &file, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    assert_eq!(stderr(&out), "");
+    let file = stack(&dir, &text.replace("STATUS", ""));
+    let out = services(&dir, &file, &[]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    // The failed service's last attempt only; nothing of the one that was fine.
+    assert_eq!(stdout(&out), "flaky | try\n");
+    let err = stderr(&out);
+    assert!(err.starts_with("flaky | why\n"), "{err}");
+    assert_eq!(err.matches("flaky | why").count(), 1, "{err}");
+    assert!(err.contains("[patience] flaky: failed after 3 attempts"), "{err}");
+    assert!(!err.contains("fine"), "{err}");
+    // The same from the command line.
+    let file = stack(
+        &dir,
+        &text.replace("STATUS", "").replace("hold-output = true\n", ""),
+    );
+    let out = services(&dir, &file, &["--hold-output"]);
+    assert_eq!(code(&out), 4);
+    assert_eq!(stdout(&out), "flaky | try\n");
+}
+
+#[test]
+fn log_overflow_drop_lets_services_run_past_a_reader_that_reads_nothing_and_counts() {
+    let dir = TempDir::new("svc-drop");
+    let done = dir.join("done");
+    let file = stack(
+        &dir,
+        &format!(
+            "[supervisor]\nlog-overflow = \"drop\"\n\
+             [service.loud]\ncommand = [\"sh\", \"-c\", \"yes 0123456789012345678901234567890123456789 | head -c 4000000; touch {}; exec sleep 1000\"]\n\
+             restart = \"always\"\nforever = true\n",
+            done.display()
+        ),
+    );
+    // stdout is a pipe nobody reads: full after 64 KiB.
+    let sup = spawn(&dir, &["--services", &file]);
+    assert!(
+        eventually(Duration::from_secs(30), || done.exists()),
+        "the service was held up by the full stdout"
+    );
+    let mut c = patience(&dir);
+    c.args(["--ctl", "-f", &file, "status", "--json"]);
+    let st: serde_json::Value = serde_json::from_str(&stdout(&output(c))).unwrap();
+    let dropped = st["services"][0]["log_dropped"].as_u64().unwrap();
+    assert!(dropped > 10_000, "{st}");
+    drop(sup);
+}

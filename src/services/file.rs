@@ -28,17 +28,8 @@ const SHIM_FIXED: &[&str] = &["init", "foreground"];
 
 /// Keys of SERVICES.md that this version does not implement yet: refused
 /// with a clear message rather than accepted and ignored.
-const NOT_YET: &[&str] = &["log-file", "log-max-size", "log-keep"];
-const GROUP_NOT_YET: &[&str] = &[
-    "hold-output",
-    "summary-json",
-    "log-timestamps",
-    "log-dir",
-    "log-overflow",
-    "key",
-    "max-concurrent",
-    "slot-wait",
-];
+const NOT_YET: &[&str] = &[];
+const GROUP_NOT_YET: &[&str] = &["summary-json", "key", "max-concurrent", "slot-wait"];
 
 /// The keys of `[service.NAME]` besides the per-run settings.
 pub const SERVICE_KEYS: &[&str] = &[
@@ -70,6 +61,9 @@ pub const SERVICE_KEYS: &[&str] = &[
     "health-failures",
     "health-grace",
     "log",
+    "log-file",
+    "log-max-size",
+    "log-keep",
 ];
 
 /// The readiness kinds, of which a service may have one.
@@ -96,6 +90,10 @@ pub const SUPERVISOR_KEYS: &[&str] = &[
     "control-socket",
     "log-lines",
     "log-bytes",
+    "log-timestamps",
+    "log-dir",
+    "log-overflow",
+    "hold-output",
     "quiet",
     "verbose",
     "color",
@@ -308,6 +306,11 @@ pub struct Service {
     pub ready_probe_timeout: Duration,
     pub health: Option<Health>,
     pub log: LogMode,
+    /// `log-file`: a copy of its output, rotated by size when a regular
+    /// file (`log-max-size`, `log-keep`).
+    pub log_file: Option<PathBuf>,
+    pub log_max_size: u64,
+    pub log_keep: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -330,6 +333,13 @@ pub struct Group {
     /// The ring buffer of each service: at most this many lines and bytes.
     pub log_lines: usize,
     pub log_bytes: usize,
+    /// Each line on patience's stdout and stderr after its time (UTC).
+    pub log_timestamps: bool,
+    /// `log-dir`: every service's `log-file` is `DIR/NAME.log` unless set.
+    pub log_dir: Option<PathBuf>,
+    /// `log-overflow = "drop"`: lines a slow reader has no room for are
+    /// dropped (and counted), instead of slowing the services.
+    pub log_drop: bool,
     /// Its per-run keys (quiet, verbose, color, …) as a settings layer.
     pub layer: Layer,
 }
@@ -385,6 +395,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Stack, Error> {
             control_socket: None,
             log_lines: 1000,
             log_bytes: 1 << 20,
+            log_timestamps: false,
+            log_dir: None,
+            log_drop: false,
             layer: Layer::new(file_source("[supervisor]")),
         },
         defaults: Layer::new(file_source("[defaults]")),
@@ -685,6 +698,25 @@ fn supervisor(
                 }
                 g.control_socket = Some(PathBuf::from(p));
             }
+            "log-timestamps" => g.log_timestamps = boolean(doc, name, tn, v)?,
+            "log-dir" => {
+                let p = string(doc, name, tn, v)?;
+                if p.is_empty() {
+                    return Err(bad("the path must not be empty".into()));
+                }
+                g.log_dir = Some(relative_to_file(doc.path, Path::new(&p)));
+            }
+            "log-overflow" => {
+                g.log_drop = match string(doc, name, tn, v)?.as_str() {
+                    "block" => false,
+                    "drop" => true,
+                    other => {
+                        return Err(bad(format!(
+                            "unknown overflow '{other}' (pick from: block, drop)"
+                        )))
+                    }
+                }
+            }
             "log-lines" | "log-bytes" => {
                 let n = match v.get_ref() {
                     DeValue::Integer(i) => u64::from_str_radix(i.as_str(), i.radix()).ok(),
@@ -769,6 +801,9 @@ fn service(doc: &Doc<'_>, key: &Key<'_>, value: &Value<'_>) -> Result<Service, E
         ready_probe_timeout: Duration::from_secs(5),
         health: None,
         log: LogMode::Prefix,
+        log_file: None,
+        log_max_size: 10 << 20,
+        log_keep: 5,
     };
     let mut env_table = Vec::new();
     let mut ready_key: Option<String> = None;
@@ -806,6 +841,40 @@ fn service(doc: &Doc<'_>, key: &Key<'_>, value: &Value<'_>) -> Result<Service, E
         }
         match name {
             "command" => s.command = argv(doc, name, tn, v)?,
+            "log-file" => {
+                let p = string(doc, name, tn, v)?;
+                if p.is_empty() {
+                    return Err(bad(v.span(), "the path must not be empty".into()));
+                }
+                s.log_file = Some(relative_to_file(doc.path, Path::new(&p)));
+            }
+            "log-max-size" => {
+                s.log_max_size = match v.get_ref() {
+                    DeValue::Integer(i) => u64::from_str_radix(i.as_str(), i.radix()).ok(),
+                    DeValue::String(t) => size(t),
+                    _ => None,
+                }
+                .filter(|&n| n >= 1)
+                .ok_or_else(|| {
+                    bad(
+                        v.span(),
+                        "expected a size such as 10485760 or \"10MiB\" (at least 1 byte)".into(),
+                    )
+                })?;
+            }
+            "log-keep" => {
+                s.log_keep = match v.get_ref() {
+                    DeValue::Integer(i) => u32::from_str_radix(i.as_str(), i.radix()).ok(),
+                    _ => None,
+                }
+                .filter(|&n| n <= 1000)
+                .ok_or_else(|| {
+                    bad(
+                        v.span(),
+                        "expected a number of rotated files from 0 to 1000".into(),
+                    )
+                })?;
+            }
             "cwd" => {
                 let p = string(doc, name, tn, v)?;
                 if p.is_empty() {

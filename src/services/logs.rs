@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -48,7 +48,36 @@ pub fn write_whole(fd: i32, bytes: &[u8]) {
 
 /// Says one of patience's own lines about service `name`.
 pub fn say(name: &str, line: &str) {
-    write_whole(2, format!("[patience] {name}: {line}\n").as_bytes());
+    let text = format!("[patience] {name}: {line}\n");
+    if let Some(held) = HELD.get() {
+        held.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((name.to_string(), text));
+        return;
+    }
+    write_whole(2, text.as_bytes());
+}
+
+/// `hold-output`: patience's own lines, by service, kept for the end.
+static HELD: std::sync::OnceLock<Mutex<Vec<(String, String)>>> = std::sync::OnceLock::new();
+
+/// From now on patience's own lines are held (`hold-output`).
+pub fn hold() {
+    let _ = HELD.set(Mutex::new(Vec::new()));
+}
+
+/// The held lines of the services `names` (and of the supervisor itself).
+pub fn held(names: &[&str]) -> Vec<String> {
+    HELD.get()
+        .map(|h| {
+            h.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|(n, _)| n == "patience" || names.contains(&n.as_str()))
+                .map(|(_, t)| t.clone())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// One line of a service's output as the ring buffer keeps it.
@@ -116,6 +145,10 @@ impl Ring {
     }
 }
 
+fn lock_file(f: &Mutex<LogFile>) -> std::sync::MutexGuard<'_, LogFile> {
+    f.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Locks a ring; a reader that panicked leaves it usable.
 pub fn lock(ring: &Shared) -> std::sync::MutexGuard<'_, Ring> {
     ring.lock().unwrap_or_else(|e| e.into_inner())
@@ -135,6 +168,119 @@ pub struct Watch {
 pub struct Sink {
     pub service: usize,
     pub ring: Shared,
+    /// The service's `log-file`, shared by its two streams.
+    pub file: Option<Arc<Mutex<LogFile>>>,
+    /// Each line after its time, on patience's streams (`log-timestamps`).
+    pub timestamps: bool,
+    /// `log-overflow = "drop"`: the count of lines dropped.
+    pub dropped: Option<Arc<AtomicU64>>,
+    /// `hold-output`: nothing on patience's streams until the end.
+    pub hold: bool,
+}
+
+/// A service's `log-file`: appended to, and rotated by size when it is a
+/// regular file (`NAME.1` the newest of `log-keep` old ones); a FIFO or
+/// `/dev/stdout` is only ever appended to, never renamed or seeked.
+pub struct LogFile {
+    path: std::path::PathBuf,
+    file: Option<std::fs::File>,
+    size: u64,
+    max: u64,
+    keep: u32,
+    regular: bool,
+}
+
+impl LogFile {
+    pub fn open(path: &std::path::Path, max: u64, keep: u32) -> std::io::Result<LogFile> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let meta = file.metadata()?;
+        Ok(LogFile {
+            path: path.to_path_buf(),
+            regular: meta.is_file(),
+            size: meta.len(),
+            file: Some(file),
+            max,
+            keep,
+        })
+    }
+
+    /// Appends `bytes` (whole lines), rotating first if they would pass
+    /// the size limit. A failing disk loses the copy, never the service.
+    pub fn write(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            // As much as fits, cut after a newline; a line longer than the
+            // limit goes whole into a file of its own.
+            let room = self.max.saturating_sub(self.size) as usize;
+            let take = if !self.regular || bytes.len() <= room {
+                bytes.len()
+            } else {
+                match bytes[..room.min(bytes.len())].iter().rposition(|&b| b == b'\n') {
+                    Some(i) => i + 1,
+                    None if self.size == 0 => crate::sys::memchr(b'\n', bytes).map_or(bytes.len(), |i| i + 1),
+                    None => 0,
+                }
+            };
+            if take == 0 {
+                self.rotate();
+                continue;
+            }
+            if let Some(f) = &mut self.file {
+                if std::io::Write::write_all(f, &bytes[..take]).is_ok() {
+                    self.size += take as u64;
+                }
+            }
+            bytes = &bytes[take..];
+        }
+    }
+
+    fn rotate(&mut self) {
+        self.file = None;
+        let name = |n: u32| {
+            let mut p = self.path.clone().into_os_string();
+            p.push(format!(".{n}"));
+            std::path::PathBuf::from(p)
+        };
+        if self.keep == 0 {
+            let _ = std::fs::remove_file(&self.path);
+        } else {
+            let _ = std::fs::remove_file(name(self.keep));
+            for n in (1..self.keep).rev() {
+                let _ = std::fs::rename(name(n), name(n + 1));
+            }
+            let _ = std::fs::rename(&self.path, name(1));
+        }
+        self.file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .ok();
+        self.size = 0;
+    }
+}
+
+/// `2026-12-02T13:51:24.123Z `: a time in UTC as RFC 3339, to the
+/// millisecond, and a space.
+pub fn timestamp(t: SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Days to a civil date (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z ",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
 }
 
 /// Starts the thread that copies `pipe` to patience's `fd`; it ends at the
@@ -174,8 +320,9 @@ fn copy(pipe: OwnedFd, fd: i32, prefix: &[u8], mode: LogMode, watch: Option<&Wat
             return;
         }
         let lines: Vec<&[u8]> = lines.iter().map(|r| &buf[r.clone()]).collect();
+        let now = SystemTime::now();
+        let stamp = sink.timestamps.then(|| timestamp(now));
         {
-            let now = SystemTime::now();
             let mut ring = lock(&sink.ring);
             let attempt = ring.attempt;
             // Lines the ring would drop at once are not kept at all, unless
@@ -195,8 +342,50 @@ fn copy(pipe: OwnedFd, fd: i32, prefix: &[u8], mode: LogMode, watch: Option<&Wat
                 });
             }
         }
+        if let Some(file) = &sink.file {
+            // The copy: the lines as written, each with its time when
+            // log-timestamps is on, no name (the file is the service's).
+            out.clear();
+            for l in &lines {
+                if let Some(t) = &stamp {
+                    out.extend_from_slice(t.as_bytes());
+                }
+                out.extend_from_slice(l);
+                if !l.ends_with(b"\n") {
+                    out.push(b'\n');
+                }
+            }
+            lock_file(file).write(out);
+        }
+        if sink.hold {
+            return;
+        }
+        // log-overflow = "drop": pieces of at most PIPE_BUF bytes, each
+        // written only when poll says it fits (POLLOUT on a pipe means
+        // that much room), so that a reader that reads nothing never
+        // blocks the copy; the lines of a piece that does not fit are
+        // dropped and counted.
+        let piece = if sink.dropped.is_some() { 4096 } else { usize::MAX };
         out.clear();
+        let mut in_piece = 0u64;
+        let send = |out: &mut Vec<u8>, n: u64| {
+            match &sink.dropped {
+                Some(dropped) if !crate::sys::writable_now(fd) => {
+                    dropped.fetch_add(n, Ordering::Relaxed);
+                }
+                _ => write_whole(fd, out),
+            }
+            out.clear();
+        };
         for l in &lines {
+            if !out.is_empty() && out.len() + prefix.len() + l.len() + 32 > piece {
+                send(out, in_piece);
+                in_piece = 0;
+            }
+            in_piece += 1;
+            if let Some(t) = &stamp {
+                out.extend_from_slice(t.as_bytes());
+            }
             if mode == LogMode::Prefix {
                 out.extend_from_slice(prefix);
             }
@@ -207,7 +396,9 @@ fn copy(pipe: OwnedFd, fd: i32, prefix: &[u8], mode: LogMode, watch: Option<&Wat
                 out.push(b'\n');
             }
         }
-        write_whole(fd, out);
+        if !out.is_empty() {
+            send(out, in_piece);
+        }
     };
     let mut lines: Vec<std::ops::Range<usize>> = Vec::new();
     loop {
@@ -248,5 +439,39 @@ fn copy(pipe: OwnedFd, fd: i32, prefix: &[u8], mode: LogMode, watch: Option<&Wat
     if !pending.is_empty() {
         check(&pending);
         flush(&pending, std::slice::from_ref(&(0..pending.len())), &mut out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_in_utc() {
+        let t = std::time::UNIX_EPOCH + Duration::from_millis(1_796_219_484_123);
+        assert_eq!(timestamp(t), "2026-12-02T13:51:24.123Z ");
+        assert_eq!(timestamp(std::time::UNIX_EPOCH), "1970-01-01T00:00:00.000Z ");
+        let leap = std::time::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(&timestamp(leap)[..10], "2000-02-29");
+    }
+
+    #[test]
+    fn a_regular_log_file_rotates_by_size_and_keeps_log_keep() {
+        let dir = std::env::temp_dir().join(format!("patience-logfile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("app.log");
+        let mut f = LogFile::open(&path, 10, 2).unwrap();
+        for i in 0..3 {
+            f.write(format!("line{i}\n").as_bytes());
+        }
+        // Several lines at once are cut at line ends too.
+        f.write(b"line3\nline4\n");
+        // 6 bytes a line, 10 at most: one line a file.
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "line4\n");
+        assert_eq!(std::fs::read_to_string(dir.join("app.log.1")).unwrap(), "line3\n");
+        assert_eq!(std::fs::read_to_string(dir.join("app.log.2")).unwrap(), "line2\n");
+        assert!(!dir.join("app.log.3").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -424,6 +424,7 @@ impl Sup {
             "since": unix(s.since.1),
             "since_s": now.saturating_duration_since(s.since.0).as_secs_f64(),
             "restarts": s.restarts,
+            "log_dropped": s.dropped.load(std::sync::atomic::Ordering::Relaxed),
             "last_exit": s.last_exit,
             "status": s.status,
             "critical": self.plan.stack.services[i].critical,

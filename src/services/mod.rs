@@ -42,10 +42,10 @@ use crate::settings::{Settings, StdinMode, Verbosity};
 use file::Stack;
 
 /// Command-line options `--services` takes: they are the group's.
-pub const GROUP_OPTIONS: &[&str] = &["quiet", "verbose", "color", "no-metrics"];
+pub const GROUP_OPTIONS: &[&str] = &["quiet", "verbose", "color", "no-metrics", "hold-output"];
 
 /// Group options of SERVICES.md this version does not implement yet.
-const GROUP_NOT_YET: &[&str] = &["hold-output", "summary-json"];
+const GROUP_NOT_YET: &[&str] = &["summary-json"];
 
 /// A shim's arguments (after the binary) and its extra environment.
 pub type ShimCommand = (Vec<OsString>, Vec<(OsString, OsString)>);

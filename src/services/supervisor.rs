@@ -94,6 +94,10 @@ pub(super) struct Svc {
     pub(super) shown: State,
     pub(super) since: (Instant, SystemTime),
     pub(super) ring: logs::Shared,
+    /// Its `log-file` (or `log-dir`'s), opened at its first start.
+    log_file: Option<Arc<std::sync::Mutex<logs::LogFile>>>,
+    /// Lines dropped by `log-overflow = "drop"`.
+    pub(super) dropped: Arc<AtomicU64>,
     /// The current attempt's health checks, for status.
     health: health::Tally,
     /// The last `STATUS=` of a `ready-notify` service, for status.
@@ -121,6 +125,9 @@ pub fn run(plan: Plan, inherited: &Inherited) -> Result<i32, Error> {
         }
     })
     .map_err(|e| Error::Internal(format!("cannot start the reaper: {e}")))?;
+    if plan.group.output == crate::settings::OutputMode::Failure {
+        logs::hold();
+    }
     let n = plan.stack.services.len();
     let svcs = (0..n)
         .map(|i| Svc {
@@ -149,6 +156,8 @@ pub fn run(plan: Plan, inherited: &Inherited) -> Result<i32, Error> {
             shown: State::Idle,
             since: (Instant::now(), SystemTime::now()),
             ring: logs::Ring::new(plan.stack.group.log_lines, plan.stack.group.log_bytes),
+            log_file: None,
+            dropped: Arc::new(AtomicU64::new(0)),
             health: Default::default(),
             notify_status: None,
             notify_socket: None,
@@ -350,6 +359,11 @@ impl Sup {
         }
         for reader in self.readers.drain(..).filter(|r| r.is_finished()) {
             let _ = reader.join();
+        }
+        if self.plan.group.output == crate::settings::OutputMode::Failure
+            && self.status.is_some_and(|s| s != 0)
+        {
+            self.show_held();
         }
         self.status.unwrap_or(0)
     }
@@ -800,9 +814,31 @@ impl Sup {
             }
             _ => None,
         };
+        let g = &self.plan.stack.group;
+        let log_path = svc
+            .log_file
+            .clone()
+            .or_else(|| g.log_dir.as_ref().map(|d| d.join(format!("{}.log", svc.name))));
+        if s.log_file.is_none() {
+            if let Some(path) = log_path {
+                match logs::LogFile::open(&path, svc.log_max_size, svc.log_keep) {
+                    Ok(f) => s.log_file = Some(Arc::new(std::sync::Mutex::new(f))),
+                    // The copy is lost, not the service: said once a start.
+                    Err(e) => logs::say(
+                        &svc.name,
+                        &format!("log-file {}: {e}; no copy of its output", path.display()),
+                    ),
+                }
+            }
+        }
+        let hold = self.plan.group.output == crate::settings::OutputMode::Failure;
         let sink = || logs::Sink {
             service: i,
             ring: Arc::clone(&s.ring),
+            file: s.log_file.clone(),
+            timestamps: g.log_timestamps,
+            dropped: g.log_drop.then(|| Arc::clone(&s.dropped)),
+            hold,
         };
         let out = logs::spawn_reader(
             out_r,
@@ -905,6 +941,39 @@ impl Sup {
             }
         }
         self.reaper.signal_untracked(libc::SIGKILL);
+    }
+
+    /// `hold-output` on a stack that failed: the failed services' last
+    /// attempts (from their ring buffers, at most `log-lines` each), then
+    /// patience's own lines about them, the final ones included.
+    fn show_held(&self) {
+        let failed: Vec<usize> = (0..self.svcs.len())
+            .filter(|&i| self.svcs[i].state == State::Failed)
+            .collect();
+        for &i in &failed {
+            let s = &self.svcs[i];
+            let svc = &self.plan.stack.services[i];
+            let prefix = match (svc.log, self.plan.stack.group.log_prefix) {
+                (LogMode::Discard, _) => continue,
+                (LogMode::Prefix, true) => format!("{:<w$} | ", svc.name, w = self.width),
+                _ => String::new(),
+            };
+            let lines = logs::lock(&s.ring).last(usize::MAX);
+            for l in lines.iter().filter(|l| l.attempt == s.attempt) {
+                let mut out = Vec::new();
+                if self.plan.stack.group.log_timestamps {
+                    out.extend_from_slice(logs::timestamp(l.time).as_bytes());
+                }
+                out.extend_from_slice(prefix.as_bytes());
+                out.extend_from_slice(&l.bytes);
+                out.push(b'\n');
+                logs::write_whole(l.stream, &out);
+            }
+        }
+        let names: Vec<&str> = failed.iter().map(|&i| self.name(i)).collect();
+        for line in logs::held(&names) {
+            logs::write_whole(2, line.as_bytes());
+        }
     }
 
     /// What a shim killed outright left behind goes too; as PID 1, every
