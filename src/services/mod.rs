@@ -10,6 +10,7 @@
 //! - [`control`]: the control socket and JSON-RPC framing;
 //! - [`ctl`]: `patiencectl`, the control client;
 //! - [`methods`]: what each control method does to the stack;
+//! - [`metrics`]: the `service` datagrams to patienced;
 //! - [`supervisor`]: the event loop that owns all state.
 //!
 //! This module turns the file into a [`Plan`]: per service, its resolved
@@ -22,6 +23,7 @@ pub mod file;
 pub mod graph;
 pub mod logs;
 pub mod methods;
+pub mod metrics;
 pub mod probe;
 pub mod shim;
 pub mod supervisor;

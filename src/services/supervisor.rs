@@ -87,6 +87,8 @@ pub(super) struct Svc {
     pub(super) shown: State,
     pub(super) since: (Instant, SystemTime),
     pub(super) ring: logs::Shared,
+    /// For `ready_s` of the `service` datagram.
+    pub(super) ready_clock: super::metrics::ReadyClock,
 }
 
 /// Runs the stack to its end and returns the group's exit status.
@@ -134,6 +136,7 @@ pub fn run(plan: Plan, inherited: &Inherited) -> Result<i32, Error> {
             shown: State::Idle,
             since: (Instant::now(), SystemTime::now()),
             ring: logs::Ring::new(plan.stack.group.log_lines, plan.stack.group.log_bytes),
+            ready_clock: Default::default(),
         })
         .collect();
     let width = (0..n)
@@ -175,7 +178,9 @@ pub fn run(plan: Plan, inherited: &Inherited) -> Result<i32, Error> {
             None
         }
     };
+    let metrics = super::metrics::Publisher::new(&plan);
     let mut sup = Sup {
+        metrics,
         plan,
         svcs,
         exe,
@@ -249,6 +254,8 @@ pub(super) struct Sup {
     /// The log readers: patience exits once they have written out all
     /// their pipes held.
     readers: Vec<std::thread::JoinHandle<()>>,
+    /// The `service` datagrams to patienced.
+    pub(super) metrics: super::metrics::Publisher,
 }
 
 /// A run status as patience's exit status: the code, or 128+N.
@@ -329,6 +336,9 @@ impl Sup {
 
     fn next_timer(&self) -> Option<Instant> {
         let mut at: Option<Instant> = self.shutdown_deadline;
+        if let Some(t) = self.metrics.next_timer() {
+            at = Some(at.map_or(t, |a| a.min(t)));
+        }
         for w in &self.waiters {
             if let Some(t) = w.deadline {
                 at = Some(at.map_or(t, |a| a.min(t)));
