@@ -6,6 +6,8 @@ MANDIR ?= $(PREFIX)/share/man
 BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
 FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
+# systemd units (contrib/systemd/), with @BINDIR@ replaced by BINDIR.
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 CARGO ?= cargo
 INSTALL ?= install
 # Where the binaries to install are: what `make` built (in CARGO_TARGET_DIR
@@ -30,6 +32,7 @@ BINS = patience patienced
 MAN1 = $(wildcard man/*.1)
 MAN5 = $(wildcard man/*.5)
 MAN8 = $(wildcard man/*.8)
+UNITS = patienced.service patience-services@.service
 
 .PHONY: all build static test bench fuzz install uninstall clean
 
@@ -86,6 +89,11 @@ install:
 	$(INSTALL) -m 644 completions/patiencectl.bash $(DESTDIR)$(BASHCOMPDIR)/patiencectl
 	$(INSTALL) -m 644 completions/_patiencectl $(DESTDIR)$(ZSHCOMPDIR)/_patiencectl
 	$(INSTALL) -m 644 completions/patiencectl.fish $(DESTDIR)$(FISHCOMPDIR)/patiencectl.fish
+	$(INSTALL) -d $(DESTDIR)$(SYSTEMDUNITDIR)
+	for u in $(UNITS); do \
+	    sed 's|@BINDIR@|$(BINDIR)|g' contrib/systemd/$$u > $(DESTDIR)$(SYSTEMDUNITDIR)/$$u.tmp && \
+	    chmod 644 $(DESTDIR)$(SYSTEMDUNITDIR)/$$u.tmp && \
+	    mv -f $(DESTDIR)$(SYSTEMDUNITDIR)/$$u.tmp $(DESTDIR)$(SYSTEMDUNITDIR)/$$u || exit 1; done
 
 uninstall:
 	for b in $(BINS); do rm -f $(DESTDIR)$(BINDIR)/$$b; done
@@ -95,6 +103,7 @@ uninstall:
 	for m in $(MAN8); do rm -f $(DESTDIR)$(MANDIR)/man8/$$(basename $$m); done
 	rm -f $(DESTDIR)$(BASHCOMPDIR)/patience $(DESTDIR)$(ZSHCOMPDIR)/_patience $(DESTDIR)$(FISHCOMPDIR)/patience.fish
 	rm -f $(DESTDIR)$(BASHCOMPDIR)/patiencectl $(DESTDIR)$(ZSHCOMPDIR)/_patiencectl $(DESTDIR)$(FISHCOMPDIR)/patiencectl.fish
+	for u in $(UNITS); do rm -f $(DESTDIR)$(SYSTEMDUNITDIR)/$$u; done
 
 clean:
 	$(CARGO) clean

@@ -828,24 +828,44 @@ pub fn take_fd(fd: i32) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Makes descriptor `fd` of the parent descriptor `target` of the child,
-/// open across exec (everything else std opens is close-on-exec).
-pub fn pass_fd(cmd: &mut Command, fd: i32, target: i32) {
+/// Up to this many descriptors go to a child through [`pass_fds`].
+pub const MAX_PASSED: usize = 4;
+
+/// Makes each descriptor `fd` of the parent descriptor `target` of the
+/// child, open across exec, for several at once: each source is first
+/// copied above every target, so that putting one in place never closes
+/// another still to be moved (the supervisor's socket to a shim and a
+/// service's `ready-fd` pipe). At most [`MAX_PASSED`] pairs; more are an
+/// error of the caller, refused before the spawn.
+pub fn pass_fds(cmd: &mut Command, pairs: &[(i32, i32)]) -> io::Result<()> {
+    if pairs.len() > MAX_PASSED {
+        return Err(io::Error::other("too many descriptors to pass"));
+    }
+    let mut fixed = [(-1, -1); MAX_PASSED];
+    fixed[..pairs.len()].copy_from_slice(pairs);
+    let count = pairs.len();
+    let floor = pairs.iter().map(|&(_, t)| t).max().unwrap_or(0) + 1;
     let hook = move || {
-        if fd == target {
-            // SAFETY: clearing FD_CLOEXEC on an open descriptor; fcntl is
-            // async-signal-safe.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
-        } else {
-            // SAFETY: dup2 is async-signal-safe and the new descriptor is
-            // never close-on-exec.
-            check(unsafe { libc::dup2(fd, target) })?;
+        let mut copies = [-1; MAX_PASSED];
+        for (n, &(fd, _)) in fixed[..count].iter().enumerate() {
+            // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor at or above
+            // `floor`; fcntl is async-signal-safe.
+            copies[n] = check(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, floor) })?;
+        }
+        for (n, &(_, target)) in fixed[..count].iter().enumerate() {
+            // SAFETY: dup2 is async-signal-safe; the copy is open and above
+            // every target, and the new descriptor is never close-on-exec.
+            check(unsafe { libc::dup2(copies[n], target) })?;
+            // SAFETY: closing the copy this hook made; it is close-on-exec
+            // anyway, and nothing else refers to it.
+            unsafe { libc::close(copies[n]) };
         }
         Ok(())
     };
     // SAFETY: the hook makes only async-signal-safe calls and allocates
-    // nothing (an io::Error from errno holds no heap memory).
+    // nothing: the pairs are copied into a fixed array before the fork.
     unsafe { cmd.pre_exec(hook) };
+    Ok(())
 }
 
 /// The uid of the process at the other end of a Unix stream socket

@@ -70,6 +70,8 @@ fn install_and_uninstall_into_destdir() {
         ("usr/share/zsh/site-functions/_patiencectl", 0o644),
         ("usr/share/fish/vendor_completions.d/patience.fish", 0o644),
         ("usr/share/fish/vendor_completions.d/patiencectl.fish", 0o644),
+        ("usr/lib/systemd/system/patienced.service", 0o644),
+        ("usr/lib/systemd/system/patience-services@.service", 0o644),
     ];
     let mut names: Vec<&str> = expected.iter().map(|(f, _)| *f).collect();
     names.sort();
@@ -87,13 +89,18 @@ fn install_and_uninstall_into_destdir() {
                 "_patience" | "patience.fish" | "_patiencectl" | "patiencectl.fish" => {
                     format!("completions/{name}")
                 }
+                n if n.ends_with(".service") => format!("contrib/systemd/{name}"),
                 _ => format!("man/{name}"),
             };
-            assert_eq!(
-                std::fs::read(&path).unwrap(),
-                std::fs::read(Path::new(root).join(source)).unwrap(),
-                "{file}"
-            );
+            let mut want = std::fs::read(Path::new(root).join(source)).unwrap();
+            if name.ends_with(".service") {
+                // The units name the installed binaries.
+                want = String::from_utf8(want)
+                    .unwrap()
+                    .replace("@BINDIR@", "/usr/bin")
+                    .into_bytes();
+            }
+            assert_eq!(std::fs::read(&path).unwrap(), want, "{file}");
         }
     }
     let installed = dest.join("usr/bin/patience");
@@ -138,6 +145,7 @@ fn install_directories_can_be_moved_one_by_one() {
                 "BASHCOMPDIR=/c/bash",
                 "ZSHCOMPDIR=/c/zsh",
                 "FISHCOMPDIR=/c/fish",
+                "SYSTEMDUNITDIR=/units",
             ])
             .arg(format!("BUILD_DIR={}", build_dir.display()))
             .output()
@@ -166,7 +174,14 @@ fn install_directories_can_be_moved_one_by_one() {
             "sbin/patience",
             "sbin/patiencectl",
             "sbin/patienced",
+            "units/patience-services@.service",
+            "units/patienced.service",
         ]
+    );
+    let unit = std::fs::read_to_string(dest.join("units/patience-services@.service")).unwrap();
+    assert!(
+        unit.contains("\nExecStart=/sbin/patience --services /etc/patience/services.d/%i.toml\n"),
+        "{unit}"
     );
     make("uninstall");
     assert_eq!(
@@ -447,6 +462,63 @@ fn release_builds_embed_no_builder_paths() {
             );
         }
     }
+}
+
+/// The systemd units `make install` writes pass `systemd-analyze verify`
+/// with nothing to say: the template as an instance, with ExecStart= on the
+/// binaries under test (verify checks that the command exists).
+#[test]
+fn systemd_units_pass_systemd_analyze_verify() {
+    if !have_tool(
+        "systemd-analyze",
+        "--version",
+        "systemd-analyze (Debian package systemd)",
+    ) {
+        return;
+    }
+    let dir = TempDir::new("install-units");
+    let dest = dir.join("dest");
+    let build_dir = Path::new(patience_bin()).parent().unwrap();
+    let out = make_here(
+        &[
+            "install",
+            &format!("DESTDIR={}", dest.display()),
+            &format!("BINDIR={}", build_dir.display()),
+            "SYSTEMDUNITDIR=/units",
+            &format!("BUILD_DIR={}", build_dir.display()),
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "make install: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let units = dest.join("units");
+    let template = std::fs::read_to_string(units.join("patience-services@.service")).unwrap();
+    assert!(template.contains("\nType=notify\n"), "{template}");
+    std::fs::write(units.join("patience-services@shop.service"), &template).unwrap();
+    let verify = |unit: &str| {
+        Command::new("systemd-analyze")
+            .args(["verify", "--man=no", unit])
+            .current_dir(&units)
+            .env("SYSTEMD_LOG_COLOR", "0")
+            .output()
+            .unwrap()
+    };
+    for unit in ["./patienced.service", "./patience-services@shop.service"] {
+        let out = verify(unit);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && err.trim().is_empty(), "{unit}: {err}");
+    }
+    // A unit it finds fault with does not pass (the check can fail).
+    std::fs::write(
+        units.join("patience-services@bad.service"),
+        template.replace("Type=notify", "Type=notifyy"),
+    )
+    .unwrap();
+    let out = verify("./patience-services@bad.service");
+    assert!(!String::from_utf8_lossy(&out.stderr).trim().is_empty());
 }
 
 #[test]

@@ -735,3 +735,444 @@ fn shutdown_timeout_kills_everything_left() {
     );
     assert!(processes_matching(&format!("sleep {sleep}")).is_empty());
 }
+
+#[test]
+fn env_file_clear_env_and_cwd_shape_the_service_environment() {
+    let dir = TempDir::new("svc-env");
+    std::fs::create_dir_all(dir.join("conf/work")).unwrap();
+    std::fs::write(
+        dir.join("conf/app.env"),
+        "# a comment\n; another\nexport GREETING=\"hello world\"\nQUOTED='$HOME stays'\n\nPLAIN = 1\nTABLE=from-file\n",
+    )
+    .unwrap();
+    let file = dir.join("conf/services.toml");
+    std::fs::write(
+        &file,
+        "[service.app]\ncommand = [\"sh\", \"-c\", \"echo \\\"G=$GREETING Q=$QUOTED P=$PLAIN T=$TABLE H=${HOME:-unset} S=$PATIENCE_SERVICE\\\"; pwd\"]\n\
+         env-file = [\"app.env\", \"-missing.env\"]\nenv = { TABLE = \"from-table\", PATH = \"/usr/bin:/bin\" }\nclear-env = true\ncwd = \"work\"\n\
+         [service.open]\ncommand = [\"sh\", \"-c\", \"echo open H=$HOME N=${NOTIFY_SOCKET:-none}\"]\n",
+    )
+    .unwrap();
+    let mut c = patience(&dir);
+    c.args(["--services", file.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", dir.join("not-for-services.sock"));
+    let out = output(c);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("app  | G=hello world Q=$HOME stays P=1 T=from-table H=unset S=app\n"),
+        "{text}"
+    );
+    let work = std::fs::canonicalize(dir.join("conf/work")).unwrap();
+    assert!(text.contains(&format!("app  | {}\n", work.display())), "{text}");
+    assert!(
+        text.contains(&format!("open | open H={} N=none\n", dir.path().display())),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_bad_env_file_line_names_the_file_and_the_line() {
+    let dir = TempDir::new("svc-env-bad");
+    std::fs::write(dir.join("bad.env"), "A=1\n# fine\nnot a pair\n").unwrap();
+    std::fs::write(dir.join("badname.env"), "1A=x\n").unwrap();
+    for (env, want) in [
+        ("bad.env", "bad.env:3: expected KEY=VALUE"),
+        ("badname.env", "badname.env:1: invalid variable name '1A'"),
+        ("absent.env", "cannot read env file"),
+    ] {
+        let file = stack(
+            &dir,
+            &format!("[service.a]\ncommand = [\"true\"]\nenv-file = \"{env}\"\n"),
+        );
+        let out = services(&dir, &file, &[]);
+        assert_eq!(code(&out), 125, "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("{file}:3: key 'env-file' in [service.a]")) && err.contains(want),
+            "want {want}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
+
+#[test]
+fn failing_health_checks_end_the_attempt_as_unhealthy_and_it_restarts() {
+    let dir = TempDir::new("svc-health");
+    let flag = dir.join("alive");
+    let count = dir.join("attempts");
+    let file = stack(
+        &dir,
+        &format!(
+            "[service.web]\ncommand = [\"sh\", \"-c\", \"echo x >> {c}; touch {f}; exec sleep 30\"]\nrestart = \"always\"\nforever = true\ndelay = \"100ms\"\nkill-after = \"1s\"\n\
+             health-command = [\"test\", \"-e\", \"{f}\"]\nhealth-interval = \"100ms\"\nhealth-failures = 3\n",
+            f = flag.display(),
+            c = count.display()
+        ),
+    );
+    let guard = spawn(&dir, &["--services", &file]);
+    let attempts = || {
+        std::fs::read_to_string(&count)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    assert!(eventually(Duration::from_secs(10), || attempts() == 1 && flag.exists()));
+    // Healthy for a while: no restart.
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(attempts(), 1);
+    let t = Instant::now();
+    std::fs::remove_file(&flag).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || attempts() == 2),
+        "no second attempt after the health check failed"
+    );
+    // Three checks 100ms apart, then the stop and the delay: not at once.
+    assert!(t.elapsed() >= Duration::from_millis(200), "{:?}", t.elapsed());
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(attempts(), 2, "the healthy second attempt was ended too");
+    send_signal(guard.id(), "TERM");
+    let out = guard.wait_output(Duration::from_secs(15));
+    assert_eq!(out.status.code(), Some(143));
+    let err = stderr(&out);
+    assert!(
+        err.contains("[patience] web: unhealthy: exit code 1 (3 checks in a row); ending the attempt"),
+        "{err}"
+    );
+    assert_eq!(err.matches("unhealthy").count(), 1, "{err}");
+}
+
+/// A one-thread HTTP server on loopback answering every request with the
+/// status `status` holds at the time; stops when dropped.
+struct HttpServer {
+    port: u16,
+    status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    hits: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HttpServer {
+    fn start(status: u16) -> HttpServer {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let st = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(status));
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (st2, hits2, stop2) = (st.clone(), hits.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(SeqCst) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut req = Vec::new();
+                let mut buf = [0u8; 512];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&req);
+                if text.starts_with("GET /healthz HTTP/1.1\r\n") && text.contains("\r\nHost: 127.0.0.1:") {
+                    hits2.fetch_add(1, SeqCst);
+                }
+                let code = st2.load(SeqCst);
+                let _ = conn.write_all(
+                    format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
+                );
+            }
+        });
+        HttpServer {
+            port,
+            status: st,
+            hits,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn set(&self, status: u16) {
+        self.status.store(status, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn hits(&self) -> u32 {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn ready_http_waits_for_a_2xx_or_3xx_and_health_http_ends_an_unhealthy_attempt() {
+    let dir = TempDir::new("svc-http");
+    let server = HttpServer::start(503);
+    let url = format!("http://127.0.0.1:{}/healthz", server.port);
+    let file = stack(
+        &dir,
+        &format!(
+            "[service.api]\ncommand = [\"sleep\", \"30\"]\nattempts = 1\nkill-after = \"1s\"\n\
+             ready-http = \"{url}\"\nready-interval = \"100ms\"\n\
+             health-http = \"{url}\"\nhealth-interval = \"100ms\"\nhealth-failures = 2\nhealth-grace = \"300ms\"\n\
+             [service.user]\ncommand = [\"sh\", \"-c\", \"echo api is ready; exec sleep 30\"]\ndepends-on = {{ api = \"ready\" }}\ncritical = false\nkill-after = \"1s\"\n\
+             [supervisor]\nmain = \"api\"\n"
+        ),
+    );
+    let guard = spawn(&dir, &["--services", &file]);
+    assert!(eventually(Duration::from_secs(10), || server.hits() >= 3));
+    // 503 is not ready: the dependent waits.
+    assert!(processes_matching("sh -c echo api is ready").is_empty());
+    server.set(302);
+    let ready_at = Instant::now();
+    let before = server.hits();
+    // The readiness probe, then the health checks after their grace.
+    assert!(eventually(Duration::from_secs(10), || server.hits() >= before + 4));
+    server.set(500);
+    let out = guard.wait_output(Duration::from_secs(20));
+    // Ended as a timeout ends it: 124 for the last attempt, and main's
+    // status is the stack's.
+    assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
+    assert!(ready_at.elapsed() >= Duration::from_millis(300));
+    let text = stdout(&out);
+    let err = stderr(&out);
+    assert!(text.contains("user | api is ready"), "{text}\n{err}");
+    assert!(
+        err.contains("[patience] api: unhealthy: HTTP 500 (2 checks in a row); ending the attempt"),
+        "{err}"
+    );
+}
+
+#[test]
+fn dry_run_shows_health_and_the_new_readiness_kinds() {
+    let dir = TempDir::new("svc-dry-health");
+    let file = stack(
+        &dir,
+        "[service.a]\ncommand = [\"x\"]\nready-http = \"http://localhost:8080/up\"\nhealth-tcp = \"127.0.0.1:8080\"\nhealth-interval = \"2s\"\n\
+         [service.b]\ncommand = [\"x\"]\nready-fd = 3\n[service.c]\ncommand = [\"x\"]\nready-notify = true\n",
+    );
+    let out = services(&dir, &file, &["--dry-run"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    for want in [
+        "readiness: http http://localhost:8080/up",
+        "health: tcp 127.0.0.1:8080 every 2s within 5s, 3 failures in a row end the attempt, grace 0ms",
+        "readiness: fd 3",
+        "readiness: notify",
+    ] {
+        assert!(text.contains(want), "want {want}:\n{text}");
+    }
+}
+
+#[test]
+fn ready_fd_is_a_newline_on_the_descriptor_the_service_names() {
+    let dir = TempDir::new("svc-ready-fd");
+    let file = stack(
+        &dir,
+        "[service.three]\ncommand = [\"sh\", \"-c\", \"echo fd3=$(readlink /proc/self/fd/3 | cut -c1-5); sleep 0.4; echo >&3; exec sleep 30\"]\n\
+         restart = \"always\"\nforever = true\nready-fd = 3\nready-timeout = \"20s\"\nkill-after = \"1s\"\n\
+         [service.five]\ncommand = [\"sh\", \"-c\", \"echo >&5; exec sleep 30\"]\nrestart = \"always\"\nforever = true\nready-fd = 5\nkill-after = \"1s\"\n\
+         [service.user]\ncommand = [\"sh\", \"-c\", \"echo after both; test ! -e /proc/self/fd/3 && echo no fd 3\"]\ndepends-on = [\"three\", \"five\"]\n\
+         [supervisor]\nmain = \"user\"\n",
+    );
+    let t = Instant::now();
+    let out = services(&dir, &file, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    let at = |l: &str| {
+        text.lines()
+            .position(|x| x == l)
+            .unwrap_or_else(|| panic!("no {l:?} in {text:?}"))
+    };
+    // The service's descriptor 3 is the readiness pipe, not the shim's
+    // link to the supervisor (moved to 4 for it).
+    assert!(at("three | fd3=pipe:") < at("user  | after both"));
+    assert!(text.contains("user  | no fd 3\n"), "{text}");
+    assert!(t.elapsed() >= Duration::from_millis(400));
+}
+
+#[test]
+fn ready_notify_gives_the_service_its_own_socket() {
+    if !have_tool("python3", "--version", "python3") {
+        return;
+    }
+    let dir = TempDir::new("svc-ready-notify");
+    let send = "import os, socket, time; p = os.environ['NOTIFY_SOCKET']; \
+                print('dir mode', oct(os.stat(os.path.dirname(p)).st_mode & 0o777), 'at', p, flush=True); \
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); time.sleep(0.4); \
+                s.sendto(b'STATUS=warming up\\\\nMAINPID=1', p); s.sendto(b'READY=1', p); time.sleep(30)";
+    let file = stack(
+        &dir,
+        &format!(
+            "[service.db]\ncommand = [\"python3\", \"-c\", \"{send}\"]\nattempts = 1\nready-notify = true\nready-timeout = \"20s\"\nkill-after = \"1s\"\n\
+             [service.app]\ncommand = [\"sh\", \"-c\", \"echo app N=${{NOTIFY_SOCKET:-none}}\"]\ndepends-on = {{ db = \"ready\" }}\n\
+             [supervisor]\nmain = \"app\"\n"
+        ),
+    );
+    let mut c = patience(&dir);
+    c.args(["-v", "--services", &file])
+        .env("NOTIFY_SOCKET", dir.join("patience-own.sock"));
+    let out = output(c);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("db  | dir mode"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.starts_with("db  | dir mode 0o700 at /"), "{line}");
+    let socket = line.rsplit(' ').next().unwrap();
+    assert!(!socket.contains("patience-own"), "{line}");
+    assert!(text.contains("app | app N=none\n"), "{text}");
+    let err = stderr(&out);
+    assert!(err.contains("[patience] db: status: warming up"), "{err}");
+    assert!(err.contains("[patience] db: ready (notify)"), "{err}");
+    // The private directory goes with the supervisor.
+    let parent = std::path::Path::new(socket).parent().unwrap();
+    assert!(!parent.exists(), "{} left behind", parent.display());
+}
+
+#[test]
+fn under_systemd_the_stack_says_ready_status_watchdog_and_stopping() {
+    let dir = TempDir::new("svc-sd-notify");
+    let sock_path = dir.join("manager.sock");
+    let manager = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    manager
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let file = stack(
+        &dir,
+        "[service.db]\ncommand = [\"sh\", \"-c\", \"sleep 0.5; echo up N=${NOTIFY_SOCKET:-none}; exec sleep 30\"]\nrestart = \"always\"\nforever = true\nready-pattern = \"^up\"\nkill-after = \"1s\"\n\
+         [service.task]\ncommand = [\"true\"]\n",
+    );
+    let start = Instant::now();
+    let child = patience(&dir)
+        .args(["--services", &file])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let guard = Guard::new(child);
+    let mut got: Vec<(Duration, String)> = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut stopped = false;
+    while start.elapsed() < Duration::from_secs(20) {
+        if let Ok(n) = manager.recv(&mut buf) {
+            got.push((start.elapsed(), String::from_utf8_lossy(&buf[..n]).into_owned()));
+        }
+        let watchdogs = got.iter().filter(|(_, m)| m.contains("WATCHDOG=1")).count();
+        let ready = got.iter().any(|(_, m)| m.contains("READY=1"));
+        if ready && watchdogs >= 4 && !stopped {
+            send_signal(guard.id(), "TERM");
+            stopped = true;
+        }
+        if got.iter().any(|(_, m)| m.contains("STOPPING=1")) {
+            break;
+        }
+    }
+    let out = guard.wait_output(Duration::from_secs(15));
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    let all: Vec<&str> = got.iter().map(|(_, m)| m.as_str()).collect();
+    let ready: Vec<&(Duration, String)> = got.iter().filter(|(_, m)| m.contains("READY=1")).collect();
+    assert_eq!(ready.len(), 1, "{all:?}");
+    // Not before db is ready (0.5 s in), and with a status saying so.
+    assert!(ready[0].0 >= Duration::from_millis(450), "{all:?}");
+    assert!(
+        ready[0].1.contains("STATUS=2 services: 1 ready, 1 succeeded"),
+        "{all:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|(t, m)| *t < ready[0].0 && m.contains("STATUS=") && m.contains("starting")),
+        "{all:?}"
+    );
+    assert!(all.last().unwrap().contains("STOPPING=1"), "{all:?}");
+    assert!(stdout(&out).contains("db   | up N=none\n"), "{}", stdout(&out));
+}
+
+#[test]
+fn propagate_restart_stops_the_dependent_and_starts_it_again_when_the_dependency_is_back() {
+    let dir = TempDir::new("svc-propagate");
+    let pid = dir.join("db.pid");
+    let starts = dir.join("app.starts");
+    let plain = dir.join("plain.starts");
+    let file = stack(
+        &dir,
+        &format!(
+            "[service.db]\ncommand = [\"sh\", \"-c\", \"sleep 0.2; echo $$ > {p}; echo db ready; exec sleep 30\"]\nrestart = \"always\"\nforever = true\ndelay = \"300ms\"\nready-pattern = \"db ready\"\nkill-after = \"1s\"\n\
+             [service.app]\ncommand = [\"sh\", \"-c\", \"echo x >> {s}; exec sleep 30\"]\nrestart = \"always\"\nforever = true\nkill-after = \"1s\"\n\
+             depends-on = {{ db = {{ when = \"ready\", propagate = \"restart\" }} }}\n\
+             [service.plain]\ncommand = [\"sh\", \"-c\", \"echo x >> {q}; exec sleep 30\"]\nrestart = \"always\"\nforever = true\nkill-after = \"1s\"\ndepends-on = [\"db\"]\n",
+            p = pid.display(),
+            s = starts.display(),
+            q = plain.display()
+        ),
+    );
+    let guard = spawn(&dir, &["--services", &file]);
+    let count = |f: &std::path::Path| std::fs::read_to_string(f).unwrap_or_default().lines().count();
+    assert!(eventually(Duration::from_secs(10), || count(&starts) == 1
+        && count(&plain) == 1));
+    let first = std::fs::read_to_string(&pid).unwrap();
+    let t = Instant::now();
+    send_signal(first.trim().parse().unwrap(), "KILL");
+    assert!(
+        eventually(Duration::from_secs(10), || count(&starts) == 2),
+        "app was not started again"
+    );
+    // Only once db was ready again: after its delay and its 0.2 s.
+    assert!(t.elapsed() >= Duration::from_millis(400), "{:?}", t.elapsed());
+    assert_ne!(std::fs::read_to_string(&pid).unwrap(), first);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(count(&starts), 2);
+    // Without propagate, a later loss changes nothing.
+    assert_eq!(count(&plain), 1);
+    send_signal(guard.id(), "TERM");
+    let out = guard.wait_output(Duration::from_secs(15));
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("[patience] app: db's attempt ended; stopping, to start again once it is back"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn propagate_needs_an_edge_that_can_hold_again() {
+    let dir = TempDir::new("svc-propagate-bad");
+    for (edge, want) in [
+        (
+            "{ when = \"succeeded\", propagate = \"restart\" }",
+            "needs when = \"started\" or \"ready\"",
+        ),
+        (
+            "{ when = \"ready\", propagate = \"later\" }",
+            "'propagate' must be \"restart\" or \"none\"",
+        ),
+    ] {
+        let file = stack(
+            &dir,
+            &format!("[service.db]\ncommand = [\"true\"]\n[service.app]\ncommand = [\"true\"]\ndepends-on = {{ db = {edge} }}\n"),
+        );
+        let out = services(&dir, &file, &[]);
+        assert_eq!(code(&out), 125, "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(":5: key 'depends-on' in [service.app]") && stderr(&out).contains(want),
+            "{}",
+            stderr(&out)
+        );
+    }
+}

@@ -288,7 +288,7 @@ pub fn render_families(snap: &Snapshot, daemon: Option<f64>, out: &mut impl Sink
         }
     });
 
-    service_families(out, &each, &mut prefix, &spell(&SERVICE_BUCKETS));
+    service_families(out, snap, &mut prefix, &spell(&SERVICE_BUCKETS));
 
     if let Some(start_time) = daemon {
         let mut text = String::with_capacity(4096);
@@ -298,12 +298,12 @@ pub fn render_families(snap: &Snapshot, daemon: Option<f64>, out: &mut impl Sink
 }
 
 /// The `patience_service_*` families, from the supervisors of stacks.
-fn service_families(
-    out: &mut impl Sink,
-    each: &dyn Fn(&mut dyn FnMut(&str, &super::aggregate::Command)),
-    prefix: &mut String,
-    les: &[String],
-) {
+fn service_families(out: &mut impl Sink, snap: &Snapshot, prefix: &mut String, les: &[String]) {
+    let each = |out: &mut dyn FnMut(&str, &super::aggregate::Command)| {
+        for (name, c) in snap.commands.iter().filter(|(_, c)| c.service.is_some()) {
+            out(&label_of(name), c);
+        }
+    };
     for (family, help, up) in [
         (
             "patience_service_up",

@@ -28,21 +28,7 @@ const SHIM_FIXED: &[&str] = &["init", "foreground"];
 
 /// Keys of SERVICES.md that this version does not implement yet: refused
 /// with a clear message rather than accepted and ignored.
-const NOT_YET: &[&str] = &[
-    "ready-http",
-    "ready-fd",
-    "ready-notify",
-    "health-command",
-    "health-tcp",
-    "health-http",
-    "health-interval",
-    "health-timeout",
-    "health-failures",
-    "health-grace",
-    "log-file",
-    "log-max-size",
-    "log-keep",
-];
+const NOT_YET: &[&str] = &["log-file", "log-max-size", "log-keep"];
 const GROUP_NOT_YET: &[&str] = &[
     "hold-output",
     "summary-json",
@@ -69,12 +55,35 @@ pub const SERVICE_KEYS: &[&str] = &[
     "ready-stream",
     "ready-command",
     "ready-tcp",
+    "ready-http",
+    "ready-fd",
+    "ready-notify",
     "ready-timeout",
     "ready-interval",
     "ready-delay",
     "ready-probe-timeout",
+    "health-command",
+    "health-tcp",
+    "health-http",
+    "health-interval",
+    "health-timeout",
+    "health-failures",
+    "health-grace",
     "log",
 ];
+
+/// The readiness kinds, of which a service may have one.
+const READY_KINDS: &[&str] = &[
+    "ready-pattern",
+    "ready-command",
+    "ready-tcp",
+    "ready-http",
+    "ready-fd",
+    "ready-notify",
+];
+
+/// The health check kinds, of which a service may have one.
+const HEALTH_KINDS: &[&str] = &["health-command", "health-tcp", "health-http"];
 
 /// The keys of `[supervisor]`.
 pub const SUPERVISOR_KEYS: &[&str] = &[
@@ -131,6 +140,10 @@ pub struct Dep {
     pub cond: Option<Cond>,
     /// The line of the entry, for errors.
     pub line: usize,
+    /// `propagate = "restart"`: the dependent is stopped when the
+    /// dependency's attempt ends, and started again once the condition
+    /// holds again.
+    pub restart: bool,
 }
 
 /// How a service's readiness is checked.
@@ -139,6 +152,11 @@ pub enum Ready {
     Pattern(Pattern),
     Command(Vec<OsString>),
     Tcp(String),
+    Http(HttpUrl),
+    /// s6's protocol: the service writes a newline on this descriptor.
+    Fd(i32),
+    /// sd_notify: `READY=1` on the service's own `NOTIFY_SOCKET`.
+    Notify,
 }
 
 impl Ready {
@@ -147,8 +165,108 @@ impl Ready {
             Ready::Pattern(_) => "pattern",
             Ready::Command(_) => "command",
             Ready::Tcp(_) => "tcp",
+            Ready::Http(_) => "http",
+            Ready::Fd(_) => "fd",
+            Ready::Notify => "notify",
         }
     }
+}
+
+/// An `http://HOST[:PORT][/PATH]` address, checked when the file is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpUrl {
+    /// As written, brackets of an IPv6 address included (the Host header).
+    pub host: String,
+    pub port: u16,
+    /// The request target: the path and query, `/` at least.
+    pub path: String,
+}
+
+impl HttpUrl {
+    /// Parses an http URL; https is refused, as there is no TLS here.
+    pub fn parse(text: &str) -> Result<HttpUrl, String> {
+        let bad = |why: &str| format!("invalid URL '{text}': {why} (expected http://HOST:PORT/PATH)");
+        if text.len() >= 8 && text[..8].eq_ignore_ascii_case("https://") {
+            return Err(format!(
+                "invalid URL '{text}': https is not supported (no TLS); probe a plain http:// port"
+            ));
+        }
+        let rest = match text.get(..7) {
+            Some(scheme) if scheme.eq_ignore_ascii_case("http://") => &text[7..],
+            _ => return Err(bad("not an http:// URL")),
+        };
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, target) = rest.split_at(end);
+        if authority.contains('@') {
+            return Err(bad("user information is not supported"));
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let Some((inside, after)) = v6.split_once(']') else {
+                return Err(bad("unclosed '['"));
+            };
+            if inside.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(bad("invalid IPv6 address"));
+            }
+            (format!("[{inside}]"), after.strip_prefix(':').map(str::to_string))
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p.to_string())),
+                None => (authority.to_string(), None),
+            }
+        };
+        if host.is_empty() || host.contains(char::is_whitespace) {
+            return Err(bad("no host"));
+        }
+        let port = match port {
+            None => 80,
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n != 0 => n,
+                _ => return Err(bad(&format!("invalid port '{p}'"))),
+            },
+        };
+        let target = target.split('#').next().unwrap_or("");
+        if target.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(bad("spaces or control characters in the path"));
+        }
+        let path = match target {
+            "" => "/".to_string(),
+            t if t.starts_with('?') => format!("/{t}"),
+            t => t.to_string(),
+        };
+        Ok(HttpUrl { host, port, path })
+    }
+
+    /// The host to connect to (without an IPv6 address's brackets).
+    pub fn connect_host(&self) -> &str {
+        self.host.trim_start_matches('[').trim_end_matches(']')
+    }
+}
+
+impl std::fmt::Display for HttpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http://{}:{}{}", self.host, self.port, self.path)
+    }
+}
+
+/// One check, for readiness or health: a command (exit 0), a TCP
+/// connection, an HTTP GET (2xx or 3xx).
+#[derive(Clone, Debug)]
+pub enum Check {
+    Command(Vec<OsString>),
+    Tcp(String),
+    Http(HttpUrl),
+}
+
+/// A service's health check (SERVICES.md §4): from its attempt's
+/// readiness on, after `grace`, every `interval`, each within `timeout`;
+/// `failures` in a row end the attempt as unhealthy.
+#[derive(Clone, Debug)]
+pub struct Health {
+    pub check: Check,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub failures: u32,
+    pub grace: Duration,
 }
 
 /// Which of a service's streams `ready-pattern` reads.
@@ -188,6 +306,7 @@ pub struct Service {
     pub ready_interval: Duration,
     pub ready_delay: Duration,
     pub ready_probe_timeout: Duration,
+    pub health: Option<Health>,
     pub log: LogMode,
 }
 
@@ -391,7 +510,13 @@ fn per_run(
             format!("key '{name}' in {table}: every service runs in its own process group with init's duty; it cannot be set"),
         ));
     }
-    if NOT_YET.contains(&name) || name == "propagate" {
+    if name == "propagate" {
+        return Err(doc.error(
+            key.span(),
+            format!("key 'propagate' in {table} belongs on a dependency: depends-on = {{ db = {{ when = \"ready\", propagate = \"restart\" }} }}"),
+        ));
+    }
+    if NOT_YET.contains(&name) {
         return Err(doc.error(
             key.span(),
             format!("key '{name}' in {table} is not supported by this version of patience"),
@@ -642,14 +767,26 @@ fn service(doc: &Doc<'_>, key: &Key<'_>, value: &Value<'_>) -> Result<Service, E
         ready_interval: Duration::from_secs(1),
         ready_delay: Duration::ZERO,
         ready_probe_timeout: Duration::from_secs(5),
+        health: None,
         log: LogMode::Prefix,
     };
     let mut env_table = Vec::new();
     let mut ready_key: Option<String> = None;
+    let mut health_key: Option<String> = None;
+    let mut health_check = None;
+    let mut health = Health {
+        check: Check::Tcp(String::new()),
+        interval: Duration::from_secs(10),
+        timeout: Duration::from_secs(5),
+        failures: 3,
+        grace: Duration::ZERO,
+    };
+    // The first health timing key, for the error when there is no check.
+    let mut health_timing: Option<(String, Range<usize>)> = None;
     for (k, v) in config::in_file_order(t) {
         let name: &str = k.get_ref();
         let bad = |span: Range<usize>, msg: String| doc.error(span, format!("key '{name}' in {tn}: {msg}"));
-        if name.starts_with("ready-") && matches!(name, "ready-pattern" | "ready-command" | "ready-tcp") {
+        if READY_KINDS.contains(&name) {
             if let Some(first) = &ready_key {
                 return Err(bad(
                     k.span(),
@@ -658,6 +795,15 @@ fn service(doc: &Doc<'_>, key: &Key<'_>, value: &Value<'_>) -> Result<Service, E
             }
             ready_key = Some(name.to_string());
         }
+        if HEALTH_KINDS.contains(&name) {
+            if let Some(first) = &health_key {
+                return Err(bad(
+                    k.span(),
+                    format!("two health checks on one service ({first} and {name}); keep one"),
+                ));
+            }
+            health_key = Some(name.to_string());
+        }
         match name {
             "command" => s.command = argv(doc, name, tn, v)?,
             "cwd" => {
@@ -665,7 +811,7 @@ fn service(doc: &Doc<'_>, key: &Key<'_>, value: &Value<'_>) -> Result<Service, E
                 if p.is_empty() {
                     return Err(bad(v.span(), "the path must not be empty".into()));
                 }
-                s.cwd = Some(PathBuf::from(p));
+                s.cwd = Some(relative_to_file(doc.path, Path::new(&p)));
             }
             "env" => {
                 let DeValue::Table(vars) = v.get_ref() else {
@@ -718,7 +864,16 @@ fn service(doc: &Doc<'_>, key: &Key<'_>, value: &Value<'_>) -> Result<Service, E
                     }
                 };
                 for p in paths {
-                    let vars = read_env_file(Path::new(&p)).map_err(|e| bad(v.span(), e))?;
+                    // systemd's `-`: a file that does not exist is skipped.
+                    let (optional, p) = match p.strip_prefix('-') {
+                        Some(rest) => (true, rest),
+                        None => (false, p.as_str()),
+                    };
+                    if p.is_empty() {
+                        return Err(bad(v.span(), "the path must not be empty".into()));
+                    }
+                    let path = relative_to_file(doc.path, Path::new(p));
+                    let vars = read_env_file(&path, optional).map_err(|e| bad(v.span(), e))?;
                     s.env.extend(vars);
                 }
             }
@@ -751,18 +906,51 @@ fn service(doc: &Doc<'_>, key: &Key<'_>, value: &Value<'_>) -> Result<Service, E
                 }
             }
             "ready-command" => s.ready = Some(Ready::Command(argv(doc, name, tn, v)?)),
-            "ready-tcp" => {
-                let addr = string(doc, name, tn, v)?;
-                match addr.rsplit_once(':') {
-                    Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => {}
+            "ready-tcp" => s.ready = Some(Ready::Tcp(tcp_address(doc, name, tn, v)?)),
+            "ready-http" => s.ready = Some(Ready::Http(http_url(doc, name, tn, v)?)),
+            "ready-fd" => {
+                match integer(v) {
+                    Some(n @ 3..=1023) => s.ready = Some(Ready::Fd(n as i32)),
+                    _ => return Err(bad(
+                        v.span(),
+                        "expected a descriptor number from 3 to 1023 (0, 1 and 2 are the standard streams)"
+                            .into(),
+                    )),
+                }
+            }
+            "ready-notify" => {
+                if boolean(doc, name, tn, v)? {
+                    s.ready = Some(Ready::Notify);
+                } else {
+                    ready_key = None;
+                }
+            }
+            "health-command" => health_check = Some(Check::Command(argv(doc, name, tn, v)?)),
+            "health-tcp" => health_check = Some(Check::Tcp(tcp_address(doc, name, tn, v)?)),
+            "health-http" => health_check = Some(Check::Http(http_url(doc, name, tn, v)?)),
+            "health-interval" | "health-timeout" | "health-grace" => {
+                let d = duration(doc, name, tn, v)?;
+                if d.is_zero() && name != "health-grace" {
+                    return Err(bad(v.span(), "must be longer than 0".into()));
+                }
+                match name {
+                    "health-interval" => health.interval = d,
+                    "health-timeout" => health.timeout = d,
+                    _ => health.grace = d,
+                }
+                health_timing.get_or_insert((name.to_string(), k.span()));
+            }
+            "health-failures" => {
+                match integer(v).and_then(|n| u32::try_from(n).ok()) {
+                    Some(n) if n >= 1 => health.failures = n,
                     _ => {
                         return Err(bad(
                             v.span(),
-                            format!("invalid address '{addr}' (expected HOST:PORT such as 127.0.0.1:8080)"),
+                            "expected a whole number of checks, at least 1".into(),
                         ))
                     }
                 }
-                s.ready = Some(Ready::Tcp(addr));
+                health_timing.get_or_insert((name.to_string(), k.span()));
             }
             "ready-timeout" => {
                 let d = duration(doc, name, tn, v)?;
@@ -804,12 +992,56 @@ fn service(doc: &Doc<'_>, key: &Key<'_>, value: &Value<'_>) -> Result<Service, E
     }
     if s.ready.is_none() && s.ready_timeout.is_some() {
         return Err(Error::Config(format!(
-            "{}:{line}: key 'ready-timeout' in {tn}: no readiness check to time (add ready-pattern, ready-command or ready-tcp)",
-            doc.path.display()
+            "{}:{line}: key 'ready-timeout' in {tn}: no readiness check to time (add one of {})",
+            doc.path.display(),
+            READY_KINDS.join(", ")
         )));
+    }
+    match (health_check, health_timing) {
+        (Some(check), _) => {
+            health.check = check;
+            s.health = Some(health);
+        }
+        (None, Some((key, span))) => {
+            return Err(doc.error(
+                span,
+                format!(
+                    "key '{key}' in {tn}: no health check to time (add one of {})",
+                    HEALTH_KINDS.join(", ")
+                ),
+            ))
+        }
+        (None, None) => {}
     }
     s.env.extend(env_table);
     Ok(s)
+}
+
+/// A TOML integer's value, None for anything else.
+fn integer(v: &Value<'_>) -> Option<i64> {
+    match v.get_ref() {
+        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).ok(),
+        _ => None,
+    }
+}
+
+/// A `HOST:PORT` to connect to.
+fn tcp_address(doc: &Doc<'_>, name: &str, tn: &str, v: &Value<'_>) -> Result<String, Error> {
+    let addr = string(doc, name, tn, v)?;
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => Ok(addr),
+        _ => Err(doc.error(
+            v.span(),
+            format!(
+                "key '{name}' in {tn}: invalid address '{addr}' (expected HOST:PORT such as 127.0.0.1:8080)"
+            ),
+        )),
+    }
+}
+
+fn http_url(doc: &Doc<'_>, name: &str, tn: &str, v: &Value<'_>) -> Result<HttpUrl, Error> {
+    let text = string(doc, name, tn, v)?;
+    HttpUrl::parse(&text).map_err(|e| doc.error(v.span(), format!("key '{name}' in {tn}: {e}")))
 }
 
 fn deps(doc: &Doc<'_>, tn: &str, v: &Value<'_>) -> Result<Vec<Dep>, Error> {
@@ -831,6 +1063,7 @@ fn deps(doc: &Doc<'_>, tn: &str, v: &Value<'_>) -> Result<Vec<Dep>, Error> {
                         name: n.to_string(),
                         cond: None,
                         line: doc.line(item.span()),
+                        restart: false,
                     }),
                     other => {
                         return Err(bad(
@@ -844,10 +1077,12 @@ fn deps(doc: &Doc<'_>, tn: &str, v: &Value<'_>) -> Result<Vec<Dep>, Error> {
         DeValue::Table(t) => {
             for (k, c) in config::in_file_order(t) {
                 let name: &str = k.get_ref();
+                let mut restart = false;
                 let c_cond = match c.get_ref() {
                     DeValue::String(text) => cond(c.span(), text)?,
                     DeValue::Table(edge) => {
                         let mut when = None;
+                        let mut propagate_span = None;
                         for (ek, ev) in config::in_file_order(edge) {
                             match &**ek.get_ref() {
                                 "when" => match ev.get_ref() {
@@ -860,20 +1095,40 @@ fn deps(doc: &Doc<'_>, tn: &str, v: &Value<'_>) -> Result<Vec<Dep>, Error> {
                                     }
                                 },
                                 "propagate" => {
-                                    return Err(bad(
-                                        ek.span(),
-                                        "'propagate' is not supported by this version of patience".into(),
-                                    ))
+                                    restart = match ev.get_ref() {
+                                        DeValue::String(t) if t == "restart" => true,
+                                        DeValue::String(t) if t == "none" => false,
+                                        _ => {
+                                            return Err(bad(
+                                                ev.span(),
+                                                "'propagate' must be \"restart\" or \"none\"".into(),
+                                            ))
+                                        }
+                                    };
+                                    propagate_span = Some(ev.span());
                                 }
                                 other => {
                                     return Err(bad(
                                         ek.span(),
-                                        format!("unknown key '{other}' (expected when)"),
+                                        format!("unknown key '{other}' (expected when, propagate)"),
                                     ))
                                 }
                             }
                         }
-                        when.ok_or_else(|| bad(c.span(), format!("{name}: 'when' is required")))?
+                        let when =
+                            when.ok_or_else(|| bad(c.span(), format!("{name}: 'when' is required")))?;
+                        if let (true, Some(span)) = (restart, propagate_span) {
+                            if !matches!(when, Cond::Started | Cond::Ready) {
+                                return Err(bad(
+                                    span,
+                                    format!(
+                                        "{name}: propagate = \"restart\" needs when = \"started\" or \"ready\" (a run that {} does not come back)",
+                                        when.word()
+                                    ),
+                                ));
+                            }
+                        }
+                        when
                     }
                     other => {
                         return Err(bad(
@@ -889,6 +1144,7 @@ fn deps(doc: &Doc<'_>, tn: &str, v: &Value<'_>) -> Result<Vec<Dep>, Error> {
                     name: name.to_string(),
                     cond: Some(c_cond),
                     line: doc.line(k.span()),
+                    restart,
                 });
             }
         }
@@ -905,35 +1161,65 @@ fn deps(doc: &Doc<'_>, tn: &str, v: &Value<'_>) -> Result<Vec<Dep>, Error> {
     Ok(out)
 }
 
+/// A relative path of the services file, taken from the file's directory
+/// (as compose takes `env_file`), so a stack runs the same from anywhere.
+pub fn relative_to_file(file: &Path, p: &Path) -> PathBuf {
+    match file.parent() {
+        Some(dir) if p.is_relative() && !dir.as_os_str().is_empty() => dir.join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
 /// Reads an env file as systemd's EnvironmentFile= does: `KEY=VALUE`
-/// lines, `#` comments, an optional `export `, one pair of quotes
-/// stripped, no expansion.
-pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, String> {
-    let text = config::read_file(path, true)
-        .map_err(|e| e.to_string())?
-        .unwrap_or_default();
+/// lines, `#` and `;` comments, a trailing backslash joining the next
+/// line, an optional `export `, one pair of quotes around the value
+/// stripped, no expansion. A missing `optional` file is empty. Errors name
+/// the file and the line.
+pub fn read_env_file(path: &Path, optional: bool) -> Result<Vec<(String, String)>, String> {
+    let shown = path.display();
+    let text = match std::fs::read(path) {
+        Ok(b) => String::from_utf8(b).map_err(|_| format!("env file {shown} is not UTF-8 text"))?,
+        Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot read env file {shown}: {e}")),
+    };
     let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
+    let mut lines = text.lines().enumerate();
+    while let Some((n, first)) = lines.next() {
+        let mut line = first.to_string();
+        while line.ends_with('\\') {
+            line.pop();
+            match lines.next() {
+                Some((_, more)) => line.push_str(more),
+                None => break,
+            }
+        }
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
             continue;
         }
-        let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
-        let Some((k, v)) = line.split_once('=') else {
-            return Err(format!("{}:{}: expected KEY=VALUE", path.display(), n + 1));
+        let line = match line.strip_prefix("export") {
+            Some(rest) if rest.starts_with([' ', '\t']) => rest.trim_start(),
+            _ => line,
         };
-        let k = k.trim();
-        if k.is_empty() || k.contains(char::is_whitespace) {
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(format!("{shown}:{}: expected KEY=VALUE, found '{line}'", n + 1));
+        };
+        let k = k.trim_end();
+        let valid = k
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
             return Err(format!(
-                "{}:{}: invalid variable name '{k}'",
-                path.display(),
+                "{shown}:{}: invalid variable name '{k}' (letters, digits and _, not first a digit)",
                 n + 1
             ));
         }
         let v = v.trim();
-        let v = [('"', '"'), ('\'', '\'')]
+        let v = ['"', '\'']
             .iter()
-            .find_map(|(a, b)| v.strip_prefix(*a).and_then(|r| r.strip_suffix(*b)))
+            .find_map(|q| v.strip_prefix(*q).and_then(|r| r.strip_suffix(*q)))
             .unwrap_or(v);
         out.push((k.to_string(), v.to_string()));
     }
@@ -974,16 +1260,104 @@ mod tests {
     }
 
     #[test]
+    fn http_urls() {
+        let u = HttpUrl::parse("http://127.0.0.1:8080/healthz?full=1").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("127.0.0.1", 8080, "/healthz?full=1")
+        );
+        let u = HttpUrl::parse("HTTP://[::1]").unwrap();
+        assert_eq!((u.connect_host(), u.port, u.path.as_str()), ("::1", 80, "/"));
+        assert_eq!(u.to_string(), "http://[::1]:80/");
+        assert_eq!(HttpUrl::parse("http://h?x").unwrap().path, "/?x");
+        for bad in [
+            "https://h/",
+            "h:80",
+            "http://",
+            "http://h:0/",
+            "http://h:99999/",
+            "http://u@h/",
+            "http://h/a b",
+        ] {
+            assert!(HttpUrl::parse(bad).is_err(), "{bad}");
+        }
+        assert!(HttpUrl::parse("https://h/").unwrap_err().contains("no TLS"));
+    }
+
+    #[test]
+    fn health_and_readiness_keys() {
+        let ok = |t: &str| {
+            parse(
+                Path::new("/s.toml"),
+                &format!("[service.a]\ncommand = [\"x\"]\n{t}"),
+            )
+            .unwrap()
+        };
+        let s = ok("health-http = \"http://h:1/\"\nhealth-failures = 2\n");
+        let h = s.services[0].health.as_ref().unwrap();
+        assert_eq!(
+            (h.failures, h.interval, h.timeout),
+            (2, Duration::from_secs(10), Duration::from_secs(5))
+        );
+        assert!(matches!(
+            ok("ready-fd = 3\n").services[0].ready,
+            Some(Ready::Fd(3))
+        ));
+        assert!(matches!(
+            ok("ready-notify = true\n").services[0].ready,
+            Some(Ready::Notify)
+        ));
+        assert!(matches!(
+            ok("ready-fd = 3\n").services[0].ready,
+            Some(Ready::Fd(3))
+        ));
+        assert!(matches!(
+            ok("ready-notify = true\n").services[0].ready,
+            Some(Ready::Notify)
+        ));
+        let e = err("[service.a]\ncommand = [\"x\"]\nready-fd = 1\n");
+        assert!(e.contains("key 'ready-fd'"), "{e}");
+        let e = err("[service.a]\ncommand = [\"x\"]\nready-fd = 3\nready-notify = true\n");
+        assert!(e.contains("two readiness kinds"), "{e}");
+        let e = err("[service.a]\ncommand = [\"x\"]\nhealth-interval = \"1s\"\n");
+        assert!(
+            e.starts_with("/s.toml:3:") && e.contains("no health check"),
+            "{e}"
+        );
+        let e = err("[service.a]\ncommand = [\"x\"]\nhealth-tcp = \"h:1\"\nhealth-command = [\"x\"]\n");
+        assert!(
+            e.starts_with("/s.toml:4:") && e.contains("two health checks"),
+            "{e}"
+        );
+        let e = err("[service.a]\ncommand = [\"x\"]\nready-http = \"ftp://h/\"\n");
+        assert!(
+            e.starts_with("/s.toml:3:") && e.contains("key 'ready-http'"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn env_files() {
         let dir = std::env::temp_dir().join(format!("patience-envfile-{}", std::process::id()));
-        std::fs::write(&dir, "# c\nexport A=1\nB = \"two words\"\nC='x'\n\nD=$HOME\n").unwrap();
-        let vars = read_env_file(&dir);
+        std::fs::write(
+            &dir,
+            "# c\n; c\nexport A=1\nB = \"two words\"\nC='x'\n\nD=$HOME\nexported=y\nE=a\\\nb\n",
+        )
+        .unwrap();
+        let vars = read_env_file(&dir, false);
         let _ = std::fs::remove_file(&dir);
         let vars = vars.unwrap();
-        let want: Vec<(String, String)> = [("A", "1"), ("B", "two words"), ("C", "x"), ("D", "$HOME")]
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
+        let want: Vec<(String, String)> = [
+            ("A", "1"),
+            ("B", "two words"),
+            ("C", "x"),
+            ("D", "$HOME"),
+            ("exported", "y"),
+            ("E", "ab"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
         assert_eq!(vars, want);
     }
 }

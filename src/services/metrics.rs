@@ -62,8 +62,9 @@ fn report(s: &Svc) -> ServiceReport<'static> {
     ServiceReport {
         state: word(&s.state),
         ready_s: s.ready_clock.ready_s.filter(|_| s.state == State::Ready),
-        // The supervisor counts neither yet: totals since it started.
-        health_failures: 0,
+        // Totals since the supervisor started (a Tally outlives runs).
+        health_failures: s.health.total_failures,
+        // log-overflow = "drop" is not implemented yet: nothing is dropped.
         log_dropped: 0,
     }
 }

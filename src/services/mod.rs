@@ -6,11 +6,14 @@
 //! - [`shim`]: the line protocol between the supervisor and each service's
 //!   shim, which is plain patience re-executed with the service's settings;
 //! - [`logs`]: the shims' output, prefixed and written a whole line at once;
-//! - [`probe`]: readiness checks (command, TCP; patterns are read in logs);
 //! - [`control`]: the control socket and JSON-RPC framing;
 //! - [`ctl`]: `patiencectl`, the control client;
 //! - [`methods`]: what each control method does to the stack;
 //! - [`metrics`]: the `service` datagrams to patienced;
+//! - [`probe`]: readiness checks (command, TCP, HTTP; patterns are read in
+//!   logs);
+//! - [`health`]: health checks once an attempt is ready;
+//! - [`notify`]: sd_notify, from the services and to patience's manager;
 //! - [`supervisor`]: the event loop that owns all state.
 //!
 //! This module turns the file into a [`Plan`]: per service, its resolved
@@ -21,9 +24,11 @@ pub mod control;
 pub mod ctl;
 pub mod file;
 pub mod graph;
+pub mod health;
 pub mod logs;
 pub mod methods;
 pub mod metrics;
+pub mod notify;
 pub mod probe;
 pub mod shim;
 pub mod supervisor;
@@ -283,11 +288,13 @@ pub fn dry_run(plan: &Plan) -> String {
             .iter()
             .map(|(d, c)| {
                 let short = s.deps.iter().any(|e| e.name == name(*d) && e.cond.is_none());
+                let again = s.deps.iter().any(|e| e.name == name(*d) && e.restart);
                 format!(
-                    "{} {}{}",
+                    "{} {}{}{}",
                     name(*d),
                     c.word(),
-                    if short { " (short form)" } else { "" }
+                    if short { " (short form)" } else { "" },
+                    if again { " (propagate restart)" } else { "" }
                 )
             })
             .collect();
@@ -308,8 +315,29 @@ pub fn dry_run(plan: &Plan) -> String {
                 format!("command {}", c.join(" "))
             }
             Some(file::Ready::Tcp(a)) => format!("tcp {a}"),
+            Some(file::Ready::Http(u)) => format!("http {u}"),
+            Some(file::Ready::Fd(n)) => format!("fd {n}"),
+            Some(file::Ready::Notify) => "notify (NOTIFY_SOCKET of its own)".to_string(),
         };
         out.push_str(&format!("readiness: {ready}\n"));
+        if let Some(h) = &s.health {
+            let check = match &h.check {
+                file::Check::Command(c) => {
+                    let c: Vec<String> = c.iter().map(|a| shell_quote(&a.to_string_lossy())).collect();
+                    format!("command {}", c.join(" "))
+                }
+                file::Check::Tcp(a) => format!("tcp {a}"),
+                file::Check::Http(u) => format!("http {u}"),
+            };
+            let d = crate::duration::format;
+            out.push_str(&format!(
+                "health: {check} every {} within {}, {} failures in a row end the attempt, grace {}\n",
+                d(h.interval),
+                d(h.timeout),
+                h.failures,
+                d(h.grace)
+            ));
+        }
         if let Some(t) = s.ready_timeout {
             out.push_str(&format!("ready-timeout: {}\n", crate::duration::format(t)));
         }

@@ -26,8 +26,9 @@ use crate::sys::{self, ExitKind};
 use super::control::{self, Call, Out};
 use super::file::{Cond, ExitRule, LogMode, Ready};
 use super::methods::Waiter;
+use super::notify::{self, Notice};
 use super::shim::{self, Order, Report};
-use super::{logs, probe, Plan};
+use super::{health, logs, probe, Plan};
 
 /// What reaches the event loop.
 #[derive(Debug)]
@@ -40,6 +41,11 @@ pub enum Msg {
     ProbeReady(usize, u64),
     /// A request on the control socket.
     Control(Call),
+    /// One health check's result for an attempt (its generation).
+    Health(usize, u64, Result<(), String>),
+    /// A service's own word: `READY=1` or `STATUS=` on its notify socket,
+    /// or (Ready) a newline on its `ready-fd`.
+    Notified(usize, Notice),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,7 +79,8 @@ pub(super) struct Svc {
     /// behind the shim's own kill-after).
     kill_at: Option<Instant>,
     pub(super) stop_requested: bool,
-    /// Start it again once its run has ended (`restart`).
+    /// Start it again once its run has ended (`restart`, or a
+    /// `propagate = "restart"` edge), instead of ending.
     pub(super) restart_pending: bool,
     /// What status shows: the current attempt, its process, how the last
     /// one ended, attempts started after the first, the next attempt's time.
@@ -89,6 +96,14 @@ pub(super) struct Svc {
     pub(super) ring: logs::Shared,
     /// For `ready_s` of the `service` datagram.
     pub(super) ready_clock: super::metrics::ReadyClock,
+    /// The current attempt's health checks, for status.
+    pub(super) health: health::Tally,
+    /// The last `STATUS=` of a `ready-notify` service, for status.
+    notify_status: Option<String>,
+    /// Its `NOTIFY_SOCKET`, bound at its first start.
+    notify_socket: Option<PathBuf>,
+    /// READY=1 (or ready-fd's newline) came before the attempt's start.
+    early_ready: bool,
 }
 
 /// Runs the stack to its end and returns the group's exit status.
@@ -137,6 +152,10 @@ pub fn run(plan: Plan, inherited: &Inherited) -> Result<i32, Error> {
             since: (Instant::now(), SystemTime::now()),
             ring: logs::Ring::new(plan.stack.group.log_lines, plan.stack.group.log_bytes),
             ready_clock: Default::default(),
+            health: Default::default(),
+            notify_status: None,
+            notify_socket: None,
+            early_ready: false,
         })
         .collect();
     let width = (0..n)
@@ -197,6 +216,8 @@ pub fn run(plan: Plan, inherited: &Inherited) -> Result<i32, Error> {
         subscribers: Vec::new(),
         down_clients: Vec::new(),
         readers: Vec::new(),
+        upward: notify::Upward::from_env(),
+        sockets: None,
     };
     let status = sup.run(&rx);
     if let Some(path) = socket {
@@ -256,6 +277,10 @@ pub(super) struct Sup {
     readers: Vec<std::thread::JoinHandle<()>>,
     /// The `service` datagrams to patienced.
     pub(super) metrics: super::metrics::Publisher,
+    /// patience's own service manager, when NOTIFY_SOCKET named one.
+    upward: Option<notify::Upward>,
+    /// The `ready-notify` services' sockets, made at the first need.
+    sockets: Option<notify::Sockets>,
 }
 
 /// A run status as patience's exit status: the code, or 128+N.
@@ -295,6 +320,7 @@ impl Sup {
         self.start_what_can();
         self.decide();
         self.publish();
+        self.tell_manager();
         loop {
             if self.shutting_down {
                 self.stop_what_can();
@@ -317,6 +343,7 @@ impl Sup {
                 self.decide();
             }
             self.publish();
+            self.tell_manager();
         }
         self.sweep();
         // The shims are gone, but their last lines may still be in the
@@ -344,6 +371,9 @@ impl Sup {
                 at = Some(at.map_or(t, |a| a.min(t)));
             }
         }
+        if let Some(w) = self.upward.as_ref().and_then(|u| u.next_timer()) {
+            at = Some(at.map_or(w, |a| a.min(w)));
+        }
         for s in &self.svcs {
             for t in [s.ready_deadline, s.kill_at].into_iter().flatten() {
                 at = Some(at.map_or(t, |a| a.min(t)));
@@ -354,6 +384,9 @@ impl Sup {
 
     fn timers(&mut self) {
         let now = Instant::now();
+        if let Some(u) = &mut self.upward {
+            u.tick(now);
+        }
         if self.shutdown_deadline.is_some_and(|d| d <= now) && !self.killed_all {
             logs::say("patience", "shutdown-timeout reached: killing every service left");
             self.kill_all();
@@ -438,6 +471,7 @@ impl Sup {
                     if matches!(s.state, State::Starting | State::Ready) {
                         s.state = State::Backoff;
                     }
+                    self.propagate_restart(i);
                 }
                 Report::Backoff { delay_ms } => {
                     self.svcs[i].next_at = Instant::now().checked_add(Duration::from_millis(delay_ms));
@@ -461,6 +495,8 @@ impl Sup {
                     self.became_ready(i, kind);
                 }
             }
+            Msg::Health(i, generation, result) => self.health_result(i, generation, result),
+            Msg::Notified(i, notice) => self.notified(i, notice),
         }
     }
 
@@ -474,6 +510,7 @@ impl Sup {
         s.attempt = attempt;
         s.next_at = None;
         logs::lock(&s.ring).attempt = attempt;
+        s.health.reset();
         let generation = s.generation.fetch_add(1, Ordering::AcqRel) + 1;
         if self.shutting_down {
             return;
@@ -483,12 +520,15 @@ impl Sup {
                 s.state = State::Ready;
                 s.ever_ready = true;
                 s.ready_how = Some("started");
+                self.start_health(i);
             }
             Some(kind) => {
                 s.state = State::Starting;
                 s.ready_deadline = svc.ready_timeout.map(|t| Instant::now() + t);
                 match kind {
                     Ready::Pattern(_) => s.armed.store(true, Ordering::Release),
+                    // The service tells: over its descriptor or socket.
+                    Ready::Fd(_) | Ready::Notify => {}
                     _ => probe::spawn(
                         probe::Probe {
                             service: i,
@@ -510,6 +550,13 @@ impl Sup {
             }
         }
         self.verbose(i, &format!("attempt {attempt} started"));
+        if std::mem::take(&mut self.svcs[i].early_ready) && self.svcs[i].state == State::Starting {
+            let kind = self.plan.stack.services[i]
+                .ready
+                .as_ref()
+                .map_or("", |r| r.kind());
+            self.became_ready(i, kind);
+        }
     }
 
     fn became_ready(&mut self, i: usize, how: &str) {
@@ -524,10 +571,12 @@ impl Sup {
             _ => "check",
         });
         self.verbose(i, &format!("ready ({how})"));
+        self.start_health(i);
     }
 
     /// Service `i`'s shim exited: its run ended with `status`.
     fn ended(&mut self, i: usize, status: i32) {
+        self.propagate_restart(i);
         let s = &mut self.svcs[i];
         s.pid = None;
         s.link = None;
@@ -539,11 +588,12 @@ impl Sup {
         s.attempt_pid = None;
         s.next_at = None;
         s.ready_how = None;
-        if s.restart_pending && !self.shutting_down {
-            // `restart`: a fresh run as soon as its conditions hold, with
-            // no backoff.
-            s.restart_pending = false;
+        if std::mem::take(&mut s.restart_pending) && !self.shutting_down {
+            // `restart` or `propagate = "restart"`: a new run as soon as its
+            // conditions hold, with no backoff; nothing of it has started.
+            s.started = false;
             s.stop_requested = false;
+            s.status = None;
             s.state = State::Waiting;
             return;
         }
@@ -593,7 +643,11 @@ impl Sup {
                 let mut blocked = None;
                 for &(d, cond) in &self.plan.edges[i] {
                     let dep = &self.svcs[d];
+                    let again = self.propagates(i, d);
                     let holds = match cond {
+                        // Held now, not once: it comes back after a loss.
+                        Cond::Started if again => matches!(dep.state, State::Starting | State::Ready),
+                        Cond::Ready if again => dep.state == State::Ready,
                         Cond::Started => dep.started,
                         Cond::Ready => dep.ever_ready,
                         Cond::Succeeded => dep.state == State::Succeeded,
@@ -674,7 +728,18 @@ impl Sup {
     }
 
     fn try_spawn(&mut self, i: usize) -> std::io::Result<()> {
+        let notify_socket = self.notify_path(i)?;
         let svc = &self.plan.stack.services[i];
+        // s6's readiness descriptor, and the shim's link moved out of its
+        // way when the service wants descriptor 3.
+        let ready_fd = match svc.ready {
+            Some(Ready::Fd(n)) => Some((n, sys::pipe()?)),
+            _ => None,
+        };
+        let link_fd = match ready_fd {
+            Some((n, _)) if n == shim::FD => shim::FD + 1,
+            _ => shim::FD,
+        };
         let (argv, env) = &self.plan.shims[i];
         let (ours, theirs) = UnixStream::pair()?;
         let (out_r, out_w) = sys::pipe()?;
@@ -685,8 +750,11 @@ impl Sup {
             cmd.env_clear();
         }
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
-        cmd.env(shim::FD_VAR, shim::FD.to_string());
+        cmd.env(shim::FD_VAR, link_fd.to_string());
         cmd.env_remove("NOTIFY_SOCKET");
+        if let Some(path) = &notify_socket {
+            cmd.env("NOTIFY_SOCKET", path);
+        }
         if let Some(dir) = &svc.cwd {
             cmd.current_dir(dir);
         }
@@ -700,10 +768,19 @@ impl Sup {
         // alone, which stops the services in order.
         cmd.process_group(0);
         sys::prepare_child(&mut cmd, self.inherited.child_setup());
-        sys::pass_fd(&mut cmd, theirs.as_raw_fd(), shim::FD);
+        let mut fds = vec![(theirs.as_raw_fd(), link_fd)];
+        if let Some((n, (_, w))) = &ready_fd {
+            fds.push((w.as_raw_fd(), *n));
+        }
+        sys::pass_fds(&mut cmd, &fds)?;
         let child = self.reaper.spawn_tracked(&mut cmd)?;
         drop(cmd);
         drop(theirs);
+        if let Some((_, (r, w))) = ready_fd {
+            // Only the shim and its attempts hold the write end now.
+            drop(w);
+            notify::watch_ready_fd(i, r, self.tx.clone())?;
+        }
         let pid = child.id() as i32;
         drop(child);
         let prefix = match (svc.log, self.plan.stack.group.log_prefix) {
@@ -780,6 +857,9 @@ impl Sup {
             return;
         }
         self.shutting_down = true;
+        if let Some(u) = &mut self.upward {
+            u.stopping();
+        }
         self.shutdown_deadline = self.plan.stack.group.shutdown_timeout.map(|t| Instant::now() + t);
         for s in &mut self.svcs {
             if s.state == State::Waiting {
@@ -843,5 +923,186 @@ impl Sup {
             }
             self.reaper.signal_everyone(libc::SIGKILL);
         }
+    }
+}
+
+// Readiness by the service's word, health, sd_notify and propagated
+// restarts (issue 16): kept apart from the loop's own methods above.
+impl Sup {
+    /// Starts the health checks of service `i`'s attempt, now ready.
+    fn start_health(&mut self, i: usize) {
+        let svc = &self.plan.stack.services[i];
+        let Some(h) = &svc.health else { return };
+        let s = &self.svcs[i];
+        health::spawn(
+            health::Watch {
+                service: i,
+                health: h.clone(),
+                env: self.plan.shims[i].1.clone(),
+                clear_env: svc.clear_env,
+                cwd: svc.cwd.clone(),
+                generation: s.generation.load(Ordering::Acquire),
+                current: Arc::clone(&s.generation),
+            },
+            Arc::clone(&self.reaper),
+            Arc::clone(&self.exits),
+            self.tx.clone(),
+        );
+    }
+
+    /// One health check's result: `health-failures` in a row end the
+    /// attempt as a timeout would (the shim's policy and backoff decide
+    /// what follows).
+    fn health_result(&mut self, i: usize, generation: u64, result: Result<(), String>) {
+        let s = &mut self.svcs[i];
+        if s.state != State::Ready || s.generation.load(Ordering::Acquire) != generation || s.stop_requested {
+            return;
+        }
+        let Some(h) = &self.plan.stack.services[i].health else {
+            return;
+        };
+        if !s.health.record(&result, h.failures) {
+            return;
+        }
+        // No more checks, nor a second order, for this attempt.
+        s.generation.fetch_add(1, Ordering::AcqRel);
+        let why = result.err().unwrap_or_default();
+        let n = h.failures;
+        self.say(
+            i,
+            &format!(
+                "unhealthy: {why} ({n} {} in a row); ending the attempt",
+                if n == 1 { "check" } else { "checks" }
+            ),
+        );
+        self.order(i, Order::End);
+    }
+
+    /// True when service `j` depends on `d` with `propagate = "restart"`.
+    fn propagates(&self, j: usize, d: usize) -> bool {
+        let dep = self.name(d);
+        self.plan.stack.services[j]
+            .deps
+            .iter()
+            .any(|e| e.restart && e.name == dep)
+    }
+
+    /// Service `d`'s attempt ended: every running dependent on a
+    /// `propagate = "restart"` edge is stopped, to wait for the condition
+    /// again (SERVICES.md §3).
+    fn propagate_restart(&mut self, d: usize) {
+        if self.shutting_down {
+            return;
+        }
+        for j in 0..self.svcs.len() {
+            let s = &self.svcs[j];
+            if s.pid.is_none() || s.stop_requested || !self.propagates(j, d) {
+                continue;
+            }
+            self.say(
+                j,
+                &format!(
+                    "{}'s attempt ended; stopping, to start again once it is back",
+                    self.name(d)
+                ),
+            );
+            let grace = self.plan.resolved[j].settings.kill_after;
+            let s = &mut self.svcs[j];
+            s.stop_requested = true;
+            s.restart_pending = true;
+            s.state = State::Stopping;
+            s.ready_deadline = None;
+            s.kill_at = Instant::now().checked_add(grace + Duration::from_secs(1));
+            self.order(j, Order::Stop);
+        }
+    }
+
+    /// A service's own word: over its notify socket or its ready-fd.
+    fn notified(&mut self, i: usize, notice: Notice) {
+        match notice {
+            Notice::Ready => {
+                let s = &mut self.svcs[i];
+                match s.state {
+                    State::Starting if s.started => {
+                        let kind = self.plan.stack.services[i]
+                            .ready
+                            .as_ref()
+                            .map_or("", |r| r.kind());
+                        self.became_ready(i, kind);
+                    }
+                    // The service spoke before its shim's report that the
+                    // attempt started reached this loop (two threads): it
+                    // counts for the attempt about to be reported.
+                    State::Starting | State::Backoff => s.early_ready = true,
+                    _ => {}
+                }
+            }
+            Notice::Status(text) => {
+                self.verbose(i, &format!("status: {text}"));
+                self.svcs[i].notify_status = Some(text);
+            }
+        }
+    }
+
+    /// Tells patience's own service manager, if any, how the stack is:
+    /// `READY=1` once every selected service is ready or succeeded (or,
+    /// not critical, has ended), and the counts of states as `STATUS=`.
+    fn tell_manager(&mut self) {
+        if self.upward.is_none() || self.shutting_down {
+            return;
+        }
+        let mut settled = true;
+        let mut counts: Vec<(&str, usize)> = Vec::new();
+        for (i, s) in self.svcs.iter().enumerate() {
+            if !self.plan.wanted[i] {
+                continue;
+            }
+            let critical = self.plan.stack.services[i].critical;
+            settled &=
+                s.ever_ready || s.state == State::Succeeded || (!critical && Self::ended_state(&s.state));
+            let word = match s.state {
+                State::Idle | State::Waiting => "waiting",
+                State::Starting => "starting",
+                State::Ready => "ready",
+                State::Backoff => "backoff",
+                State::Stopping => "stopping",
+                State::Stopped => "stopped",
+                State::Succeeded => "succeeded",
+                State::Failed => "failed",
+                State::Blocked(_) => "blocked",
+            };
+            match counts.iter_mut().find(|(w, _)| *w == word) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((word, 1)),
+            }
+        }
+        let total: usize = counts.iter().map(|(_, n)| n).sum();
+        let parts: Vec<String> = counts.iter().map(|(w, n)| format!("{n} {w}")).collect();
+        let status = format!(
+            "{total} service{}: {}",
+            if total == 1 { "" } else { "s" },
+            parts.join(", ")
+        );
+        if let Some(u) = &mut self.upward {
+            u.update(settled, status);
+        }
+    }
+
+    /// Service `i`'s NOTIFY_SOCKET, bound at its first start; None for a
+    /// service without `ready-notify`.
+    fn notify_path(&mut self, i: usize) -> std::io::Result<Option<PathBuf>> {
+        if !matches!(self.plan.stack.services[i].ready, Some(Ready::Notify)) {
+            return Ok(None);
+        }
+        if let Some(p) = &self.svcs[i].notify_socket {
+            return Ok(Some(p.clone()));
+        }
+        if self.sockets.is_none() {
+            self.sockets = Some(notify::Sockets::new()?);
+        }
+        let sockets = self.sockets.as_ref().expect("made above");
+        let path = sockets.bind(i, self.tx.clone())?;
+        self.svcs[i].notify_socket = Some(path.clone());
+        Ok(Some(path))
     }
 }
