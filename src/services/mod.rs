@@ -223,6 +223,11 @@ fn shim_command(
             k => args.push(format!("--{k}={}", value.clone().unwrap_or_default())),
         }
     }
+    // The group's no-metrics (its [supervisor] key, or --no-metrics) holds
+    // for every shim, whatever a service's own table says.
+    if group.no_metrics && !args.iter().any(|a| a == "--no-metrics") {
+        args.push("--no-metrics".into());
+    }
     let mut argv: Vec<OsString> = args.into_iter().map(OsString::from).collect();
     argv.push("--".into());
     argv.extend(s.command.iter().cloned());
