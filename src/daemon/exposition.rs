@@ -617,5 +617,13 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), 17);
+        // Stale: the gauges go, the histogram and counters stay.
+        assert_eq!(agg.retire_services(f64::MAX), 1);
+        let text = render_to_string(&agg.snapshot(), 10.0);
+        assert!(!text.contains("patience_service_up{"), "{text}");
+        assert!(!text.contains("patience_service_ready{"), "{text}");
+        assert!(text.contains("patience_service_ready_seconds_count{command=\"a\"} 1\n"));
+        assert!(text.contains("patience_service_health_failures_total{command=\"a\"} 2\n"));
+        assert!(text.contains("patienced_series 17\n"));
     }
 }
