@@ -38,11 +38,15 @@ UNITS = patienced.service patience-services@.service
 
 all: build
 
+# FEATURES: the Redis store of --state-url (`make FEATURES=` builds the
+# file store only).
+FEATURES ?= redis
+
 build:
-	RUSTFLAGS='$(strip $(RUSTFLAGS) $(REMAP))' $(CARGO) build --release --locked
+	RUSTFLAGS='$(strip $(RUSTFLAGS) $(REMAP))' $(CARGO) build --release --locked --features '$(FEATURES)'
 
 static:
-	RUSTFLAGS='$(strip $(RUSTFLAGS) -C target-feature=+crt-static $(REMAP))' $(CARGO) build --release --locked --target $(STATIC_TARGET)
+	RUSTFLAGS='$(strip $(RUSTFLAGS) -C target-feature=+crt-static $(REMAP))' $(CARGO) build --release --locked --features '$(FEATURES)' --target $(STATIC_TARGET)
 	@t=$${CARGO_TARGET_DIR:-target}; ls -l $$t/$(STATIC_TARGET)/release/patience $$t/$(STATIC_TARGET)/release/patienced
 
 # Every test binary runs to the end (one failure does not hide the rest);

@@ -8,7 +8,7 @@ _patience_options='-a --attempts --forever -t --timeout -s --signal -k --kill-af
  --restart --foreground --init --name --success-exit --retry-exit --stop-exit
  --success-pattern --failure-pattern --abort-pattern --retry-pattern --transient
  --match-stream --output --hold-output --stdin -q --quiet -v --verbose --color
- --summary --summary-json --textfile-dir --no-metrics --key --breaker --breaker-cooldown
+ --summary --summary-json --textfile-dir --no-metrics --key --state-url --state-url-password-file --breaker --breaker-cooldown
  --rate-limit --max-concurrent --slot-wait --refused-exit -p --profile --config
  --no-config --services --dry-run --state --reset-state -h --help -V --version'
 
@@ -21,7 +21,7 @@ _patience_valued()
             --stagger | -d | --delay | -b | --backoff | --multiplier | --max-delay | --jitter | \
             --reset-after | --restart | --name | --success-exit | --retry-exit | --stop-exit | \
             --success-pattern | --failure-pattern | --abort-pattern | --retry-pattern | \
-            --match-stream | --output | --stdin | --color | --summary-json | --textfile-dir | --key | --breaker | \
+            --match-stream | --output | --stdin | --color | --summary-json | --textfile-dir | --key | --state-url | --state-url-password-file | --breaker | \
             --breaker-cooldown | --rate-limit | --max-concurrent | --slot-wait | --refused-exit | \
             -p | --profile | --config | --state | --reset-state) return 0 ;;
     esac

@@ -5,7 +5,7 @@
 set -g __patience_valued -a --attempts -t --timeout -s --signal -k --kill-after --deadline --stagger \
     -d --delay -b --backoff --multiplier --max-delay --jitter --reset-after --restart --name \
     --success-exit --retry-exit --stop-exit --success-pattern --failure-pattern --abort-pattern \
-    --retry-pattern --match-stream --output --stdin --color --summary-json --textfile-dir --key --breaker \
+    --retry-pattern --match-stream --output --stdin --color --summary-json --textfile-dir --key --state-url --state-url-password-file --breaker \
     --breaker-cooldown --rate-limit --max-concurrent --slot-wait --refused-exit -p --profile --config \
     --state --reset-state
 
@@ -79,6 +79,8 @@ complete -c patience -n __patience_options -r -F -l summary-json -d 'write a JSO
 complete -c patience -n __patience_options -x -l textfile-dir -a '(__fish_complete_directories)' -d 'also write the run\'s metrics to DIR/NAME.prom'
 complete -c patience -n __patience_options -f -l no-metrics -d 'send nothing to patienced'
 complete -c patience -n __patience_options -x -l key -d 'the key of the shared state'
+complete -c patience -n __patience_options -x -l state-url -d 'share the state of keys through a Redis server'
+complete -c patience -n __patience_options -r -F -l state-url-password-file -d 'the state server password is the first line of FILE'
 complete -c patience -n __patience_options -x -l breaker -d 'refuse runs after N consecutive failed attempts'
 complete -c patience -n __patience_options -x -l breaker-cooldown -d 'how long the breaker refuses runs'
 complete -c patience -n __patience_options -x -l rate-limit -d 'at most N attempts per DUR (N/DUR)'

@@ -43,16 +43,16 @@ fn run(args: Vec<std::ffi::OsString>, inherited: Inherited) -> Result<i32, Error
         Action::DryRun | Action::Run | Action::ShowState(_) | Action::ResetState(_) => {}
     }
     let resolved = config::resolve(&inv)?;
-    // The state actions need the settings for the state directory only.
+    // The state actions need the settings for the store only.
+    let place = crate::state::StoreAt {
+        state_dir: resolved.settings.state_dir.as_deref(),
+        state_url: resolved.settings.state_url.as_ref(),
+        password_file: resolved.settings.state_url_password_file.as_deref(),
+    };
     match &inv.action {
-        Action::ShowState(key) => {
-            return Ok(print(&crate::state::show(
-                key,
-                resolved.settings.state_dir.as_deref(),
-            )?))
-        }
+        Action::ShowState(key) => return Ok(print(&crate::state::show_in(key, &place)?)),
         Action::ResetState(key) => {
-            crate::state::reset(key, resolved.settings.state_dir.as_deref())?;
+            crate::state::reset_in(key, &place)?;
             return Ok(0);
         }
         _ => {}

@@ -327,7 +327,31 @@ fn build_stacked(
             source: Source::Env("NO_COLOR"),
         });
     }
+    if let Some(url) = env("PATIENCE_STATE_URL").filter(|v| !v.is_empty()) {
+        layers.push(Assignment {
+            key: "state-url",
+            values: vec![(
+                Some(url.to_string_lossy().into_owned()),
+                Where::Env("PATIENCE_STATE_URL"),
+            )],
+            layer,
+            source: Source::Env("PATIENCE_STATE_URL"),
+        });
+    }
     layer += 1;
+    // Every user can read a command line (ps, /proc/PID/cmdline): a
+    // password has no place there.
+    for (key, value) in cli {
+        if *key == "state-url" {
+            let text = value.as_deref().unwrap_or("");
+            if crate::state::url::StateUrl::parse(text.trim()).is_ok_and(|u| u.has_password()) {
+                return Err(Error::Usage(format!(
+                    "--state-url '{}': a password on the command line is visible to every user (ps); put it in the file named by state-url-password-file, or give the URL in PATIENCE_STATE_URL or a config file",
+                    crate::state::url::redact(text)
+                )));
+            }
+        }
+    }
     for (key, value) in cli {
         layers.push(Assignment {
             key,
@@ -451,6 +475,8 @@ fn value_error(key: &str, value: &Option<String>, at: &Where, e: &str) -> Error 
     match (at, value) {
         (Where::File(prefix), _) => Error::Config(format!("{prefix}: {e}")),
         (Where::Env(var), _) => Error::Config(format!("environment {var}: {e}")),
+        // The URL's own message names it, with the password masked.
+        (Where::CommandLine, Some(_)) if key == "state-url" => Error::Usage(format!("--{key}: {e}")),
         (Where::CommandLine, Some(v)) => Error::Usage(format!("--{key} '{v}': {e}")),
         (Where::CommandLine, None) => Error::Usage(format!("--{key}: {e}")),
     }

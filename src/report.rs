@@ -473,6 +473,12 @@ pub fn dry_run(r: &Resolved) -> String {
                 _ => "none".into(),
             },
         ),
+        (
+            "state-url",
+            s.state_url
+                .as_ref()
+                .map_or("none (files)".into(), |u| u.to_string()),
+        ),
         ("no-metrics", s.no_metrics.to_string()),
         ("key", s.key.clone().unwrap_or_else(|| s.run_name())),
         ("breaker", s.breaker.map_or("off".into(), |n| n.to_string())),
@@ -507,6 +513,21 @@ pub fn dry_run(r: &Resolved) -> String {
             _ => r.source(key),
         };
         out.push_str(&format!("{key:<17} {value:<24} ({source})\n"));
+    }
+    // The server is not contacted: a dry run says where, not whether.
+    if let Some(url) = &s.state_url {
+        let password = match &s.state_url_password_file {
+            Some(p) => format!(", password from {}", p.display()),
+            None if url.has_password() => ", password from the URL".into(),
+            None => String::new(),
+        };
+        out.push_str(&format!(
+            "state store: redis at {url} (timeout {}, lease {}{password}); if it cannot be reached, a run goes on without --breaker, --rate-limit and --max-concurrent\n",
+            fmt_dur(url.timeout),
+            fmt_dur(url.lease)
+        ));
+    } else {
+        out.push_str("state store: files in the state directory\n");
     }
     out.push_str(&match &state {
         Location::Found { how, .. } => format!("state directory: {how}\n"),

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::backoff::{self, Backoff};
 use crate::conditions::{CodeSet, Conditions, Pattern};
 use crate::duration;
-use crate::state::{self, ratelimit::Rate};
+use crate::state::{self, ratelimit::Rate, url::StateUrl};
 
 /// One option patience understands.
 #[derive(Debug)]
@@ -236,6 +236,18 @@ pub const OPTIONS: &[Opt] = &[
         None,
         Some("NAME"),
         "state shared by --breaker, --rate-limit, --max-concurrent [the run's name]",
+    ),
+    opt(
+        "state-url",
+        None,
+        Some("URL"),
+        "share the key's state through Redis: redis://host[:port][/db], unix:///path (env PATIENCE_STATE_URL) [files]",
+    ),
+    opt(
+        "state-url-password-file",
+        None,
+        Some("FILE"),
+        "the --state-url server's password is the first line of FILE",
     ),
     opt(
         "breaker",
@@ -475,6 +487,12 @@ pub struct Settings {
     /// The state directory (config `state-dir`, env `PATIENCE_STATE_DIR`);
     /// `None` means the built-in search.
     pub state_dir: Option<PathBuf>,
+    /// The Redis server of the shared state (`--state-url`, config
+    /// `state-url`, env `PATIENCE_STATE_URL`); `None` is the file store.
+    pub state_url: Option<StateUrl>,
+    /// A file whose first line is the server's password (config
+    /// `state-url-password-file`): kept off the command line.
+    pub state_url_password_file: Option<PathBuf>,
     /// Send no datagrams to patienced.
     pub no_metrics: bool,
     /// The key of the shared state; `None` is the run's name.
@@ -516,6 +534,8 @@ impl Default for Settings {
             textfile_dir: None,
             socket: None,
             state_dir: None,
+            state_url: None,
+            state_url_password_file: None,
             no_metrics: false,
             key: None,
             breaker: None,
@@ -590,6 +610,8 @@ impl Settings {
             },
             slot_wait: self.slot_wait,
             state_dir: self.state_dir.clone(),
+            state_url: self.state_url.clone(),
+            password_file: self.state_url_password_file.clone(),
             chatty: self.verbosity == Verbosity::Verbose
                 || (self.verbosity == Verbosity::Normal && self.output != OutputMode::Failure),
             verbose: self.verbosity == Verbosity::Verbose,
@@ -705,6 +727,8 @@ impl Settings {
             "textfile-dir" => self.textfile_dir = Some(non_empty_path(text()?)?),
             "socket" => self.socket = Some(non_empty_path(text()?)?),
             "state-dir" => self.state_dir = Some(non_empty_path(text()?)?),
+            "state-url" => self.state_url = parse_state_url(text()?)?,
+            "state-url-password-file" => self.state_url_password_file = Some(non_empty_path(text()?)?),
             "no-metrics" => self.no_metrics = switch(value)?,
             "key" => self.key = Some(state::parse_key(text()?)?),
             "breaker" => self.breaker = optional_count(text()?)?,
@@ -741,6 +765,20 @@ impl Settings {
     }
 }
 
+/// `--state-url`: `none` is the file store (a profile undoing `[defaults]`).
+fn parse_state_url(s: &str) -> Result<Option<StateUrl>, String> {
+    if s.trim() == "none" {
+        return Ok(None);
+    }
+    let url = StateUrl::parse(s.trim())?;
+    if !cfg!(feature = "redis") {
+        return Err(format!(
+            "'{url}': this patience was built without Redis support (cargo feature redis)"
+        ));
+    }
+    Ok(Some(url))
+}
+
 fn non_empty_path(s: &str) -> Result<PathBuf, String> {
     if s.is_empty() {
         return Err("the path must not be empty".into());
@@ -771,6 +809,7 @@ mod tests {
                 Some("MODE") if o.long == "output" => Some("final"),
                 Some("MODE") if o.long == "stdin" => Some("null"),
                 Some("N/DUR") => Some("10/1s"),
+                Some("URL") => Some("redis://127.0.0.1"),
                 Some(_) => Some("x"),
             };
             s.apply(o.long, sample)

@@ -213,6 +213,12 @@ fn shim_command(
                 "PATIENCE_STATE_DIR".into(),
                 value.clone().unwrap_or_default().into(),
             )),
+            // Not on the command line, where every user could read a
+            // password in it.
+            "state-url" => env.push((
+                "PATIENCE_STATE_URL".into(),
+                value.clone().unwrap_or_default().into(),
+            )),
             "name" | "init" | "foreground" | "kill-after" => {}
             k if switch(k) => {
                 let last = r.applied.iter().rposition(|(kk, _)| kk == key);
@@ -350,7 +356,14 @@ pub fn dry_run(plan: &Plan) -> String {
         let mut line: Vec<String> = env
             .iter()
             .filter(|(k, _)| k != "PATIENCE_SERVICE")
-            .map(|(k, v)| format!("{}={}", k.to_string_lossy(), shell_quote(&v.to_string_lossy())))
+            .map(|(k, v)| {
+                let mut v = v.to_string_lossy().into_owned();
+                // What --dry-run prints never holds a password.
+                if k == "PATIENCE_STATE_URL" {
+                    v = crate::state::url::redact(&v);
+                }
+                format!("{}={}", k.to_string_lossy(), shell_quote(&v))
+            })
             .collect();
         if s.clear_env {
             line.insert(0, "env -i".into());

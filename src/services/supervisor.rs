@@ -272,8 +272,8 @@ pub(super) struct Sup {
     pub(super) subscribers: Vec<Sender<Out>>,
     /// `down` clients, answered by the supervisor's exit.
     pub(super) down_clients: Vec<Sender<Out>>,
-    /// The log readers: patience exits once they have written out all
-    /// their pipes held.
+    /// The log readers and the shims' link readers: patience exits once
+    /// they have written out all their pipes and sockets held.
     readers: Vec<std::thread::JoinHandle<()>>,
     /// The `service` datagrams to patienced.
     pub(super) metrics: super::metrics::Publisher,
@@ -347,8 +347,8 @@ impl Sup {
         }
         self.sweep();
         // The shims are gone, but their last lines may still be in the
-        // pipes. Every write end was in a shim's subtree, all of it gone
-        // now, so each reader sees its end of file.
+        // pipes and sockets. Every write end was in a shim's subtree, all
+        // of it gone now, so each reader sees its end of file.
         // Bounded all the same: a writer that escaped every sweep (another
         // session, started by hand) must not hold the exit for ever.
         let end = Instant::now() + Duration::from_secs(5);
@@ -825,7 +825,7 @@ impl Sup {
         let tx = self.tx.clone();
         let name = svc.name.clone();
         let quiet = self.plan.group.verbosity == Verbosity::Quiet;
-        std::thread::Builder::new()
+        let link = std::thread::Builder::new()
             .name("shim-link".into())
             .spawn(move || {
                 for line in BufReader::new(reader).lines() {
@@ -845,6 +845,9 @@ impl Sup {
                     }
                 }
             })?;
+        // Its last words (the run's final line) come just before the
+        // shim's exit: patience waits for them as for the logs.
+        self.readers.push(link);
         s.pid = Some(pid);
         s.link = Some(ours);
         s.state = State::Starting;

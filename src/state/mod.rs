@@ -19,11 +19,17 @@
 //! file — is reported and the run goes on without the shared state (fail
 //! open): a cron job is never stuck or killed by its own safety net.
 
+// Without the Redis store the file store is the only backend.
+#![cfg_attr(not(feature = "redis"), allow(irrefutable_let_patterns))]
+
 pub mod breaker;
 pub mod handover;
 pub mod ratelimit;
+#[cfg(feature = "redis")]
+pub mod remote;
 pub mod slots;
 pub mod store;
+pub mod url;
 
 use std::ffi::OsString;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
@@ -408,6 +414,10 @@ pub struct Policy {
     pub slot_wait: Duration,
     /// `--state-dir`, if given.
     pub state_dir: Option<PathBuf>,
+    /// `--state-url`: the Redis store instead of the files.
+    pub state_url: Option<url::StateUrl>,
+    /// `state-url-password-file`.
+    pub password_file: Option<PathBuf>,
     /// Waits are announced (not with `--quiet`, nor in cron mode).
     pub chatty: bool,
     /// Every admission is announced (`--verbose`).
@@ -434,6 +444,10 @@ pub enum Admission {
     Breaker(Verdict),
     /// Every slot is taken, by these PIDs.
     Full { pids: Vec<i32> },
+    /// Every slot is taken, by these holders of the fleet (`PID@HOST`).
+    Held { by: Vec<String> },
+    /// Half-open, and this holder of the fleet is the probe.
+    ProbeHeld { by: String },
     /// The next token comes after the deadline (this far away).
     TooLate(Duration),
 }
@@ -512,8 +526,85 @@ pub struct Gate {
     active: Option<Active>,
 }
 
-struct Active {
+/// Where the state of the key is.
+enum Backend {
+    Files(Files),
+    #[cfg(feature = "redis")]
+    Redis(remote::Remote),
+}
+
+/// The file store of a key, and what hands a slot over between the
+/// processes of this machine.
+struct Files {
     store: Store,
+    /// The state directory and the key's file name, for the holder files.
+    dir: PathBuf,
+    stem: String,
+    /// Held from just before this run may appear among the slot holders
+    /// until it has given its slot back (see `handover`).
+    holder_lock: Option<handover::HolderLock>,
+}
+
+impl Backend {
+    fn admit(
+        &mut self,
+        limits: &Limits,
+        me: &Holder,
+        first: bool,
+        max_wait: Option<Duration>,
+    ) -> Result<Admission, String> {
+        match self {
+            Backend::Files(f) => {
+                let admit = |st: &mut State, now| admit(st, limits, me, now, first, max_wait, &alive);
+                // Taking a slot or a token always writes: no read-only try first.
+                let writes = (first && limits.max_concurrent.is_some()) || limits.rate.is_some();
+                let decided = if writes {
+                    f.store.modify(&wall_ns, admit)
+                } else {
+                    f.store.update(&wall_ns, admit)
+                };
+                decided.map_err(|e| e.to_string())
+            }
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => r.admit(limits, first, max_wait),
+        }
+    }
+
+    fn record(&mut self, cfg: &breaker::Config, me: &Holder, success: bool) -> Result<(bool, u64), String> {
+        match self {
+            Backend::Files(f) => f
+                .store
+                .update(&wall_ns, |st, now| {
+                    let opened = st.breaker.record(cfg, me, success, now);
+                    (opened, st.breaker.failures)
+                })
+                .map_err(|e| e.to_string()),
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => r.record(cfg, success),
+        }
+    }
+
+    fn release(&mut self, pid: i32, slot: bool, probe: bool) -> Result<(), String> {
+        match self {
+            Backend::Files(f) => f
+                .store
+                .modify(&wall_ns, |st, _| {
+                    if slot {
+                        st.slots.release(pid);
+                    }
+                    if probe {
+                        st.breaker.release_probe(pid);
+                    }
+                })
+                .map_err(|e| e.to_string()),
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => r.release(slot, probe),
+        }
+    }
+}
+
+struct Active {
+    backend: Backend,
     key: String,
     limits: Limits,
     slot_wait: Duration,
@@ -525,15 +616,9 @@ struct Active {
     verbose: bool,
     holds_slot: bool,
     probe: bool,
-    /// The state directory and the key's file name, for the holder files.
-    dir: PathBuf,
-    stem: String,
     /// Wakes the attempt loop's sleep when a watched slot holder let go;
     /// without one, a slot wait polls.
     waker: Option<handover::Waker>,
-    /// Held from just before this run may appear among the slot holders
-    /// until it has given its slot back (see `handover`).
-    holder_lock: Option<handover::HolderLock>,
 }
 
 impl Gate {
@@ -546,6 +631,33 @@ impl Gate {
             return Ok(Gate { active: None });
         }
         let key = p.key.clone();
+        let active = |backend| Active {
+            backend,
+            key: key.clone(),
+            limits,
+            slot_wait: p.slot_wait,
+            me: Holder::me(),
+            chatty: p.chatty,
+            verbose: p.verbose,
+            holds_slot: false,
+            probe: false,
+            waker,
+        };
+        if let Some(url) = &p.state_url {
+            #[cfg(feature = "redis")]
+            return match remote::Remote::open(url, p.password_file.as_deref(), &key) {
+                Ok(r) => Ok(Gate {
+                    active: Some(active(Backend::Redis(r))),
+                }),
+                Err(remote::RemoteError::PasswordFile(m)) => Err(Error::Config(m)),
+                Err(remote::RemoteError::Unavailable(m)) => {
+                    fail_open(&key, &m);
+                    Ok(Gate { active: None })
+                }
+            };
+            #[cfg(not(feature = "redis"))]
+            return Err(no_redis(url));
+        }
         let dir = match locate(p.state_dir.as_deref(), true) {
             Location::Found { dir, .. } => dir,
             Location::Unsafe(m) => return Err(Error::Internal(m)),
@@ -566,21 +678,12 @@ impl Gate {
             }
         };
         Ok(Gate {
-            active: Some(Active {
+            active: Some(active(Backend::Files(Files {
                 store,
-                key,
-                limits,
-                slot_wait: p.slot_wait,
-                me: Holder::me(),
-                chatty: p.chatty,
-                verbose: p.verbose,
-                holds_slot: false,
-                probe: false,
                 dir,
                 stem,
-                waker,
                 holder_lock: None,
-            }),
+            }))),
         })
     }
 
@@ -601,8 +704,8 @@ impl Gate {
         match a.before_attempt(number, deadline, sleep) {
             Ok(decided) => {
                 // Refused or interrupted: the lock of a slot never taken goes.
-                if !a.holds_slot {
-                    a.holder_lock = None;
+                if let (false, Backend::Files(f)) = (a.holds_slot, &mut a.backend) {
+                    f.holder_lock = None;
                 }
                 decided
             }
@@ -625,13 +728,12 @@ impl Gate {
             return false;
         };
         let me = a.me.clone();
-        let recorded = a.store.update(&wall_ns, |st, now| {
-            let opened = st.breaker.record(&cfg, &me, success, now);
-            (opened, st.breaker.failures)
-        });
-        match recorded {
+        match a.backend.record(&cfg, &me, success) {
             Ok((opened, failures)) => {
-                a.probe = false;
+                if a.probe {
+                    a.probe = false;
+                    a.hold();
+                }
                 if opened && a.chatty {
                     say(&format!(
                         "circuit breaker for key '{}' opened after {failures} consecutive failed attempts; runs are refused for {}",
@@ -642,7 +744,7 @@ impl Gate {
                 opened
             }
             Err(e) => {
-                fail_open(&a.key, &e.to_string());
+                fail_open(&a.key, &e);
                 self.active = None;
                 false
             }
@@ -651,6 +753,15 @@ impl Gate {
 }
 
 impl Active {
+    /// Keeps the leases of what this run now holds alive (the Redis store;
+    /// the file store's holders are PIDs, alive while they run).
+    fn hold(&mut self) {
+        #[cfg(feature = "redis")]
+        if let Backend::Redis(r) = &mut self.backend {
+            r.hold(self.holds_slot, self.probe);
+        }
+    }
+
     /// `Gate::before_attempt`; `Err` when the store failed and the run is
     /// to go on without it (with the reason).
     fn before_attempt(
@@ -669,31 +780,24 @@ impl Active {
         let slot_end = deadline.map_or(slot_end, |d| d.min(slot_end));
         // With a waker, a freed slot wakes the wait at once and the period
         // is only the fallback for holders that cannot be watched.
-        let (mut pause, most) = if a.waker.is_some() {
+        // A holder on another host cannot be watched: the server is polled.
+        let watchable = a.waker.is_some() && matches!(a.backend, Backend::Files(_));
+        let (mut pause, most) = if watchable {
             (Duration::from_millis(50), Duration::from_secs(1))
         } else {
             (Duration::from_millis(20), Duration::from_millis(250))
         };
         let mut watched = std::collections::HashSet::new();
         let mut announced = false;
-        if first && a.limits.max_concurrent.is_some() && a.holder_lock.is_none() {
-            a.holder_lock = handover::HolderLock::take(&a.dir, &a.stem, a.me.pid);
+        if let Backend::Files(f) = &mut a.backend {
+            if first && a.limits.max_concurrent.is_some() && f.holder_lock.is_none() {
+                f.holder_lock = handover::HolderLock::take(&f.dir, &f.stem, a.me.pid);
+            }
         }
         loop {
             let max_wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let (limits, me) = (a.limits, a.me.clone());
-            let admit = |st: &mut State, now| admit(st, &limits, &me, now, first, max_wait, &alive);
-            // Taking a slot or a token always writes: no read-only try first.
-            let writes = (first && limits.max_concurrent.is_some()) || limits.rate.is_some();
-            let decided = if writes {
-                a.store.modify(&wall_ns, admit)
-            } else {
-                a.store.update(&wall_ns, admit)
-            };
-            let decision = match decided {
-                Ok(d) => d,
-                Err(e) => return Err(e.to_string()),
-            };
+            let decision = a.backend.admit(&limits, &me, first, max_wait)?;
             let refuse = |msg: String| {
                 Err(if first {
                     Stop::Refused(msg)
@@ -707,11 +811,15 @@ impl Active {
                     slot,
                     token_wait,
                 } => {
+                    let newly = (probe && !a.probe) || (slot && !a.holds_slot);
                     a.probe |= probe;
                     a.holds_slot |= slot;
-                    if slot {
+                    if newly {
+                        a.hold();
+                    }
+                    if let (true, Backend::Files(f)) = (slot, &a.backend) {
                         for &pid in &watched {
-                            handover::remove_abandoned(&a.dir, &a.stem, pid);
+                            handover::remove_abandoned(&f.dir, &f.stem, pid);
                         }
                     }
                     if probe && a.verbose {
@@ -748,6 +856,12 @@ impl Active {
                         a.key
                     )));
                 }
+                Admission::ProbeHeld { by } => {
+                    return Ok(refuse(format!(
+                        "circuit breaker for key '{}' is half-open and run {by} is the probe",
+                        a.key
+                    )));
+                }
                 Admission::Breaker(_) => unreachable!("admit passes these through as Admitted"),
                 Admission::TooLate(wait) => {
                     if !first {
@@ -760,17 +874,24 @@ impl Active {
                         fmt_dur(wait)
                     )));
                 }
-                Admission::Full { pids } => {
+                full @ (Admission::Full { .. } | Admission::Held { .. }) => {
+                    let (pids, list) = match full {
+                        Admission::Full { pids } => {
+                            let list = pids.iter().map(|p| format!("pid {p}")).collect::<Vec<_>>();
+                            (pids, list)
+                        }
+                        Admission::Held { by } => (Vec::new(), by),
+                        _ => unreachable!("matched above"),
+                    };
                     let now = Instant::now();
                     if now >= slot_end {
-                        let list: Vec<_> = pids.iter().map(|p| p.to_string()).collect();
                         let waited = if a.slot_wait.is_zero() {
                             String::new()
                         } else {
                             format!(" after waiting {}", fmt_dur(now - started))
                         };
                         return Ok(refuse(format!(
-                            "no free slot for key '{}' (--max-concurrent {}, held by pid {}){waited}",
+                            "no free slot for key '{}' (--max-concurrent {}, held by {}){waited}",
                             a.key,
                             a.limits.max_concurrent.unwrap_or(0),
                             list.join(", ")
@@ -785,12 +906,12 @@ impl Active {
                         ));
                         announced = true;
                     }
-                    if let Some(wake) = &a.waker {
+                    if let (Some(wake), Backend::Files(f)) = (&a.waker, &a.backend) {
                         for pid in pids {
                             // Once each: a holder seen again after its watch
                             // fired cannot be watched (dead, not yet reaped).
                             if watched.insert(pid) {
-                                let _ = handover::watch(&a.dir, &a.stem, pid, wake.clone());
+                                let _ = handover::watch(&f.dir, &f.stem, pid, wake.clone());
                             }
                         }
                     }
@@ -806,22 +927,14 @@ impl Active {
 
 impl Drop for Gate {
     fn drop(&mut self) {
-        let Some(a) = &self.active else {
+        let Some(a) = &mut self.active else {
             return;
         };
         if !a.holds_slot && !a.probe {
             return;
         }
         let (pid, slot, probe) = (a.me.pid, a.holds_slot, a.probe);
-        let released = a.store.modify(&wall_ns, |st, _| {
-            if slot {
-                st.slots.release(pid);
-            }
-            if probe {
-                st.breaker.release_probe(pid);
-            }
-        });
-        if let Err(e) = released {
+        if let Err(e) = a.backend.release(pid, slot, probe) {
             say(&format!(
                 "warning: cannot release the shared state of key '{}' ({e}); the next run will sweep it",
                 a.key
@@ -895,6 +1008,54 @@ pub fn view(
             "pids": pids,
         },
     })
+}
+
+/// Where `--state` and `--reset-state` look: the server of `--state-url`
+/// when there is one, else the state directory.
+pub struct StoreAt<'a> {
+    pub state_dir: Option<&'a Path>,
+    pub state_url: Option<&'a url::StateUrl>,
+    pub password_file: Option<&'a Path>,
+}
+
+/// `--state KEY`, from the store the settings name. A server that cannot
+/// be reached is an error here (exit 125): nothing runs to fail open for.
+pub fn show_in(key: &str, at: &StoreAt<'_>) -> Result<String, Error> {
+    match at.state_url {
+        None => show(key, at.state_dir),
+        #[cfg(feature = "redis")]
+        Some(url) => remote::show(url, at.password_file, key)
+            .map(|v| format!("{v:#}\n"))
+            .map_err(remote_error),
+        #[cfg(not(feature = "redis"))]
+        Some(url) => Err(no_redis(url)),
+    }
+}
+
+/// `--reset-state KEY`, in the store the settings name.
+pub fn reset_in(key: &str, at: &StoreAt<'_>) -> Result<(), Error> {
+    match at.state_url {
+        None => reset(key, at.state_dir),
+        #[cfg(feature = "redis")]
+        Some(url) => remote::reset(url, at.password_file, key).map_err(remote_error),
+        #[cfg(not(feature = "redis"))]
+        Some(url) => Err(no_redis(url)),
+    }
+}
+
+#[cfg(feature = "redis")]
+fn remote_error(e: remote::RemoteError) -> Error {
+    match e {
+        remote::RemoteError::PasswordFile(m) => Error::Config(m),
+        remote::RemoteError::Unavailable(m) => Error::Internal(m),
+    }
+}
+
+#[cfg(not(feature = "redis"))]
+fn no_redis(url: &url::StateUrl) -> Error {
+    Error::Internal(format!(
+        "--state-url {url}: this patience was built without Redis support"
+    ))
 }
 
 /// `patience --reset-state KEY`: deletes the key's state.
