@@ -7,7 +7,11 @@
 //! {"v":1,"event":"attempt","name":"…","attempt":2,"exit_code":7,"signal":null,"timed_out":false,"duration_s":0.53,"ts":1764000000.1}
 //! {"v":1,"event":"run","name":"…","status":"succeeded","attempts":3,"exit_code":0,"duration_s":4.2,"ts":1764000004.3,"pid":4242}
 //! {"v":1,"event":"run-start","name":"…","ts":1764000000.1,"pid":4242}
+//! {"v":1,"event":"service","name":"shop.app","state":"ready","ready_s":2.4,"health_failures":0,"log_dropped":0,"ts":1764000000.1}
 //! ```
+//!
+//! `service` (from the supervisor of `patience --services`) comes on each
+//! state change of a service and every `SERVICE_REFRESH` in between.
 //!
 //! The sending side ([`Sender`]) never delays patience and never fails it:
 //! if the socket path does not exist nothing is even created, and every
@@ -217,12 +221,83 @@ pub struct RunStartEvent {
     pub pid: Option<u64>,
 }
 
+/// A service's state, as the `state` field of a `service` event says it
+/// (the words of `patiencectl status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceState {
+    Stopped,
+    Waiting,
+    Starting,
+    Ready,
+    Backoff,
+    Stopping,
+    Succeeded,
+    Failed,
+    Blocked,
+}
+
+impl ServiceState {
+    pub const ALL: [ServiceState; 9] = [
+        ServiceState::Stopped,
+        ServiceState::Waiting,
+        ServiceState::Starting,
+        ServiceState::Ready,
+        ServiceState::Backoff,
+        ServiceState::Stopping,
+        ServiceState::Succeeded,
+        ServiceState::Failed,
+        ServiceState::Blocked,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceState::Stopped => "stopped",
+            ServiceState::Waiting => "waiting",
+            ServiceState::Starting => "starting",
+            ServiceState::Ready => "ready",
+            ServiceState::Backoff => "backoff",
+            ServiceState::Stopping => "stopping",
+            ServiceState::Succeeded => "succeeded",
+            ServiceState::Failed => "failed",
+            ServiceState::Blocked => "blocked",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ServiceState> {
+        ServiceState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Whether `patience_service_up` is 1: a run of the service is live
+    /// (starting, ready, between two attempts, or being stopped). Waiting
+    /// for its dependencies, it has not started; ended, it is down.
+    pub fn up(self) -> bool {
+        matches!(
+            self,
+            ServiceState::Starting | ServiceState::Ready | ServiceState::Backoff | ServiceState::Stopping
+        )
+    }
+}
+
+/// A service of a stack as its supervisor sees it (additive to protocol v1).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceEvent {
+    pub name: String,
+    pub state: ServiceState,
+    /// Seconds from the attempt's start to ready, while ready.
+    pub ready_s: Option<f64>,
+    /// Totals since the supervisor started.
+    pub health_failures: Option<u64>,
+    pub log_dropped: Option<u64>,
+    pub ts: Option<f64>,
+}
+
 /// One valid datagram.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     Attempt(AttemptEvent),
     Run(RunEvent),
     RunStart(RunStartEvent),
+    Service(ServiceEvent),
 }
 
 impl Event {
@@ -231,6 +306,7 @@ impl Event {
             Event::Attempt(a) => &a.name,
             Event::Run(r) => &r.name,
             Event::RunStart(r) => &r.name,
+            Event::Service(s) => &s.name,
         }
     }
 
@@ -239,6 +315,7 @@ impl Event {
             Event::Attempt(a) => a.ts,
             Event::Run(r) => r.ts,
             Event::RunStart(r) => r.ts,
+            Event::Service(s) => s.ts,
         }
     }
 }
@@ -259,7 +336,7 @@ pub enum Reject {
     /// `duration_s` missing, or it or `ts` negative, not finite or absurd
     /// (over `MAX_DURATION_S`, over `MAX_TS` or a day ahead of the clock).
     Duration,
-    /// `status` missing or unknown.
+    /// `status` missing or unknown (a service's `state`).
     Status,
     /// `name` empty or longer than `MAX_NAME` bytes.
     Name,
@@ -413,6 +490,14 @@ struct Wire<'a> {
     ts: Option<Scalar<'a>>,
     #[serde(borrow)]
     pid: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    state: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    ready_s: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    health_failures: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    log_dropped: Option<Scalar<'a>>,
 }
 
 /// Checks one datagram and turns it into an event, or says why not.
@@ -433,11 +518,13 @@ pub fn decode(bytes: &[u8]) -> Result<Event, Reject> {
         Attempt,
         Run,
         RunStart,
+        Service,
     }
     let kind = match w.event.as_ref().and_then(Scalar::as_str) {
         Some("attempt") => Kind::Attempt,
         Some("run") => Kind::Run,
         Some("run-start") => Kind::RunStart,
+        Some("service") => Kind::Service,
         _ => return Err(Reject::Event),
     };
     let name = match w.name {
@@ -449,6 +536,20 @@ pub fn decode(bytes: &[u8]) -> Result<Event, Reject> {
     let pid = count(&w.pid)?;
     if kind == Kind::RunStart {
         return Ok(Event::RunStart(RunStartEvent { name, ts, pid }));
+    }
+    if kind == Kind::Service {
+        let state = match w.state.as_ref().and_then(Scalar::as_str) {
+            Some(s) => ServiceState::parse(s).ok_or(Reject::Status)?,
+            None => return Err(Reject::Status),
+        };
+        return Ok(Event::Service(ServiceEvent {
+            name,
+            state,
+            ready_s: seconds(&w.ready_s, MAX_DURATION_S)?,
+            health_failures: count(&w.health_failures)?,
+            log_dropped: count(&w.log_dropped)?,
+            ts,
+        }));
     }
     let duration_s = seconds(&w.duration_s, MAX_DURATION_S)?.ok_or(Reject::Duration)?;
     if kind == Kind::Attempt {
@@ -592,6 +693,38 @@ pub fn encode_run_start(name: &str, started_at: SystemTime) -> Vec<u8> {
         "name": truncate_name(name),
         "pid": std::process::id(),
         "ts": end_secs(started_at, std::time::Duration::ZERO),
+    })
+    .to_string()
+    .into_bytes();
+    out.truncate(MAX_DATAGRAM);
+    out
+}
+
+/// How often the supervisor of a stack repeats each service's `service`
+/// event between state changes, so that patienced can tell a live stack's
+/// gauges from a dead one's.
+pub const SERVICE_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What a `service` event says of one service.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ServiceReport<'a> {
+    pub state: &'a str,
+    pub ready_s: Option<f64>,
+    pub health_failures: u64,
+    pub log_dropped: u64,
+}
+
+/// The datagram for service `name` of a stack, as of `at`.
+pub fn encode_service(name: &str, r: &ServiceReport, at: SystemTime) -> Vec<u8> {
+    let mut out = serde_json::json!({
+        "v": VERSION,
+        "event": "service",
+        "name": truncate_name(name),
+        "state": r.state,
+        "ready_s": r.ready_s.filter(|x| x.is_finite() && *x >= 0.0),
+        "health_failures": r.health_failures,
+        "log_dropped": r.log_dropped,
+        "ts": end_secs(at, std::time::Duration::ZERO),
     })
     .to_string()
     .into_bytes();
@@ -812,6 +945,16 @@ impl Sender {
         self.send(|| encode_run(outcome, exit_status));
     }
 
+    /// Reports service `name` of a stack (the supervisor's event).
+    pub fn service(&self, name: &str, report: &ServiceReport) {
+        self.send(|| encode_service(name, report, SystemTime::now()));
+    }
+
+    /// Whether anything may ever be sent (not `--no-metrics`).
+    pub fn enabled(&self) -> bool {
+        !self.paths.is_empty()
+    }
+
     fn send(&self, datagram: impl FnOnce() -> Vec<u8>) {
         let Some(path) = self.paths.iter().find(|p| trusted_socket(p)) else {
             return;
@@ -921,6 +1064,98 @@ mod tests {
         assert_eq!(r.name, outcome.name);
         assert_eq!(r.status, Status::Failed);
         assert_eq!((r.attempts, r.exit_code, r.duration_s), (Some(3), Some(7), 4.0));
+    }
+
+    #[test]
+    fn service_events_round_trip_and_bad_ones_are_rejected() {
+        let report = ServiceReport {
+            state: "ready",
+            ready_s: Some(2.4),
+            health_failures: 3,
+            log_dropped: 7,
+        };
+        let at = UNIX_EPOCH + Duration::from_secs(1_764_000_000);
+        let bytes = encode_service("shop.app", &report, at);
+        let Ok(Event::Service(e)) = decode(&bytes) else {
+            panic!("{}", String::from_utf8_lossy(&bytes))
+        };
+        assert_eq!(
+            e,
+            ServiceEvent {
+                name: "shop.app".into(),
+                state: ServiceState::Ready,
+                ready_s: Some(2.4),
+                health_failures: Some(3),
+                log_dropped: Some(7),
+                ts: Some(1_764_000_000.0),
+            }
+        );
+        // Every state word round-trips; only live ones are up.
+        for st in ServiceState::ALL {
+            let r = ServiceReport {
+                state: st.as_str(),
+                ready_s: None,
+                ..report
+            };
+            let Ok(Event::Service(e)) = decode(&encode_service("s", &r, at)) else {
+                panic!("{st:?}")
+            };
+            assert_eq!((e.state, e.ready_s), (st, None));
+        }
+        let up: Vec<&str> = ServiceState::ALL
+            .into_iter()
+            .filter(|s| s.up())
+            .map(ServiceState::as_str)
+            .collect();
+        assert_eq!(up, ["starting", "ready", "backoff", "stopping"]);
+        // The least a sender may send: the counters are optional.
+        let least = br#"{"v":1,"event":"service","name":"x","state":"failed"}"#;
+        assert!(matches!(
+            decode(least),
+            Ok(Event::Service(ServiceEvent {
+                health_failures: None,
+                ..
+            }))
+        ));
+        let cases: &[(&[u8], Reject)] = &[
+            (br#"{"v":1,"event":"service","name":"x"}"#, Reject::Status),
+            (
+                br#"{"v":1,"event":"service","name":"x","state":"up"}"#,
+                Reject::Status,
+            ),
+            (
+                br#"{"v":1,"event":"service","name":"x","state":1}"#,
+                Reject::Status,
+            ),
+            (br#"{"v":1,"event":"service","state":"ready"}"#, Reject::Field),
+            (
+                br#"{"v":1,"event":"service","name":"","state":"ready"}"#,
+                Reject::Name,
+            ),
+            (
+                br#"{"v":1,"event":"service","name":"x","state":"ready","ready_s":-1}"#,
+                Reject::Duration,
+            ),
+            (
+                br#"{"v":1,"event":"service","name":"x","state":"ready","ready_s":"2"}"#,
+                Reject::Duration,
+            ),
+            (
+                br#"{"v":1,"event":"service","name":"x","state":"ready","health_failures":-1}"#,
+                Reject::Field,
+            ),
+            (
+                br#"{"v":1,"event":"service","name":"x","state":"ready","log_dropped":1.5}"#,
+                Reject::Field,
+            ),
+            (
+                br#"{"v":1,"event":"service","name":"x","state":"ready","ts":1e300}"#,
+                Reject::Duration,
+            ),
+        ];
+        for (bytes, reason) in cases {
+            assert_eq!(decode(bytes), Err(*reason), "{}", String::from_utf8_lossy(bytes));
+        }
     }
 
     #[test]

@@ -385,7 +385,14 @@ fn promtool_accepts_the_whole_exposition() {
         d.patience(&dir)
             .args(["-a", "1", "-t", "50ms", "--name", "t", "--", "sleep", "3"]),
     );
-    d.send(&[b"garbage".to_vec()]);
+    d.send(&[
+        b"garbage".to_vec(),
+        br#"{"v":1,"event":"service","name":"s \"q\"","state":"ready","ready_s":0.2,"health_failures":1}"#
+            .to_vec(),
+        br#"{"v":1,"event":"service","name":"t","state":"failed"}"#.to_vec(),
+    ]);
+    d.expect(r#"patience_service_ready{command="s \"q\""}"#, 1.0);
+    d.expect(r#"patience_service_up{command="t"}"#, 0.0);
     d.expect(r#"patience_runs_total{command="t",status="failed"}"#, 1.0);
     d.expect(
         r#"patienced_datagrams_total{result="rejected",reason="json"}"#,
@@ -471,12 +478,176 @@ fn a_real_prometheus_scrapes_and_answers_a_query() {
             && result[0]["metric"]["command"] == name
     });
     assert!(found, "Prometheus never answered 3 for {query}: {last}");
+    // The service families scrape too: a supervisor's datagram, by hand.
+    d.send(&[
+        br#"{"v":1,"event":"service","name":"shop.app","state":"starting"}"#.to_vec(),
+        br#"{"v":1,"event":"service","name":"shop.app","state":"ready","ready_s":2.4,"health_failures":3,"log_dropped":0}"#.to_vec(),
+    ]);
+    d.expect(r#"patience_service_ready_seconds_count{command="shop.app"}"#, 1.0);
+    // 1 (le="2.5") + 1 (up) + 3 (health failures); the other two have no le.
+    let query = r#"sum by (command) ({__name__=~"patience_service_(up|health_failures_total|ready_seconds_bucket)",command="shop.app",le=~"|2.5"})"#;
+    let encoded: String = query
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let request =
+        format!("GET /api/v1/query?query={encoded} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let found = eventually(Duration::from_secs(90), || {
+        let (_, _, body) = http(&format!("127.0.0.1:{port}"), &request);
+        last = body;
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&last) else {
+            return false;
+        };
+        let result = &v["data"]["result"];
+        result.as_array().is_some_and(|r| r.len() == 1)
+            && result[0]["value"][1] == "5"
+            && result[0]["metric"]["command"] == "shop.app"
+    });
+    assert!(found, "Prometheus never answered 1 + 1 + 3 for {query}: {last}");
     // Prometheus saw a healthy target.
     let (_, _, targets) = http(
         &format!("127.0.0.1:{port}"),
         "GET /api/v1/targets HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
     );
     assert!(targets.contains(r#""health":"up""#), "{targets}");
+}
+
+/// A stack under `patience --services FILE`, sending to `d`; killed and
+/// reaped on drop (its shims die with it: PR_SET_PDEATHSIG).
+fn start_stack(d: &Daemon, dir: &TempDir, text: &str) -> Guard {
+    let file = dir.join("stack.toml");
+    std::fs::write(&file, text).unwrap();
+    Guard::new(
+        d.patience(dir)
+            .arg("--services")
+            .arg(&file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn patience --services"),
+    )
+}
+
+#[test]
+fn a_stack_reports_its_services_and_a_stopped_stack_is_down() {
+    let dir = TempDir::new("d-services");
+    let d = start_daemon(&dir, &[]);
+    let long = common::unique_sleep_secs();
+    // db is ready 0.6 s after its attempt starts; app (restarted as it is
+    // found unhealthy, twice in a row) once started, each time.
+    let mut stack = start_stack(
+        &d,
+        &dir,
+        &format!(
+            "[supervisor]\nname = \"shop\"\n\
+             [service.db]\ncommand = [\"sh\", \"-c\", \"sleep 0.6; echo up; exec sleep {long}\"]\n\
+             restart = \"always\"\nready-pattern = \"^up$\"\n\
+             [service.app]\ncommand = [\"sleep\", \"{long}\"]\nrestart = \"always\"\nforever = true\n\
+             delay = \"100ms\"\ndepends-on = [\"db\"]\n\
+             health-command = [\"false\"]\nhealth-interval = \"100ms\"\nhealth-failures = 2\n\
+             [service.idle]\ncommand = [\"true\"]\nautostart = false\n"
+        ),
+    );
+    let db = |family: &str| format!("{family}{{command=\"shop.db\"}}");
+    let app = |family: &str| format!("{family}{{command=\"shop.app\"}}");
+    d.expect(&db("patience_service_ready"), 1.0);
+    d.expect(&db("patience_service_up"), 1.0);
+    d.expect(&db("patience_service_ready_seconds_count"), 1.0);
+    let text = d.scrape();
+    let sum = sample(&text, &db("patience_service_ready_seconds_sum")).unwrap();
+    assert!((0.55..15.0).contains(&sum), "ready_s {sum}\n{text}");
+    assert_eq!(
+        sample(
+            &text,
+            r#"patience_service_ready_seconds_bucket{command="shop.db",le="0.5"}"#
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &db("patience_service_health_failures_total")),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&text, &db("patience_service_log_dropped_total")),
+        Some(0.0)
+    );
+    // The shims' own datagrams come under the same run names.
+    assert!(sample(&text, &db("patience_running_since_timestamp_seconds")).is_some());
+    assert!(
+        !text.contains("shop.idle"),
+        "a service not selected is not reported\n{text}"
+    );
+    // app: ready as it starts, then ended as unhealthy, again and again;
+    // each transition to ready observed once, the failures counted.
+    let mut last = String::new();
+    let restarted = eventually(LONG, || {
+        last = d.scrape();
+        sample(&last, &app("patience_service_ready_seconds_count")).is_some_and(|n| n >= 2.0)
+            && sample(&last, &app("patience_service_health_failures_total")).is_some_and(|n| n >= 4.0)
+    });
+    assert!(restarted, "{last}");
+    let ready_s = sample(&last, &app("patience_service_ready_seconds_sum")).unwrap();
+    assert!(ready_s < 1.0, "app is ready as it starts: {ready_s}\n{last}");
+    if let Some(promtool) = prometheus_tool("promtool") {
+        check_with_promtool(&promtool, &last);
+    }
+    // Stopped: every service is down, not ready, and stays listed.
+    send_signal(stack.id(), "TERM");
+    stack.wait_status(LONG);
+    d.expect(&db("patience_service_up"), 0.0);
+    d.expect(&app("patience_service_up"), 0.0);
+    let text = d.scrape();
+    assert_eq!(sample(&text, &db("patience_service_ready")), Some(0.0), "{text}");
+    assert_eq!(sample(&text, &app("patience_service_ready")), Some(0.0), "{text}");
+    assert_eq!(
+        sample(&text, &db("patience_service_ready_seconds_count")),
+        Some(1.0)
+    );
+    if let Some(promtool) = prometheus_tool("promtool") {
+        check_with_promtool(&promtool, &text);
+    }
+}
+
+#[test]
+fn a_stack_with_no_metrics_sends_no_service_event() {
+    let dir = TempDir::new("d-services-none");
+    let d = start_daemon(&dir, &[]);
+    let long = common::unique_sleep_secs();
+    let mut stack = start_stack(
+        &d,
+        &dir,
+        &format!(
+            "[supervisor]\nno-metrics = true\n\
+             [service.web]\ncommand = [\"sh\", \"-c\", \"echo up; exec sleep {long}\"]\n\
+             restart = \"always\"\nready-pattern = \"^up$\"\n"
+        ),
+    );
+    // A datagram sent after the stack is ready arrives after any the
+    // supervisor sent then: a socket keeps the order of one sender's, and
+    // a marker is sent only once the service's state is known.
+    let ready = eventually(LONG, || {
+        let out = common::output({
+            let mut c = d.patience(&dir);
+            c.args(["--ctl", "-f"]).arg(dir.join("stack.toml")).arg("status");
+            c
+        });
+        common::stdout(&out).contains("ready")
+    });
+    assert!(ready, "web never became ready");
+    d.send(&[br#"{"v":1,"event":"run","name":"marker","status":"succeeded","duration_s":1}"#.to_vec()]);
+    d.expect(r#"patience_runs_total{command="marker",status="succeeded"}"#, 1.0);
+    send_signal(stack.id(), "TERM");
+    stack.wait_status(LONG);
+    let text = d.scrape();
+    assert!(!text.contains("command=\"web\""), "{text}");
 }
 
 /// A tiny deterministic PRNG (xorshift64*), so a failure can be replayed.

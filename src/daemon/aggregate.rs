@@ -8,11 +8,15 @@
 //! `attempt_duration_seconds`). A datagram that would take the total past
 //! the bound is dropped whole, so a command's counters and histograms
 //! always agree, and the series it would have created are counted.
+//!
+//! A command that is a service of a stack (`service` events from its
+//! supervisor) also holds a [`Service`]: two gauges, dropped when not
+//! refreshed for `SERVICE_STALE_S`, a histogram and two counters.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::metrics::{Event, ExitLabel, Reject, Status};
+use crate::metrics::{Event, ExitLabel, Reject, ServiceEvent, ServiceState, Status};
 
 /// The default histogram buckets, in seconds: Prometheus's defaults
 /// extended to an hour, for jobs from a health check to a backup.
@@ -20,6 +24,18 @@ pub const DEFAULT_BUCKETS: [f64; 18] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
     3600.0,
 ];
+
+/// The buckets of `patience_service_ready_seconds`, in seconds: from a
+/// service ready as it starts to one that warms up for minutes. Fixed, not
+/// `buckets` of `[daemon]`, which fit runs from a health check to a backup.
+pub const SERVICE_BUCKETS: [f64; 12] = [
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+/// A service's gauges are dropped when no `service` event refreshed them
+/// for this long, in seconds: five refreshes of the supervisor missed, so
+/// it is gone (killed outright) and its last state says nothing any more.
+pub const SERVICE_STALE_S: f64 = 300.0;
 
 /// A histogram over shared bucket bounds. `counts` are per bucket (not
 /// cumulative), the last one for observations above every bound.
@@ -65,6 +81,42 @@ pub struct LastRun {
     pub exit_code: i32,
 }
 
+/// What the `service` events of one service said.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Service {
+    /// The latest state; None once stale (the two gauges are dropped).
+    pub state: Option<ServiceState>,
+    /// When its latest event arrived, by the daemon's clock.
+    pub seen: f64,
+    /// Over `SERVICE_BUCKETS`: one observation per transition to ready.
+    pub ready_seconds: Histogram,
+    /// The supervisor's totals since it started, as last sent.
+    pub health_failures: u64,
+    pub log_dropped: u64,
+}
+
+impl Service {
+    /// Its series: `up` and `ready` while fresh, the histogram, two counters.
+    pub fn series(&self) -> usize {
+        3 + if self.state.is_some() { 2 } else { 0 }
+    }
+
+    fn record(&mut self, e: &ServiceEvent, now: f64) {
+        // Once per transition: the refreshes in between repeat `ready`.
+        if e.state == ServiceState::Ready && self.state != Some(ServiceState::Ready) {
+            if let Some(x) = e.ready_s {
+                self.ready_seconds.observe(&SERVICE_BUCKETS, x);
+            }
+        }
+        self.state = Some(e.state);
+        self.seen = self.seen.max(now);
+        // Totals: a supervisor started again starts them at 0 again, a
+        // counter reset as Prometheus understands it.
+        self.health_failures = e.health_failures.unwrap_or(self.health_failures);
+        self.log_dropped = e.log_dropped.unwrap_or(self.log_dropped);
+    }
+}
+
 /// At most this many runs of one command are followed while in progress.
 pub const MAX_RUNNING: usize = 16;
 
@@ -82,6 +134,9 @@ pub struct Command {
     pub running: Vec<(u64, f64)>,
     /// When a datagram for it last arrived, by the daemon's clock.
     pub seen: f64,
+    /// When it is a service of a stack. Not kept in the state file: the
+    /// supervisor says it all again within `SERVICE_REFRESH`.
+    pub service: Option<Service>,
 }
 
 impl Command {
@@ -94,6 +149,7 @@ impl Command {
             + usize::from(self.attempt_duration.is_some())
             + usize::from(self.last_run.is_some())
             + usize::from(!self.running.is_empty())
+            + self.service.as_ref().map_or(0, Service::series)
     }
 
     /// When the oldest run in progress began.
@@ -174,10 +230,15 @@ impl Aggregate {
             Some(c) => Arc::make_mut(c),
             None => Arc::make_mut(self.commands.entry(Arc::from(event.name())).or_default()),
         };
-        // Born at zero, so that increase() sees the first failure.
-        for status in [Status::Succeeded, Status::Failed] {
-            command.runs[status.index()].get_or_insert(Runs { count: 0, last: None });
+        // Born at zero, so that increase() sees the first failure (a
+        // service's run counters are born with its shim's run-start).
+        if !matches!(event, Event::Service(_)) {
+            for status in [Status::Succeeded, Status::Failed] {
+                command.runs[status.index()].get_or_insert(Runs { count: 0, last: None });
+            }
         }
+        // Only what the state file keeps makes it dirty.
+        let dirty = !matches!(event, Event::Service(_));
         command.seen = command.seen.max(now);
         match event {
             Event::Run(r) => {
@@ -231,11 +292,23 @@ impl Aggregate {
                     None => {}
                 }
             }
+            Event::Service(e) => {
+                command
+                    .service
+                    .get_or_insert_with(|| Service {
+                        state: None,
+                        seen: now,
+                        ready_seconds: Histogram::new(&SERVICE_BUCKETS),
+                        health_failures: 0,
+                        log_dropped: 0,
+                    })
+                    .record(&e, now);
+            }
         }
         let after = command.series();
         self.series = self.series - before + after;
         self.accepted += 1;
-        self.dirty = true;
+        self.dirty |= dirty;
         Fate::Accepted
     }
 
@@ -252,6 +325,26 @@ impl Aggregate {
             self.remove(name);
         }
         old.len()
+    }
+
+    /// Drops the gauges of the services not refreshed since `before`
+    /// (daemon clock); returns how many.
+    pub fn retire_services(&mut self, before: f64) -> usize {
+        let mut n = 0;
+        for c in self.commands.values_mut() {
+            if c.service
+                .as_ref()
+                .is_some_and(|s| s.state.is_some() && s.seen < before)
+            {
+                let c = Arc::make_mut(c);
+                if let Some(s) = c.service.as_mut() {
+                    s.state = None;
+                }
+                self.series -= 2;
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Removes command `name`; false when there is none.
@@ -321,7 +414,7 @@ fn growth(command: Option<&Command>, event: &Event) -> usize {
     let c = command.unwrap_or(&empty);
     let zero_born = [Status::Succeeded, Status::Failed]
         .iter()
-        .filter(|s| c.runs[s.index()].is_none())
+        .filter(|s| c.runs[s.index()].is_none() && !matches!(event, Event::Service(_)))
         .count();
     let more = match event {
         Event::Run(r) => {
@@ -337,6 +430,11 @@ fn growth(command: Option<&Command>, event: &Event) -> usize {
                 + usize::from(c.attempt_duration.is_none())
         }
         Event::RunStart(_) => usize::from(c.running.is_empty()),
+        Event::Service(_) => match &c.service {
+            None => 5,
+            Some(s) if s.state.is_none() => 2,
+            Some(_) => 0,
+        },
     };
     zero_born + more
 }
@@ -427,6 +525,73 @@ mod tests {
         let rejected = agg.record(Err(Reject::Json), 0.0);
         assert_eq!(rejected, Fate::Rejected(Reject::Json));
         assert_eq!(agg.rejected[Reject::Json.index()], 1);
+    }
+
+    fn service(name: &str, state: ServiceState, ready_s: Option<f64>, health: u64) -> Result<Event, Reject> {
+        Ok(Event::Service(ServiceEvent {
+            name: name.into(),
+            state,
+            ready_s,
+            health_failures: Some(health),
+            log_dropped: Some(0),
+            ts: None,
+        }))
+    }
+
+    #[test]
+    fn services_observe_ready_once_per_transition_and_go_stale() {
+        use ServiceState::*;
+        let mut agg = Aggregate::new(&DEFAULT_BUCKETS, 100);
+        agg.record(service("s", Starting, None, 0), 1000.0);
+        assert_eq!(
+            agg.series(),
+            5,
+            "up, ready, the histogram, two counters; no runs_total"
+        );
+        assert!(!agg.dirty, "nothing of it goes in the state file");
+        agg.record(service("s", Ready, Some(2.4), 0), 1001.0);
+        // The 60 s refreshes repeat ready: no new observation.
+        agg.record(service("s", Ready, Some(2.4), 1), 1061.0);
+        agg.record(service("s", Ready, Some(2.4), 1), 1121.0);
+        let s = agg.commands["s"].service.clone().unwrap();
+        assert_eq!((s.ready_seconds.count, s.ready_seconds.sum), (1, 2.4));
+        assert_eq!(s.ready_seconds.counts[4], 1, "2.4 goes in le=2.5");
+        assert_eq!((s.state, s.health_failures, s.seen), (Some(Ready), 1, 1121.0));
+        // Restarted and ready again: a second observation.
+        agg.record(service("s", Backoff, None, 3), 1130.0);
+        agg.record(service("s", Ready, Some(0.3), 3), 1131.0);
+        let s = agg.commands["s"].service.clone().unwrap();
+        assert_eq!((s.ready_seconds.count, s.health_failures), (2, 3));
+        // Stale: not refreshed for five minutes, by an injected clock.
+        agg.record(service("t", Stopped, None, 0), 1200.0);
+        let stale_at = |now: f64| now - SERVICE_STALE_S;
+        assert_eq!(agg.retire_services(stale_at(1131.0 + SERVICE_STALE_S - 1.0)), 0);
+        assert_eq!(agg.retire_services(stale_at(1131.0 + SERVICE_STALE_S + 1.0)), 1);
+        assert_eq!(agg.commands["s"].service.as_ref().unwrap().state, None);
+        assert_eq!(agg.commands["t"].service.as_ref().unwrap().state, Some(Stopped));
+        assert_eq!(agg.series(), 3 + 5);
+        assert_eq!(
+            agg.series(),
+            agg.commands.values().map(|c| c.series()).sum::<usize>()
+        );
+        assert_eq!(
+            agg.retire_services(stale_at(1131.0 + SERVICE_STALE_S + 1.0)),
+            0,
+            "once"
+        );
+        // Heard of again: the gauges come back.
+        agg.record(service("s", Ready, Some(1.0), 3), 2000.0);
+        assert_eq!(agg.series(), 10);
+        // The bound holds for services too.
+        let mut small = Aggregate::new(&DEFAULT_BUCKETS, 7);
+        assert_eq!(
+            small.record(service("a", Ready, Some(1.0), 0), 0.0),
+            Fate::Accepted
+        );
+        assert_eq!(
+            small.record(service("b", Ready, Some(1.0), 0), 0.0),
+            Fate::Dropped
+        );
     }
 
     #[test]

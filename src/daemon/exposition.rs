@@ -6,8 +6,8 @@
 
 use std::fmt::Write as _;
 
-use super::aggregate::{Histogram, Snapshot};
-use crate::metrics::{ExitLabel, Reject, Status};
+use super::aggregate::{Histogram, Snapshot, SERVICE_BUCKETS};
+use crate::metrics::{ExitLabel, Reject, ServiceState, Status};
 
 /// The `Content-Type` of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -148,17 +148,19 @@ pub fn render(snap: &Snapshot, start_time: f64, out: &mut impl Sink) {
 /// `daemon` (its start time) is given: a textfile for node_exporter has none.
 pub fn render_families(snap: &Snapshot, daemon: Option<f64>, out: &mut impl Sink) {
     // The `le` values, spelled once.
-    let les: Vec<String> = snap
-        .buckets
-        .iter()
-        .map(|&le| {
-            let mut s = String::new();
-            write_float(&mut s, le);
-            s.push_str("\"} ");
-            s
-        })
-        .chain(std::iter::once("+Inf\"} ".to_string()))
-        .collect();
+    let spell = |buckets: &[f64]| -> Vec<String> {
+        buckets
+            .iter()
+            .map(|&le| {
+                let mut s = String::new();
+                write_float(&mut s, le);
+                s.push_str("\"} ");
+                s
+            })
+            .chain(std::iter::once("+Inf\"} ".to_string()))
+            .collect()
+    };
+    let les = spell(&snap.buckets);
     // Each family walks every command again; a name that needs escaping
     // is escaped each time rather than kept, so memory stays that of the
     // snapshot.
@@ -286,10 +288,86 @@ pub fn render_families(snap: &Snapshot, daemon: Option<f64>, out: &mut impl Sink
         }
     });
 
+    service_families(out, snap, &mut prefix, &spell(&SERVICE_BUCKETS));
+
     if let Some(start_time) = daemon {
         let mut text = String::with_capacity(4096);
         daemon_families(&mut text, snap, start_time);
         out.put_str(&text);
+    }
+}
+
+/// The `patience_service_*` families, from the supervisors of stacks.
+fn service_families(out: &mut impl Sink, snap: &Snapshot, prefix: &mut String, les: &[String]) {
+    let each = |out: &mut dyn FnMut(&str, &super::aggregate::Command)| {
+        for (name, c) in snap.commands.iter().filter(|(_, c)| c.service.is_some()) {
+            out(&label_of(name), c);
+        }
+    };
+    for (family, help, up) in [
+        (
+            "patience_service_up",
+            "1 while a run of the service is live (starting, ready, backoff or stopping), else 0.",
+            true,
+        ),
+        (
+            "patience_service_ready",
+            "1 while the service is ready, else 0.",
+            false,
+        ),
+    ] {
+        header(out, family, "gauge", help);
+        each(&mut |label, c| {
+            if let Some(state) = c.service.as_ref().and_then(|s| s.state) {
+                open(out, family, label);
+                let on = if up {
+                    state.up()
+                } else {
+                    state == ServiceState::Ready
+                };
+                out.put_str(if on { "} 1\n" } else { "} 0\n" });
+            }
+        });
+    }
+    header(
+        out,
+        "patience_service_ready_seconds",
+        "histogram",
+        "How long the service took from an attempt's start to ready, once per time it became ready.",
+    );
+    each(&mut |label, c| {
+        if let Some(s) = &c.service {
+            write_histogram(
+                out,
+                prefix,
+                "patience_service_ready_seconds",
+                label,
+                &s.ready_seconds,
+                les,
+            );
+        }
+    });
+    for (family, help, health) in [
+        (
+            "patience_service_health_failures_total",
+            "Failed health checks of the service since its supervisor started.",
+            true,
+        ),
+        (
+            "patience_service_log_dropped_total",
+            "Lines of the service's output dropped (log-overflow = drop) since its supervisor started.",
+            false,
+        ),
+    ] {
+        header(out, family, "counter", help);
+        each(&mut |label, c| {
+            if let Some(s) = &c.service {
+                open(out, family, label);
+                out.put_str("} ");
+                push_u64(out, if health { s.health_failures } else { s.log_dropped });
+                out.put(b"\n");
+            }
+        });
     }
 }
 
@@ -403,7 +481,7 @@ pub fn render_to_string(snap: &Snapshot, start_time: f64) -> String {
 mod tests {
     use super::super::aggregate::{Aggregate, DEFAULT_BUCKETS};
     use super::*;
-    use crate::metrics::{AttemptEvent, Event, ExitLabel, RunEvent};
+    use crate::metrics::{AttemptEvent, Event, ExitLabel, RunEvent, ServiceEvent};
 
     fn float(x: f64) -> String {
         let mut s = String::new();
@@ -474,7 +552,38 @@ mod tests {
                 0.0,
             );
         }
+        for (state, ready_s) in [(ServiceState::Starting, None), (ServiceState::Ready, Some(0.7))] {
+            agg.record(
+                Ok(Event::Service(ServiceEvent {
+                    name: "a".into(),
+                    state,
+                    ready_s,
+                    health_failures: Some(2),
+                    log_dropped: None,
+                    ts: None,
+                })),
+                0.0,
+            );
+        }
         let text = render_to_string(&agg.snapshot(), 10.0);
+        for line in [
+            "patience_service_up{command=\"a\"} 1\n",
+            "patience_service_ready{command=\"a\"} 1\n",
+            "patience_service_ready_seconds_bucket{command=\"a\",le=\"0.5\"} 0\n",
+            "patience_service_ready_seconds_bucket{command=\"a\",le=\"1\"} 1\n",
+            "patience_service_ready_seconds_bucket{command=\"a\",le=\"600\"} 1\n",
+            "patience_service_ready_seconds_bucket{command=\"a\",le=\"+Inf\"} 1\n",
+            "patience_service_ready_seconds_sum{command=\"a\"} 0.7\n",
+            "patience_service_ready_seconds_count{command=\"a\"} 1\n",
+            "patience_service_health_failures_total{command=\"a\"} 2\n",
+            "patience_service_log_dropped_total{command=\"a\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line}");
+        }
+        assert!(
+            !text.contains("patience_service_up{command=\"b\"}"),
+            "b is no service"
+        );
         assert!(text.contains("patience_runs_total{command=\"a\",status=\"succeeded\"} 3\n"));
         assert!(text.contains("patience_attempts_total{command=\"a\",exit_code=\"SIGKILL\"} 3\n"));
         assert!(text.contains("patience_run_duration_seconds_bucket{command=\"a\",le=\"0.005\"} 1\n"));
@@ -485,7 +594,7 @@ mod tests {
         assert!(
             text.contains("patience_last_run_timestamp_seconds{command=\"b\",status=\"succeeded\"} 1.5\n")
         );
-        assert!(text.contains("patienced_series 14\n"));
+        assert!(text.contains("patienced_series 19\n"));
         assert!(text.contains("patience_runs_total{command=\"a\",status=\"failed\"} 0\n"));
         assert!(!text.contains("patience_last_run_timestamp_seconds{command=\"a\",status=\"failed\"}"));
         assert!(text.contains("patience_last_run_exit_code{command=\"a\"} 0\n"));
@@ -507,6 +616,14 @@ mod tests {
                 seen.push(name);
             }
         }
-        assert_eq!(seen.len(), 12);
+        assert_eq!(seen.len(), 17);
+        // Stale: the gauges go, the histogram and counters stay.
+        assert_eq!(agg.retire_services(f64::MAX), 1);
+        let text = render_to_string(&agg.snapshot(), 10.0);
+        assert!(!text.contains("patience_service_up{"), "{text}");
+        assert!(!text.contains("patience_service_ready{"), "{text}");
+        assert!(text.contains("patience_service_ready_seconds_count{command=\"a\"} 1\n"));
+        assert!(text.contains("patience_service_health_failures_total{command=\"a\"} 2\n"));
+        assert!(text.contains("patienced_series 17\n"));
     }
 }

@@ -8,8 +8,9 @@
 //! (`--state-file`).
 //!
 //! Threads: one reads datagrams, one accepts HTTP connections and serves each
-//! on a thread of its own (at most `http::MAX_CONNECTIONS`), one writes the
-//! state file and retires old commands every `FLUSH_EVERY`; the main thread
+//! on a thread of its own (at most `http::MAX_CONNECTIONS`), one drops
+//! stale service gauges, writes the state file and retires old commands
+//! every `FLUSH_EVERY`; the main thread
 //! waits for signals and stops the others. They share one `Shared`, whose mutex is only ever held
 //! for in-memory work.
 
@@ -590,16 +591,12 @@ fn serve(s: &Settings) -> Result<(), String> {
     let threads = (|| {
         let (sock, sh, st) = (socket.clone(), shared.clone(), stop.clone());
         let intake = spawn("intake", Box::new(move || sock.receive(&sh, &st)))?;
-        let writer = match (s.state_file.clone(), s.series_ttl) {
-            (None, None) => None,
-            (path, ttl) => {
-                let (sh, st) = (shared.clone(), stop.clone());
-                Some(spawn(
-                    "state",
-                    Box::new(move || housekeeping(&sh, path.as_deref(), ttl, &st)),
-                )?)
-            }
-        };
+        let (path, ttl) = (s.state_file.clone(), s.series_ttl);
+        let (sh, st) = (shared.clone(), stop.clone());
+        let writer = Some(spawn(
+            "state",
+            Box::new(move || housekeeping(&sh, path.as_deref(), ttl, &st)),
+        )?);
         Ok::<_, String>((intake, writer))
     })();
     let (intake, writer) = match threads {
@@ -643,8 +640,9 @@ fn serve(s: &Settings) -> Result<(), String> {
     Ok(())
 }
 
-/// Every `FLUSH_EVERY` until `stop` is set: retires the commands past
-/// `--series-ttl`, then writes the state file.
+/// Every `FLUSH_EVERY` until `stop` is set: drops the stale gauges of
+/// services, retires the commands past `--series-ttl`, then writes the
+/// state file.
 fn housekeeping(shared: &Shared, path: Option<&Path>, ttl: Option<Duration>, stop: &AtomicBool) {
     let step = Duration::from_millis(200);
     let mut waited = Duration::ZERO;
@@ -653,6 +651,9 @@ fn housekeeping(shared: &Shared, path: Option<&Path>, ttl: Option<Duration>, sto
         waited += step;
         if waited >= FLUSH_EVERY {
             waited = Duration::ZERO;
+            shared
+                .lock()
+                .retire_services(unix_now() - aggregate::SERVICE_STALE_S);
             if let Some(ttl) = ttl {
                 shared.retire(ttl);
             }

@@ -548,6 +548,30 @@ mod tests {
     }
 
     #[test]
+    fn services_are_not_saved_and_the_rest_of_their_command_is() {
+        let mut agg = sample();
+        for d in [
+            r#"{"v":1,"event":"service","name":"a\"b","state":"ready","ready_s":1,"health_failures":2}"#,
+            r#"{"v":1,"event":"service","name":"s","state":"failed"}"#,
+        ] {
+            agg.record(decode(d.as_bytes()), 0.0);
+        }
+        let mut back = Aggregate::new(&DEFAULT_BUCKETS, 100);
+        let parsed = parse(&serialize(&agg.snapshot()), &DEFAULT_BUCKETS).unwrap();
+        assert!(parsed.bad.is_none());
+        for (n, c) in parsed.commands {
+            assert!(back.restore(n, c));
+        }
+        for c in agg.commands.values_mut() {
+            std::sync::Arc::make_mut(c).service = None;
+        }
+        agg.commands.retain(|_, c| c.series() > 0);
+        back.commands.retain(|_, c| c.series() > 0);
+        assert_eq!(back.commands, agg.commands);
+        assert_eq!(back.series(), agg.series() - 5 - 5);
+    }
+
+    #[test]
     fn other_buckets_keep_counters_only() {
         let parsed = parse(&serialize(&sample().snapshot()), &[1.0, 2.0]).unwrap();
         let commands = parsed.commands;

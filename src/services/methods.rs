@@ -495,11 +495,14 @@ impl Sup {
         let mut events = Vec::new();
         for i in 0..self.svcs.len() {
             if self.svcs[i].shown != self.svcs[i].state {
-                self.svcs[i].shown = self.svcs[i].state.clone();
+                let state = self.svcs[i].state.clone();
+                let was = std::mem::replace(&mut self.svcs[i].shown, state);
                 self.svcs[i].since = (now, SystemTime::now());
+                self.service_changed(i, &was, now);
                 events.push(i);
             }
         }
+        self.refresh_services(now);
         if !events.is_empty() && !self.subscribers.is_empty() {
             let values: Vec<Value> = events.iter().map(|&i| self.service_json(i, now)).collect();
             self.subscribers.retain(|tx| {

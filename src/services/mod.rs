@@ -9,6 +9,7 @@
 //! - [`control`]: the control socket and JSON-RPC framing;
 //! - [`ctl`]: `patiencectl`, the control client;
 //! - [`methods`]: what each control method does to the stack;
+//! - [`metrics`]: the `service` datagrams to patienced;
 //! - [`probe`]: readiness checks (command, TCP, HTTP; patterns are read in
 //!   logs);
 //! - [`health`]: health checks once an attempt is ready;
@@ -26,6 +27,7 @@ pub mod graph;
 pub mod health;
 pub mod logs;
 pub mod methods;
+pub mod metrics;
 pub mod notify;
 pub mod probe;
 pub mod shim;
@@ -226,6 +228,11 @@ fn shim_command(
             }
             k => args.push(format!("--{k}={}", value.clone().unwrap_or_default())),
         }
+    }
+    // The group's no-metrics (its [supervisor] key, or --no-metrics) holds
+    // for every shim, whatever a service's own table says.
+    if group.no_metrics && !args.iter().any(|a| a == "--no-metrics") {
+        args.push("--no-metrics".into());
     }
     let mut argv: Vec<OsString> = args.into_iter().map(OsString::from).collect();
     argv.push("--".into());

@@ -98,8 +98,10 @@ pub(super) struct Svc {
     log_file: Option<Arc<std::sync::Mutex<logs::LogFile>>>,
     /// Lines dropped by `log-overflow = "drop"`.
     pub(super) dropped: Arc<AtomicU64>,
+    /// For `ready_s` of the `service` datagram.
+    pub(super) ready_clock: super::metrics::ReadyClock,
     /// The current attempt's health checks, for status.
-    health: health::Tally,
+    pub(super) health: health::Tally,
     /// The last `STATUS=` of a `ready-notify` service, for status.
     notify_status: Option<String>,
     /// Its `NOTIFY_SOCKET`, bound at its first start.
@@ -158,6 +160,7 @@ pub fn run(plan: Plan, inherited: &Inherited) -> Result<i32, Error> {
             ring: logs::Ring::new(plan.stack.group.log_lines, plan.stack.group.log_bytes),
             log_file: None,
             dropped: Arc::new(AtomicU64::new(0)),
+            ready_clock: Default::default(),
             health: Default::default(),
             notify_status: None,
             notify_socket: None,
@@ -203,7 +206,9 @@ pub fn run(plan: Plan, inherited: &Inherited) -> Result<i32, Error> {
             None
         }
     };
+    let metrics = super::metrics::Publisher::new(&plan);
     let mut sup = Sup {
+        metrics,
         plan,
         svcs,
         exe,
@@ -279,6 +284,8 @@ pub(super) struct Sup {
     /// The log readers and the shims' link readers: patience exits once
     /// they have written out all their pipes and sockets held.
     readers: Vec<std::thread::JoinHandle<()>>,
+    /// The `service` datagrams to patienced.
+    pub(super) metrics: super::metrics::Publisher,
     /// patience's own service manager, when NOTIFY_SOCKET named one.
     upward: Option<notify::Upward>,
     /// The `ready-notify` services' sockets, made at the first need.
@@ -370,6 +377,9 @@ impl Sup {
 
     fn next_timer(&self) -> Option<Instant> {
         let mut at: Option<Instant> = self.shutdown_deadline;
+        if let Some(t) = self.metrics.next_timer() {
+            at = Some(at.map_or(t, |a| a.min(t)));
+        }
         for w in &self.waiters {
             if let Some(t) = w.deadline {
                 at = Some(at.map_or(t, |a| a.min(t)));
