@@ -1021,17 +1021,30 @@ fn ready_notify_gives_the_service_its_own_socket() {
              [supervisor]\nmain = \"app\"\n"
         ),
     );
+    // The sockets go under XDG_RUNTIME_DIR when it exists, where the
+    // directory of a supervisor that was killed (a pid that cannot run)
+    // is removed.
+    let run = dir.join("run");
+    let stale = run.join("patience-notify-2147483646-1");
+    std::fs::create_dir_all(&stale).unwrap();
     let mut c = patience(&dir);
     c.args(["-v", "--services", &file])
         .env("NOTIFY_SOCKET", dir.join("patience-own.sock"));
     let out = output(c);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!stale.exists(), "the stale directory is still there");
     let text = stdout(&out);
     let line = text
         .lines()
         .find(|l| l.starts_with("db  | dir mode"))
         .unwrap_or_else(|| panic!("{text}"));
-    assert!(line.starts_with("db  | dir mode 0o700 at /"), "{line}");
+    assert!(
+        line.starts_with(&format!(
+            "db  | dir mode 0o700 at {}/patience-notify-",
+            run.display()
+        )),
+        "{line}"
+    );
     let socket = line.rsplit(' ').next().unwrap();
     assert!(!socket.contains("patience-own"), "{line}");
     assert!(text.contains("app | app N=none\n"), "{text}");

@@ -469,6 +469,11 @@ impl Sup {
                     self.ended(i, status_of(exit));
                 }
             }
+            // The shim's exit (the reaper's thread) can overtake its last
+            // reports (its link's thread): a report after the run ended
+            // would make an ended service starting again, and the stack
+            // would wait for it for ever.
+            Msg::Report(i, _) if self.svcs[i].pid.is_none() => {}
             Msg::Report(i, report) => match report {
                 Report::Start { attempt } => self.attempt_started(i, attempt),
                 Report::Pid { pid } => self.svcs[i].attempt_pid = Some(pid),
