@@ -700,3 +700,46 @@ fn patiencectl_is_the_same_binary_by_another_name() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn status_shows_health_and_a_notify_status() {
+    let s = Stack::start(
+        "ctl-health",
+        r#"
+[service.web]
+command = ["sleep", "1000"]
+restart = "always"
+forever = true
+health-command = ["true"]
+health-interval = "200ms"
+
+[service.notifier]
+command = ["python3", "-c", "import os,socket,time; s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.connect(os.environ['NOTIFY_SOCKET']); s.send(b'READY=1\\nSTATUS=serving 3 clients'); time.sleep(1000)"]
+restart = "always"
+forever = true
+ready-notify = true
+"#,
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || s.service("web")["health"]
+            == "healthy"),
+        "{}",
+        s.service("web")
+    );
+    s.wait_state("notifier", "ready");
+    let n = s.service("notifier");
+    assert_eq!(n["notify_status"], "serving 3 clients", "{n}");
+    let table = stdout(&s.ctl(&["status"]));
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("web") && l.ends_with("healthy")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("notifier") && l.ends_with("ready: notify; status: serving 3 clients")),
+        "{table}"
+    );
+}

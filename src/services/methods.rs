@@ -425,6 +425,9 @@ impl Sup {
             "since_s": now.saturating_duration_since(s.since.0).as_secs_f64(),
             "restarts": s.restarts,
             "log_dropped": s.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            "health": s.health.summary,
+            "health_failures": s.health.failures,
+            "notify_status": s.notify_status,
             "last_exit": s.last_exit,
             "status": s.status,
             "critical": self.plan.stack.services[i].critical,
@@ -457,10 +460,19 @@ impl Sup {
                     format!("waiting for {}", waiting.join(", "))
                 }
             }
-            State::Ready => match s.ready_how {
-                Some("started") | None => String::new(),
-                Some(how) => format!("ready: {how}"),
-            },
+            State::Ready => {
+                let mut parts = Vec::new();
+                if let Some(how) = s.ready_how.filter(|h| *h != "started") {
+                    parts.push(format!("ready: {how}"));
+                }
+                if let Some(h) = &s.health.summary {
+                    parts.push(h.clone());
+                }
+                if let Some(t) = &s.notify_status {
+                    parts.push(format!("status: {t}"));
+                }
+                parts.join("; ")
+            }
             State::Backoff => match s.next_at {
                 Some(at) => format!(
                     "next attempt in {}",

@@ -103,7 +103,7 @@ pub(super) struct Svc {
     /// The current attempt's health checks, for status.
     pub(super) health: health::Tally,
     /// The last `STATUS=` of a `ready-notify` service, for status.
-    notify_status: Option<String>,
+    pub(super) notify_status: Option<String>,
     /// Its `NOTIFY_SOCKET`, bound at its first start.
     notify_socket: Option<PathBuf>,
     /// READY=1 (or ready-fd's newline) came before the attempt's start.
@@ -587,6 +587,9 @@ impl Sup {
             "pattern" => "pattern",
             "command" => "command",
             "tcp" => "tcp",
+            "http" => "http",
+            "fd" => "fd",
+            "notify" => "notify",
             _ => "check",
         });
         self.verbose(i, &format!("ready ({how})"));
