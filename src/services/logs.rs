@@ -456,6 +456,35 @@ mod tests {
     }
 
     #[test]
+    fn the_ring_keeps_log_lines_and_log_bytes_and_always_the_newest_line() {
+        let ring = Ring::new(3, 10);
+        let line = |t: &str| Line {
+            service: 0,
+            time: SystemTime::now(),
+            stream: 1,
+            attempt: 1,
+            bytes: t.as_bytes().to_vec(),
+        };
+        let texts = |r: &Shared| -> Vec<String> {
+            lock(r)
+                .last(100)
+                .iter()
+                .map(|l| String::from_utf8_lossy(&l.bytes).into_owned())
+                .collect()
+        };
+        for t in ["a", "b", "c", "d"] {
+            lock(&ring).push(line(t));
+        }
+        assert_eq!(texts(&ring), ["b", "c", "d"]);
+        assert_eq!(lock(&ring).last(2).len(), 2);
+        // 10 bytes at most: "c" + "d" + "123456789" would be 11.
+        lock(&ring).push(line("123456789"));
+        assert_eq!(texts(&ring), ["d", "123456789"]);
+        lock(&ring).push(line("a line longer than the limit"));
+        assert_eq!(texts(&ring), ["a line longer than the limit"]);
+    }
+
+    #[test]
     fn a_regular_log_file_rotates_by_size_and_keeps_log_keep() {
         let dir = std::env::temp_dir().join(format!("patience-logfile-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);

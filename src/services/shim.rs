@@ -21,14 +21,18 @@
 //! - `{"op":"stop"}`: stop the run: the service's `--signal` to the
 //!   attempt, SIGKILL after its `--kill-after`, no further attempt;
 //! - `{"op":"signal","signal":N}`: deliver signal N to the attempt's main
-//!   process (`patiencectl signal`), whatever it would mean to patience.
+//!   process (`patiencectl signal`), whatever it would mean to patience;
+//! - `{"op":"go","attempt":N}`: the answer to `start`: from now on the
+//!   supervisor counts the output it reads as attempt N's. The shim waits
+//!   for it (at most a second) before it executes the attempt, so that no
+//!   line of attempt N is taken for attempt N-1's.
 //!
 //! The run's end is the shim's exit, with the run's exit status.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::Sender;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +75,7 @@ pub enum Order {
     End,
     Stop,
     Signal { signal: i32 },
+    Go { attempt: u64 },
 }
 
 /// One line of the protocol.
@@ -115,8 +120,20 @@ pub fn say(line: &str) -> bool {
     })
 }
 
+/// The last attempt the supervisor said `go` for.
+static GO: (Mutex<u64>, Condvar) = (Mutex::new(0), Condvar::new());
+
+/// How long a shim waits for `go`: a supervisor that does not answer (its
+/// link gone) delays an attempt by this much, never more.
+const GO_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub fn attempt_started(attempt: u64) {
-    send(&Report::Start { attempt });
+    if !send(&Report::Start { attempt }) {
+        return;
+    }
+    let (lock, cond) = &GO;
+    let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = cond.wait_timeout_while(guard, GO_WAIT, |go| *go < attempt);
 }
 
 pub fn attempt_pid(pid: i32) {
@@ -153,6 +170,12 @@ pub fn listen(tx: Sender<Event>) {
                 Ok(Order::End) => Event::End,
                 Ok(Order::Stop) => Event::Stop,
                 Ok(Order::Signal { signal }) => Event::Deliver(signal),
+                Ok(Order::Go { attempt }) => {
+                    let (lock, cond) = &GO;
+                    *lock.lock().unwrap_or_else(|e| e.into_inner()) = attempt;
+                    cond.notify_all();
+                    continue;
+                }
                 Err(_) => continue,
             };
             if tx.send(event).is_err() {

@@ -870,6 +870,8 @@ impl Sup {
         self.readers.retain(|r| !r.is_finished());
         self.readers.extend([out, err]);
         let reader = ours.try_clone()?;
+        let mut go = ours.try_clone()?;
+        let ring = Arc::clone(&s.ring);
         let tx = self.tx.clone();
         let name = svc.name.clone();
         let quiet = self.plan.group.verbosity == Verbosity::Quiet;
@@ -879,6 +881,15 @@ impl Sup {
                 for line in BufReader::new(reader).lines() {
                     let Ok(line) = line else { break };
                     match serde_json::from_str::<Report>(&line) {
+                        // The ring counts what comes next as this
+                        // attempt's before the shim may execute it.
+                        Ok(Report::Start { attempt }) => {
+                            logs::lock(&ring).attempt = attempt;
+                            let _ = go.write_all(&shim::encode(&Order::Go { attempt }));
+                            if tx.send(Msg::Report(i, Report::Start { attempt })).is_err() {
+                                break;
+                            }
+                        }
                         Ok(Report::Say { line }) => {
                             if !quiet || line.starts_with("failed") {
                                 logs::say(&name, &line);
