@@ -1485,3 +1485,37 @@ fn summary_json_describes_the_stack_and_each_service() {
     let out = services(&dir, &file, &["--summary-json", "no/such/dir/x.json"]);
     assert_eq!(code(&out), 125, "{}", stderr(&out));
 }
+
+/// The cron example of README.md and patience-services(5) is a valid file
+/// whose stack takes a slot of its own.
+#[test]
+fn the_cron_example_of_the_readme_and_the_man_page_is_valid() {
+    let dir = TempDir::new("svc-cron-example");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let from_readme: String = readme
+        .lines()
+        .skip_while(|l| *l != "    # /etc/sync.toml")
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    let man = std::fs::read_to_string(root.join("man/patience-services.5")).unwrap();
+    let from_man: String = man
+        .lines()
+        .skip_while(|l| *l != ".IR /etc/sync.toml :")
+        .skip(3)
+        .take_while(|l| *l != ".EE")
+        .map(|l| format!("{}\n", l.replace("\\-", "-")))
+        .collect();
+    assert_eq!(from_readme.trim(), from_man.trim(), "the two examples differ");
+    let file = stack(&dir, &from_readme);
+    let out = services(&dir, &file, &["--dry-run"]);
+    assert_eq!(code(&out), 0, "{}\n{from_readme}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("stack slot: key 'sync', max-concurrent 1, slot-wait 2m, refused-exit 75"),
+        "{text}"
+    );
+    assert!(text.contains("summary-json: /var/lib/sync/last.json"), "{text}");
+}

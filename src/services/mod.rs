@@ -318,6 +318,18 @@ pub fn dry_run(plan: &Plan) -> String {
             "ordered"
         }
     ));
+    if let Some(p) = &plan.slot {
+        out.push_str(&format!(
+            "stack slot: key '{}', max-concurrent {}, slot-wait {}, refused-exit {}\n",
+            p.key,
+            p.limits.max_concurrent.unwrap_or(0),
+            crate::duration::format(p.slot_wait),
+            plan.group.refused_exit
+        ));
+    }
+    if let Some(path) = &plan.group.summary_json {
+        out.push_str(&format!("summary-json: {}\n", path.display()));
+    }
     for &i in plan.order.iter().chain(
         (0..st.services.len())
             .filter(|i| !plan.wanted[*i])
