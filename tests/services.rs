@@ -1409,6 +1409,34 @@ fn with_slot_wait_the_second_stack_starts_once_the_first_has_ended() {
 }
 
 #[test]
+fn sigterm_while_waiting_for_the_stack_slot_exits_143_having_started_nothing() {
+    let dir = TempDir::new("svc-slot-term");
+    let first = slot_stack(&dir, "first", "3", "");
+    let second = slot_stack(&dir, "second", "0", "slot-wait = \"60s\"");
+    let first_guard = spawn(&dir, &["--services", &first]);
+    assert!(
+        eventually(Duration::from_secs(20), || dir.join("first.started").exists()),
+        "the first stack never started its service"
+    );
+    let waiting = spawn(&dir, &["--services", &second]);
+    std::thread::sleep(Duration::from_millis(1000));
+    send_signal(waiting.id(), "TERM");
+    let out = waiting.wait_output(Duration::from_secs(20));
+    assert_eq!(code(&out), 143, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stopped by SIGTERM while waiting for a slot of key 'nightly'"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !dir.join("second.started").exists(),
+        "the stopped stack started its service"
+    );
+    let out = first_guard.wait_output(Duration::from_secs(30));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+#[test]
 fn the_stack_slot_keys_are_checked_and_refused_on_the_command_line() {
     let dir = TempDir::new("svc-slot-keys");
     let file = stack(
