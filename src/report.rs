@@ -363,7 +363,13 @@ impl JsonOut {
     /// Writes the JSON report of the run. A failure now (a full disk) is
     /// reported but does not change the run's exit status.
     pub fn write(self, o: &Outcome, s: &Settings) {
-        let text = format!("{:#}\n", json(o, s));
+        self.write_value(&json(o, s));
+    }
+
+    /// Writes any JSON document (a stack's, patience-services(5)) the way
+    /// a run's report is written.
+    pub fn write_value(self, v: &serde_json::Value) {
+        let text = format!("{v:#}\n");
         let (result, path) = match self {
             JsonOut::Stderr => (std::io::stderr().lock().write_all(text.as_bytes()), "-".into()),
             JsonOut::File(path, mut f) => (f.write_all(text.as_bytes()), path),

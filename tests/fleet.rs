@@ -492,3 +492,50 @@ fn a_services_file_hands_the_url_over_in_the_environment_masked_in_its_dry_run()
     );
     assert!(!line.contains("--state-url"), "{line}");
 }
+
+/// The stack's own slot (`[supervisor] max-concurrent`) goes through the
+/// same store as a run's: with `state-url`, two hosts share it.
+#[cfg(feature = "redis")]
+#[test]
+fn two_hosts_share_the_slot_of_a_stack_through_state_url() {
+    let Some(server) = Server::start(&[]) else {
+        return;
+    };
+    let url = server.url("");
+    let a = Host::new("fleet-stack-a", &url);
+    let b = Host::new("fleet-stack-b", &url);
+    let file = |h: &Host, secs: &str| {
+        let path = h.dir.join("stack.toml");
+        let text = format!(
+            "[supervisor]\nkey = \"stack\"\nmax-concurrent = 1\nstate-url = \"{url}\"\n\
+             [service.job]\ncommand = [\"sh\", \"-c\", \"touch {}/started; sleep {secs}\"]\n",
+            h.dir.path().display()
+        );
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let (fa, fb) = (file(&a, "3"), file(&b, "0"));
+    let mut c = patience(&a.dir);
+    c.args(["--services", &fa])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let guard = Guard::new(c.spawn().expect("spawn patience"));
+    assert!(
+        eventually(Duration::from_secs(20), || a.dir.join("started").exists()),
+        "host A's stack never started"
+    );
+    let mut c = patience(&b.dir);
+    c.args(["--services", &fb]);
+    let out = output(c);
+    assert_eq!(code(&out), 75, "{}", stderr(&out));
+    assert!(stderr(&out).contains("key 'stack'"), "{}", stderr(&out));
+    assert!(!b.dir.join("started").exists(), "host B's stack started");
+    let out = guard.wait_output(Duration::from_secs(30));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mut c = patience(&b.dir);
+    c.args(["--services", &fb]);
+    let out = output(c);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(b.dir.join("started").exists());
+}

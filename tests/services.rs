@@ -1330,3 +1330,220 @@ fn log_overflow_drop_lets_services_run_past_a_reader_that_reads_nothing_and_coun
     assert!(dropped > 10_000, "{st}");
     drop(sup);
 }
+
+// ---- the stack's own slot (key, max-concurrent, slot-wait) and summary-json ----
+
+/// A stack in `dir` named `tag`: one service that touches `tag.started`,
+/// sleeps `secs`, then touches `tag.ended`; the slot of key `nightly`.
+fn slot_stack(dir: &TempDir, tag: &str, secs: &str, extra: &str) -> String {
+    let path = dir.join(format!("{tag}.toml"));
+    let d = dir.path().display();
+    let text = format!(
+        "[supervisor]\nkey = \"nightly\"\nmax-concurrent = 1\n{extra}\n\
+         [service.job]\ncommand = [\"sh\", \"-c\", \"[ -e {d}/first.ended ] && touch {d}/{tag}.after; touch {d}/{tag}.started; sleep {secs}; touch {d}/{tag}.ended\"]\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_second_stack_of_the_same_key_is_refused_with_75_and_starts_nothing() {
+    let dir = TempDir::new("svc-slot");
+    let first = slot_stack(&dir, "first", "3", "");
+    let second = slot_stack(&dir, "second", "0", "summary-json = \"second.json\"");
+    let guard = spawn(&dir, &["--services", &first]);
+    assert!(
+        eventually(Duration::from_secs(20), || dir.join("first.started").exists()),
+        "the first stack never started its service"
+    );
+    let out = services(&dir, &second, &[]);
+    assert_eq!(code(&out), 75, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("no free slot for key 'nightly'"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        !dir.join("second.started").exists(),
+        "the refused stack started its service"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("second.json")).unwrap()).unwrap();
+    assert_eq!(doc["status"], "rejected", "{doc}");
+    assert_eq!(doc["exit_status"], 75, "{doc}");
+    assert_eq!(doc["services"]["job"]["attempts"], 0, "{doc}");
+    // Cron mode is silent about a refusal, as a refused run is; the status says it.
+    let out = services(&dir, &second, &["--hold-output"]);
+    assert_eq!((code(&out), stderr(&out).as_str()), (75, ""));
+    let out = guard.wait_output(Duration::from_secs(30));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!dir.join("second.started").exists());
+    // The slot went back with the first stack: the second runs now.
+    let out = services(&dir, &second, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(dir.join("second.started").exists());
+}
+
+#[test]
+fn with_slot_wait_the_second_stack_starts_once_the_first_has_ended() {
+    let dir = TempDir::new("svc-slot-wait");
+    let first = slot_stack(&dir, "first", "1.5", "");
+    let second = slot_stack(&dir, "second", "0", "slot-wait = \"60s\"");
+    let guard = spawn(&dir, &["--services", &first]);
+    assert!(
+        eventually(Duration::from_secs(20), || dir.join("first.started").exists()),
+        "the first stack never started its service"
+    );
+    let began = Instant::now();
+    let out = services(&dir, &second, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        began.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(
+        dir.join("second.after").exists(),
+        "the second stack's service started before the first's ended"
+    );
+    let out = guard.wait_output(Duration::from_secs(30));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+#[test]
+fn sigterm_while_waiting_for_the_stack_slot_exits_143_having_started_nothing() {
+    let dir = TempDir::new("svc-slot-term");
+    let first = slot_stack(&dir, "first", "3", "");
+    let second = slot_stack(&dir, "second", "0", "slot-wait = \"60s\"");
+    let first_guard = spawn(&dir, &["--services", &first]);
+    assert!(
+        eventually(Duration::from_secs(20), || dir.join("first.started").exists()),
+        "the first stack never started its service"
+    );
+    let waiting = spawn(&dir, &["--services", &second]);
+    std::thread::sleep(Duration::from_millis(1000));
+    send_signal(waiting.id(), "TERM");
+    let out = waiting.wait_output(Duration::from_secs(20));
+    assert_eq!(code(&out), 143, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stopped by SIGTERM while waiting for a slot of key 'nightly'"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !dir.join("second.started").exists(),
+        "the stopped stack started its service"
+    );
+    let out = first_guard.wait_output(Duration::from_secs(30));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+#[test]
+fn the_stack_slot_keys_are_checked_and_refused_on_the_command_line() {
+    let dir = TempDir::new("svc-slot-keys");
+    let file = stack(
+        &dir,
+        "[supervisor]\nslot-wait = \"5s\"\n[service.a]\ncommand = [\"true\"]\n",
+    );
+    let out = services(&dir, &file, &[]);
+    assert_eq!(code(&out), 125);
+    assert!(
+        stderr(&out).contains("'slot-wait' in [supervisor] needs max-concurrent"),
+        "{}",
+        stderr(&out)
+    );
+    let file = stack(
+        &dir,
+        "[supervisor]\nmax-concurrent = \"x\"\n[service.a]\ncommand = [\"true\"]\n",
+    );
+    let out = services(&dir, &file, &[]);
+    assert_eq!(code(&out), 125);
+    assert!(
+        stderr(&out).contains(":2: key 'max-concurrent' in [supervisor]"),
+        "{}",
+        stderr(&out)
+    );
+    let file = stack(&dir, "[service.a]\ncommand = [\"true\"]\n");
+    let out = run(&dir, &["--max-concurrent", "1", "--services", &file]);
+    assert_eq!(code(&out), 125);
+    assert!(
+        stderr(&out).contains("--max-concurrent") && stderr(&out).contains("[supervisor]"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn summary_json_describes_the_stack_and_each_service() {
+    let dir = TempDir::new("svc-summary");
+    let text = "[supervisor]\nname = \"batch\"\nsummary-json = \"out/summary.json\"\n\
+         [service.bad]\ncommand = [\"sh\", \"-c\", \"echo nope; exit 3\"]\nattempts = 2\ndelay = \"0.1s\"\ncritical = false\n\
+         [service.good]\ncommand = [\"true\"]\n";
+    let file = stack(&dir, text);
+    std::fs::create_dir(dir.join("out")).unwrap();
+    let out = services(&dir, &file, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // In the file, the path is relative to the services file.
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/summary.json")).unwrap()).unwrap();
+    assert_eq!(doc["name"], "batch", "{doc}");
+    assert_eq!(doc["status"], "succeeded", "{doc}");
+    assert_eq!(doc["exit_status"], 0, "{doc}");
+    assert!(doc["reason"].is_null(), "{doc}");
+    assert!(doc["duration_s"].as_f64().is_some_and(|d| d > 0.0), "{doc}");
+    let bad = &doc["services"]["bad"];
+    assert_eq!(bad["state"], "failed", "{doc}");
+    assert_eq!(bad["exit_status"], 3, "{doc}");
+    assert_eq!(bad["attempts"], 2, "{doc}");
+    assert_eq!(bad["restarts"], 1, "{doc}");
+    assert_eq!(bad["last_exit"], "exit code 3", "{doc}");
+    assert_eq!(bad["critical"], false, "{doc}");
+    let good = &doc["services"]["good"];
+    assert_eq!(good["state"], "succeeded", "{doc}");
+    assert_eq!(good["exit_status"], 0, "{doc}");
+    assert_eq!(good["attempts"], 1, "{doc}");
+    // On the command line, relative to the working directory; it wins.
+    let mut c = patience(&dir);
+    c.current_dir(dir.path())
+        .args(["--services", &file, "--summary-json", "cli.json"]);
+    let out = output(c);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cli.json")).unwrap()).unwrap();
+    assert_eq!(doc["services"]["bad"]["state"], "failed", "{doc}");
+    // A path that cannot be written is patience's error before anything runs.
+    let out = services(&dir, &file, &["--summary-json", "no/such/dir/x.json"]);
+    assert_eq!(code(&out), 125, "{}", stderr(&out));
+}
+
+/// The cron example of README.md and patience-services(5) is a valid file
+/// whose stack takes a slot of its own.
+#[test]
+fn the_cron_example_of_the_readme_and_the_man_page_is_valid() {
+    let dir = TempDir::new("svc-cron-example");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let from_readme: String = readme
+        .lines()
+        .skip_while(|l| *l != "    # /etc/sync.toml")
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    let man = std::fs::read_to_string(root.join("man/patience-services.5")).unwrap();
+    let from_man: String = man
+        .lines()
+        .skip_while(|l| *l != ".IR /etc/sync.toml :")
+        .skip(3)
+        .take_while(|l| *l != ".EE")
+        .map(|l| format!("{}\n", l.replace("\\-", "-")))
+        .collect();
+    assert_eq!(from_readme.trim(), from_man.trim(), "the two examples differ");
+    let file = stack(&dir, &from_readme);
+    let out = services(&dir, &file, &["--dry-run"]);
+    assert_eq!(code(&out), 0, "{}\n{from_readme}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("stack slot: key 'sync', max-concurrent 1, slot-wait 2m, refused-exit 75"),
+        "{text}"
+    );
+    assert!(text.contains("summary-json: /var/lib/sync/last.json"), "{text}");
+}

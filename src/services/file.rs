@@ -29,7 +29,6 @@ const SHIM_FIXED: &[&str] = &["init", "foreground"];
 /// Keys of SERVICES.md that this version does not implement yet: refused
 /// with a clear message rather than accepted and ignored.
 const NOT_YET: &[&str] = &[];
-const GROUP_NOT_YET: &[&str] = &["summary-json", "key", "max-concurrent", "slot-wait"];
 
 /// The keys of `[service.NAME]` besides the per-run settings.
 pub const SERVICE_KEYS: &[&str] = &[
@@ -98,6 +97,15 @@ pub const SUPERVISOR_KEYS: &[&str] = &[
     "verbose",
     "color",
     "no-metrics",
+    "summary-json",
+    // The stack's own slot (services::slot); also per-run keys of a service.
+    "key",
+    "max-concurrent",
+    "slot-wait",
+    "refused-exit",
+    "state-dir",
+    "state-url",
+    "state-url-password-file",
 ];
 
 /// A dependency condition (SERVICES.md §3).
@@ -541,7 +549,7 @@ fn per_run(
             .copied()
             .chain(crate::settings::OPTIONS.iter().map(|o| o.long))
             .chain(crate::settings::CONFIG_ONLY.iter().map(|o| o.long));
-        let mut msg = if SUPERVISOR_KEYS.contains(&name) || GROUP_NOT_YET.contains(&name) {
+        let mut msg = if SUPERVISOR_KEYS.contains(&name) {
             format!("key '{name}' in {table} is a [supervisor] key")
         } else {
             format!("unknown key '{name}' in {table}")
@@ -742,12 +750,6 @@ fn supervisor(
                 }
             }
             _ if SUPERVISOR_KEYS.contains(&name) => g.layer.add(doc, k, v, tn)?,
-            _ if GROUP_NOT_YET.contains(&name) => {
-                return Err(doc.error(
-                    k.span(),
-                    format!("key '{name}' in {tn} is not supported by this version of patience"),
-                ))
-            }
             _ => {
                 let mut msg = if config::config_key(name).is_some() || SERVICE_KEYS.contains(&name) {
                     format!("key '{name}' in {tn} is a per-service key: put it under [defaults] or [service.NAME]")

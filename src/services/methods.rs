@@ -436,7 +436,7 @@ impl Sup {
         })
     }
 
-    fn note(&self, i: usize, now: Instant) -> String {
+    pub(super) fn note(&self, i: usize, now: Instant) -> String {
         let s = &self.svcs[i];
         match &s.state {
             State::Idle => "not selected".into(),

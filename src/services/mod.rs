@@ -14,6 +14,8 @@
 //!   logs);
 //! - [`health`]: health checks once an attempt is ready;
 //! - [`notify`]: sd_notify, from the services and to patience's manager;
+//! - [`slot`]: the stack's own slot of a key (`[supervisor] max-concurrent`);
+//! - [`summary`]: the stack's `summary-json` document;
 //! - [`supervisor`]: the event loop that owns all state.
 //!
 //! This module turns the file into a [`Plan`]: per service, its resolved
@@ -31,6 +33,8 @@ pub mod metrics;
 pub mod notify;
 pub mod probe;
 pub mod shim;
+pub mod slot;
+pub mod summary;
 pub mod supervisor;
 
 use std::ffi::OsString;
@@ -44,10 +48,19 @@ use crate::settings::{Settings, StdinMode, Verbosity};
 use file::Stack;
 
 /// Command-line options `--services` takes: they are the group's.
-pub const GROUP_OPTIONS: &[&str] = &["quiet", "verbose", "color", "no-metrics", "hold-output"];
+pub const GROUP_OPTIONS: &[&str] = &[
+    "quiet",
+    "verbose",
+    "color",
+    "no-metrics",
+    "hold-output",
+    "summary-json",
+];
 
-/// Group options of SERVICES.md this version does not implement yet.
-const GROUP_NOT_YET: &[&str] = &["summary-json"];
+/// Options that are the stack's in `[supervisor]` but would be ambiguous on
+/// the command line (the stack's slot or every service's?): refused there,
+/// naming both tables.
+const SLOT_OPTIONS: &[&str] = &["key", "max-concurrent", "slot-wait"];
 
 /// A shim's arguments (after the binary) and its extra environment.
 pub type ShimCommand = (Vec<OsString>, Vec<(OsString, OsString)>);
@@ -62,6 +75,8 @@ pub struct Plan {
     pub order: Vec<usize>,
     /// The group's settings (verbosity, colour, hold-output, summary-json).
     pub group: Settings,
+    /// The stack's own slot, when `[supervisor]` sets `max-concurrent`.
+    pub slot: Option<crate::state::Policy>,
     /// Per service: the shim's arguments (after the binary) and the
     /// environment it gets on top of the supervisor's.
     pub shims: Vec<ShimCommand>,
@@ -76,16 +91,23 @@ pub fn main(inv: &Invocation, inherited: &Inherited) -> Result<i32, Error> {
         let _ = std::io::Write::write_all(&mut out, text.as_bytes());
         return Ok(0);
     }
-    supervisor::run(plan, inherited)
+    let summary = plan
+        .group
+        .summary_json
+        .as_deref()
+        .map(crate::report::JsonOut::open)
+        .transpose()?;
+    supervisor::run(plan, inherited, summary)
 }
 
 /// Validates the invocation and the file and resolves every service.
 pub fn plan(inv: &Invocation) -> Result<Plan, Error> {
     let path = inv.services.as_ref().expect("called for --services");
     for (key, _) in &inv.assignments {
-        if GROUP_NOT_YET.contains(key) {
+        if SLOT_OPTIONS.contains(key) {
             return Err(Error::Usage(format!(
-                "--{key} is not supported with --services by this version of patience"
+                "--{key}: with --services, put `{key} = …` in [supervisor] of {} for the stack itself, or in [defaults] or a [service.NAME] table for its services",
+                path.display()
             )));
         }
         if !GROUP_OPTIONS.contains(key) {
@@ -110,14 +132,22 @@ pub fn plan(inv: &Invocation) -> Result<Plan, Error> {
     }
     let stack = file::load(path)?;
     graph::check_cycles(&stack)?;
-    let group = config::resolve_stacked(
+    let group_resolved = config::resolve_stacked(
         inv,
         std::slice::from_ref(&stack.group.layer),
         None,
         &[],
         &inv.assignments,
-    )?
-    .settings;
+    )?;
+    let in_supervisor = |key: &str| group_resolved.source(key) == stack.group.layer.source;
+    let mut group = group_resolved.settings.clone();
+    // A path in the file is relative to the file, as log-dir is.
+    if in_supervisor("summary-json") {
+        if let Some(p) = &group.summary_json {
+            group.summary_json = Some(file::relative_to_file(&stack.path, p));
+        }
+    }
+    let slot = slot::policy(&stack, &group, &in_supervisor)?;
     let mut resolved = Vec::new();
     for s in &stack.services {
         let profile = s.profile.clone().map(|p| {
@@ -167,6 +197,7 @@ pub fn plan(inv: &Invocation) -> Result<Plan, Error> {
         wanted,
         order,
         group,
+        slot,
         shims,
     })
 }
@@ -287,6 +318,18 @@ pub fn dry_run(plan: &Plan) -> String {
             "ordered"
         }
     ));
+    if let Some(p) = &plan.slot {
+        out.push_str(&format!(
+            "stack slot: key '{}', max-concurrent {}, slot-wait {}, refused-exit {}\n",
+            p.key,
+            p.limits.max_concurrent.unwrap_or(0),
+            crate::duration::format(p.slot_wait),
+            plan.group.refused_exit
+        ));
+    }
+    if let Some(path) = &plan.group.summary_json {
+        out.push_str(&format!("summary-json: {}\n", path.display()));
+    }
     for &i in plan.order.iter().chain(
         (0..st.services.len())
             .filter(|i| !plan.wanted[*i])

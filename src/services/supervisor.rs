@@ -111,7 +111,9 @@ pub(super) struct Svc {
 }
 
 /// Runs the stack to its end and returns the group's exit status.
-pub fn run(plan: Plan, inherited: &Inherited) -> Result<i32, Error> {
+/// `summary`: where the stack's summary-json goes, already opened.
+pub fn run(plan: Plan, inherited: &Inherited, summary: Option<crate::report::JsonOut>) -> Result<i32, Error> {
+    let (start, clock) = (SystemTime::now(), Instant::now());
     let exe = own_binary()?;
     let (tx, rx) = mpsc::channel();
     let sig_tx = tx.clone();
@@ -119,6 +121,19 @@ pub fn run(plan: Plan, inherited: &Inherited) -> Result<i32, Error> {
         sig_tx.send(Msg::Signal(sig)).is_ok()
     })
     .map_err(|e| Error::Internal(format!("cannot install signal handlers: {e}")))?;
+    // Held until this function returns, which gives the slot back.
+    let _slot = match &plan.slot {
+        None => None,
+        Some(p) => match super::slot::take(p, &plan.group, &rx)? {
+            Ok(gate) => Some(gate),
+            Err((status, why)) => {
+                super::summary::write(summary, || {
+                    super::summary::document(&plan, None, status, start, clock.elapsed(), Some(&why))
+                });
+                return Ok(status);
+            }
+        },
+    };
     let exits: probe::Exits = Default::default();
     let reaper_tx = tx.clone();
     let reaper = Reaper::start(move |pid, event| {
@@ -181,14 +196,15 @@ pub fn run(plan: Plan, inherited: &Inherited) -> Result<i32, Error> {
             }
             Err(control::BindError::Live(pid)) => {
                 let who = pid.map_or(String::new(), |p| format!(" (pid {p})"));
-                logs::say(
-                    "patience",
-                    &format!(
-                        "another supervisor{who} already runs {} (control socket {})",
-                        plan.stack.path.display(),
-                        path.display()
-                    ),
+                let why = format!(
+                    "another supervisor{who} already runs {} (control socket {})",
+                    plan.stack.path.display(),
+                    path.display()
                 );
+                logs::say("patience", &why);
+                super::summary::write(summary, || {
+                    super::summary::document(&plan, None, 75, start, clock.elapsed(), Some(&why))
+                });
                 return Ok(75);
             }
             // No control is no reason not to run the stack (a read-only
@@ -229,6 +245,9 @@ pub fn run(plan: Plan, inherited: &Inherited) -> Result<i32, Error> {
         sockets: None,
     };
     let status = sup.run(&rx);
+    super::summary::write(summary, || {
+        super::summary::document(&sup.plan, Some(&sup), status, start, clock.elapsed(), None)
+    });
     if let Some(path) = socket {
         let _ = std::fs::remove_file(path);
     }
