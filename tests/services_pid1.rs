@@ -574,6 +574,12 @@ fn the_readme_container_runs_its_stack_as_pid1_and_stops_on_docker_stop() {
         .stderr(Stdio::piped());
     let guard = Guard::new(cmd.spawn().expect("spawn unshare"));
     let pid1 = only_child(guard.id());
+    // Found maybe as the shell: nsenter takes its root, so wait for chroot.
+    let in_root = || std::fs::read_link(format!("/proc/{pid1}/root")).is_ok_and(|r| r == root);
+    assert!(
+        eventually(Duration::from_secs(10), in_root),
+        "the entrypoint never ran in the root"
+    );
     // docker exec: the container's namespaces, root and environment.
     let exec = |argv: &[String]| {
         Command::new("nsenter")
