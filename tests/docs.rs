@@ -2,7 +2,8 @@
 //! `patience --help` and `patienced --help` list is documented in its page,
 //! every exit status too, every setting has its key in patience.toml(5),
 //! each page has the sections a reader looks for, and the pages are clean
-//! under `man --warnings` and `mandoc -T lint`.
+//! under `man --warnings` and `mandoc -T lint`. The README shows the
+//! container example's Dockerfile as it is.
 
 mod common;
 
@@ -386,4 +387,34 @@ fn every_verb_and_exit_status_of_patiencectl_is_in_its_page_and_every_method_in_
     ] {
         assert!(control.contains(code), "patience-services.5 lacks error {code}");
     }
+}
+
+/// The README shows contrib/container/Dockerfile as it is (its
+/// instructions, the comments left out), and the stack that image runs is
+/// valid, in the order the README gives (tests/services_pid1.rs runs it).
+#[test]
+fn the_readme_shows_the_container_dockerfile_and_its_stack_is_valid() {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let read = |p: &str| std::fs::read_to_string(format!("{repo}/{p}")).unwrap();
+    let dockerfile: String = read("contrib/container/Dockerfile")
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        read("README.md").contains(&format!("```dockerfile\n{dockerfile}```\n")),
+        "README.md does not show contrib/container/Dockerfile as it is:\n{dockerfile}"
+    );
+    let out = Command::new(patience_bin())
+        .args(["--no-config", "--services"])
+        .arg(format!("{repo}/contrib/container/services.toml"))
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("\nstart order: db, migrate, app\n"),
+        "{}",
+        stdout(&out)
+    );
 }

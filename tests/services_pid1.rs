@@ -1,9 +1,11 @@
 //! `patience --services` as a container's PID 1: `docker stop` of a stack
-//! whose middle service ignores SIGTERM (in a new PID namespace), and the
+//! whose middle service ignores SIGTERM (in a new PID namespace), the
 //! static binary as PID 1 of an empty chroot (no /proc, no /dev, no shell
-//! but the busybox copied in).
+//! but the busybox copied in), and the README's container
+//! (contrib/container/): its Dockerfile's root built in a temp dir, run
+//! with unshare and chroot, its HEALTHCHECK through nsenter.
 //!
-//! Both need root (unshare, chroot); the chroot test needs `make static`
+//! All need root (unshare, chroot); the chroot tests need `make static`
 //! and busybox-static. Without them they skip with the reason; under
 //! `CI=true` they fail instead. Killing unshare (`--kill-child`) takes the
 //! whole namespace down, so a failing assertion leaves nothing behind.
@@ -323,4 +325,345 @@ fn static_binary_runs_a_stack_as_pid1_of_an_empty_chroot() {
         err.contains("[patience] app: failed after 1 attempt (exit code 3"),
         "{err}"
     );
+}
+
+// ---- contrib/container/: the README's container, built and run ----
+
+/// A root laid out as contrib/container/Dockerfile says, and what it
+/// says to run in it.
+struct Image {
+    root: TempDir,
+    env: Vec<(String, String)>,
+    healthcheck: Vec<String>,
+    entrypoint: Vec<String>,
+    stop_signal: String,
+}
+
+/// The PATH docker gives a container whose image sets none.
+const DOCKER_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// An exec-form (JSON array) argument of a Dockerfile instruction.
+fn exec_form(text: &str, what: &str) -> Vec<String> {
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("{what} {text:?} is not a JSON array of strings: {e}"))
+}
+
+/// Builds the image of `dockerfile` in a temp dir, reading the
+/// instructions the example uses (others are refused, so the test is
+/// changed with the Dockerfile): `FROM busybox` is a busybox binary in
+/// /bin with a symlink per applet (the image has a hard link per applet);
+/// a COPY from `target/` takes the `make static` binaries; RUN runs in
+/// the root with chroot. `build_args` are docker build's --build-arg.
+fn build_image(
+    dockerfile: &Path,
+    build_args: &[(&str, &str)],
+    bin: &Path,
+    busybox: &Path,
+    chroot: &str,
+) -> Image {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(dockerfile).expect("read the Dockerfile");
+    let mut image = Image {
+        root: TempDir::new("container"),
+        env: vec![
+            ("PATH".into(), DOCKER_PATH.into()),
+            ("HOME".into(), "/root".into()),
+        ],
+        healthcheck: Vec::new(),
+        entrypoint: Vec::new(),
+        stop_signal: "TERM".into(),
+    };
+    let root = image.root.path().to_path_buf();
+    let mut vars: Vec<(String, String)> = Vec::new();
+    let expand = |vars: &[(String, String)], s: &str| {
+        let mut s = s.to_string();
+        for (k, v) in vars {
+            s = s.replace(&format!("${{{k}}}"), v);
+        }
+        assert!(!s.contains('$'), "a variable the test does not know in {s:?}");
+        s
+    };
+    let joined = text.replace("\\\n", " ");
+    for line in joined
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (instr, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let rest = rest.trim();
+        match instr.to_ascii_uppercase().as_str() {
+            "FROM" if rest == "scratch" => {}
+            "FROM" if rest.starts_with("busybox") => {
+                for d in ["bin", "dev", "etc", "proc", "root", "sys", "tmp", "var"] {
+                    std::fs::create_dir_all(root.join(d)).unwrap();
+                }
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+                std::fs::copy(busybox, root.join("bin/busybox")).expect("copy busybox");
+                let list = Command::new(busybox)
+                    .arg("--list")
+                    .output()
+                    .expect("busybox --list");
+                for applet in stdout(&list).lines().filter(|a| *a != "busybox") {
+                    std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+                }
+            }
+            "ARG" => {
+                let (k, default) = rest.split_once('=').unwrap_or((rest, ""));
+                let v = build_args
+                    .iter()
+                    .find(|(a, _)| *a == k)
+                    .map_or(default, |(_, v)| v);
+                vars.push((k.to_string(), v.to_string()));
+            }
+            "ENV" => {
+                let (k, v) = rest
+                    .split_once('=')
+                    .or_else(|| rest.split_once(' '))
+                    .unwrap_or_else(|| panic!("ENV {rest:?}"));
+                let v = expand(&vars, v.trim().trim_matches('"'));
+                image.env.retain(|(e, _)| e != k);
+                image.env.push((k.to_string(), v));
+            }
+            "RUN" => {
+                let argv = if rest.starts_with('[') {
+                    exec_form(rest, "RUN")
+                } else {
+                    vec!["/bin/sh".into(), "-c".into(), expand(&vars, rest)]
+                };
+                let out = Command::new(chroot)
+                    .arg(&root)
+                    .args(&argv)
+                    .env_clear()
+                    .envs(image.env.iter().cloned())
+                    .stdin(Stdio::null())
+                    .output()
+                    .expect("chroot for RUN");
+                assert!(out.status.success(), "RUN {rest}: {}", stderr(&out));
+            }
+            "COPY" => {
+                let words: Vec<String> = rest.split_whitespace().map(|w| expand(&vars, w)).collect();
+                assert!(
+                    words.len() == 2 && !words[0].starts_with("--"),
+                    "COPY SRC DEST is all the test reads: {rest:?}"
+                );
+                let (src, dest) = (&words[0], &words[1]);
+                let from = match src.strip_prefix("target/") {
+                    Some(built) => {
+                        let target = bin
+                            .parent()
+                            .and_then(Path::parent)
+                            .and_then(Path::parent)
+                            .unwrap();
+                        let from = target.join(built);
+                        assert_eq!(
+                            from, bin,
+                            "the Dockerfile copies another build than `make static`'s"
+                        );
+                        from
+                    }
+                    None => repo.join(src),
+                };
+                let mut to = root.join(dest.trim_start_matches('/'));
+                if dest.ends_with('/') {
+                    to = to.join(from.file_name().unwrap());
+                }
+                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                std::fs::copy(&from, &to).unwrap_or_else(|e| panic!("COPY {}: {e}", from.display()));
+            }
+            "EXPOSE" | "LABEL" => {}
+            "STOPSIGNAL" => image.stop_signal = rest.trim_start_matches("SIG").to_string(),
+            "HEALTHCHECK" => {
+                let (_, cmd) = rest.split_once("CMD").expect("HEALTHCHECK [OPTIONS] CMD [...]");
+                image.healthcheck = exec_form(cmd, "HEALTHCHECK CMD");
+            }
+            "ENTRYPOINT" => image.entrypoint = exec_form(rest, "ENTRYPOINT"),
+            other => panic!("the test does not read {other} (in {line:?}); teach build_image"),
+        }
+    }
+    assert!(!image.entrypoint.is_empty(), "no ENTRYPOINT");
+    assert!(!image.healthcheck.is_empty(), "no HEALTHCHECK");
+    image
+}
+
+/// Whether `unshare` gives a container's namespaces here (pid, net,
+/// mount with its /proc) and nsenter is there for `docker exec`.
+fn container_namespaces(test: &str) -> bool {
+    if !namespaces(test) {
+        return false;
+    }
+    let out = Command::new("unshare")
+        .args(["--fork", "--pid", "--net", "--mount", "--mount-proc", "true"])
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            skip_test(
+                test,
+                &format!("unshare --net --mount fails here: {}", stderr(&o).trim()),
+            );
+            return false;
+        }
+        Err(e) => {
+            skip_test(test, &format!("unshare: {e}"));
+            return false;
+        }
+    }
+    if Command::new("nsenter").arg("--version").output().is_err() {
+        skip_test(test, "needs nsenter(1) (util-linux)");
+        return false;
+    }
+    true
+}
+
+/// The processes (in any namespace) whose root directory is `root`.
+fn processes_rooted_at(root: &Path) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_string_lossy().parse().ok()?;
+            (std::fs::read_link(e.path().join("root")).ok()? == root).then_some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_container_runs_its_stack_as_pid1_and_stops_on_docker_stop() {
+    let test = "the_readme_container_runs_its_stack_as_pid1_and_stops_on_docker_stop";
+    if !container_namespaces(test) {
+        return;
+    }
+    let (bin, busybox) = match (static_binary(), static_busybox()) {
+        (Ok(b), Ok(s)) => (b, s),
+        (Err(why), _) | (_, Err(why)) => return skip_test(test, &why),
+    };
+    let chroot = ["/usr/sbin/chroot", "/usr/bin/chroot", "/sbin/chroot"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("chroot");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    let image = build_image(
+        &repo.join("contrib/container/Dockerfile"),
+        &[("TARGET", &triple)],
+        &bin,
+        &busybox,
+        chroot,
+    );
+    let root = image.root.path().canonicalize().unwrap();
+    assert_eq!(image.healthcheck, ["/patience", "--ctl", "check"]);
+
+    // docker run: new pid, network (loopback up) and mount namespaces,
+    // /proc mounted in the root, the entrypoint as PID 1 (the shell and
+    // chroot exec into it), the image's environment only.
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--fork", "--pid", "--net", "--mount", "--kill-child"])
+        .arg(format!("--mount-proc={}", root.join("proc").display()))
+        .args(["--", "/bin/busybox", "sh", "-c"])
+        .arg("/bin/busybox ip link set lo up && exec \"$0\" \"$@\"")
+        .arg(chroot)
+        .arg(&root)
+        .args(&image.entrypoint)
+        .env_clear()
+        .envs(image.env.iter().cloned())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let guard = Guard::new(cmd.spawn().expect("spawn unshare"));
+    let pid1 = only_child(guard.id());
+    // Found maybe as the shell: nsenter takes its root, so wait for chroot.
+    let in_root = || std::fs::read_link(format!("/proc/{pid1}/root")).is_ok_and(|r| r == root);
+    assert!(
+        eventually(Duration::from_secs(10), in_root),
+        "the entrypoint never ran in the root"
+    );
+    // docker exec: the container's namespaces, root and environment.
+    let exec = |argv: &[String]| {
+        Command::new("nsenter")
+            .args(["-t", &pid1.to_string(), "-p", "-n", "-m", "-r", "-w", "--"])
+            .args(argv)
+            .env_clear()
+            .envs(image.env.iter().cloned())
+            .stdin(Stdio::null())
+            .output()
+            .expect("nsenter")
+    };
+
+    // The HEALTHCHECK: 1 while a service is not ready yet, 3 before the
+    // supervisor listens, 0 once db and app are ready and migrate has
+    // succeeded.
+    let mut last = String::new();
+    let healthy = eventually(Duration::from_secs(60), || {
+        let out = exec(&image.healthcheck);
+        last = format!("{}: {}{}", code(&out), stdout(&out), stderr(&out));
+        assert!(matches!(code(&out), 0 | 1 | 3), "HEALTHCHECK: {last}");
+        std::thread::sleep(Duration::from_millis(200));
+        code(&out) == 0
+    });
+    assert!(healthy, "never healthy; the last check said {last}");
+    assert!(
+        is_pid1_inside(pid1),
+        "the entrypoint is not PID 1 of the container"
+    );
+
+    // In order, each on its first attempt: migrate could read its schema
+    // back through db, and app found it there when it first started.
+    let ctl = |verb: &[&str]| {
+        let mut argv = vec!["/patience".to_string(), "--ctl".into()];
+        argv.extend(verb.iter().map(|s| s.to_string()));
+        exec(&argv)
+    };
+    let out = ctl(&["status", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("status --json");
+    let svc = |name: &str| {
+        status["services"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {status}"))
+    };
+    let (db, migrate, app) = (svc("db"), svc("migrate"), svc("app"));
+    for (s, state) in [(&db, "ready"), (&migrate, "succeeded"), (&app, "ready")] {
+        assert_eq!(s["state"], state, "{status}");
+        assert_eq!(
+            (&s["attempt"], &s["restarts"]),
+            (&1.into(), &0.into()),
+            "{} needed more than one attempt: {status}",
+            s["name"]
+        );
+    }
+    let since = |s: &serde_json::Value| s["since"].as_f64().unwrap_or_else(|| panic!("since in {s}"));
+    assert!(
+        since(&db) <= since(&migrate) && since(&migrate) <= since(&app),
+        "not db, migrate, app: {status}"
+    );
+    let page = exec(&[
+        "/bin/wget".into(),
+        "-q".into(),
+        "-O".into(),
+        "-".into(),
+        "http://127.0.0.1:8080/".into(),
+    ]);
+    assert_eq!(stdout(&page), "schema 3\n", "{}", stderr(&page));
+
+    // docker stop: app, then db; 128+SIGTERM; nobody left in the root.
+    let sent = Instant::now();
+    send_signal(pid1, &image.stop_signal);
+    let out = guard.wait_output(Duration::from_secs(30));
+    let took = sent.elapsed();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 143, "{err}");
+    assert!(took < Duration::from_secs(9), "docker stop took {took:?}: {err}");
+    let stopped = |name: &str| {
+        err.find(&format!("[patience] {name}: stopped by SIGTERM after 1 attempt"))
+            .unwrap_or_else(|| panic!("{name} not stopped by SIGTERM: {err}"))
+    };
+    assert!(stopped("app") < stopped("db"), "db stopped before app: {err}");
+    assert!(stdout(&out).contains("migrate | schema 3\n"), "{}", stdout(&out));
+    let left = processes_rooted_at(&root);
+    assert!(left.is_empty(), "left in the container's root: {left:?}");
 }
