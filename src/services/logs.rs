@@ -93,15 +93,26 @@ pub struct Line {
     pub bytes: Vec<u8>,
 }
 
-/// A service's ring buffer and the clients following its output.
+/// A service's ring buffer and the clients following its output. The
+/// lines' bytes sit end to end in one buffer, so keeping a line costs a
+/// copy and no allocation (a service writing a lot keeps its pace).
 pub struct Ring {
-    lines: VecDeque<Arc<Line>>,
-    bytes: usize,
+    service: usize,
+    bytes: VecDeque<u8>,
+    meta: VecDeque<Meta>,
     max_lines: usize,
     max_bytes: usize,
     /// The attempt whose lines come now (the supervisor sets it).
     pub attempt: u64,
     followers: Vec<Follower>,
+}
+
+/// What the ring keeps of a line besides its bytes.
+struct Meta {
+    len: usize,
+    time: SystemTime,
+    stream: i32,
+    attempt: u64,
 }
 
 /// A client following the output: false once it has gone.
@@ -110,10 +121,11 @@ pub type Follower = Box<dyn FnMut(&Arc<Line>) -> bool + Send>;
 pub type Shared = Arc<Mutex<Ring>>;
 
 impl Ring {
-    pub fn new(max_lines: usize, max_bytes: usize) -> Shared {
+    pub fn new(service: usize, max_lines: usize, max_bytes: usize) -> Shared {
         Arc::new(Mutex::new(Ring {
-            lines: VecDeque::new(),
-            bytes: 0,
+            service,
+            bytes: VecDeque::new(),
+            meta: VecDeque::new(),
             max_lines,
             max_bytes,
             attempt: 0,
@@ -121,23 +133,48 @@ impl Ring {
         }))
     }
 
-    fn push(&mut self, line: Line) {
-        let line = Arc::new(line);
-        // A follower gone (its client hung up) is dropped here.
-        self.followers.retain_mut(|f| f(&line));
-        self.bytes += line.bytes.len();
-        self.lines.push_back(line);
-        while self.lines.len() > self.max_lines || (self.bytes > self.max_bytes && self.lines.len() > 1) {
-            if let Some(old) = self.lines.pop_front() {
-                self.bytes -= old.bytes.len();
+    fn push(&mut self, time: SystemTime, stream: i32, text: &[u8]) {
+        if !self.followers.is_empty() {
+            let line = Arc::new(Line {
+                service: self.service,
+                time,
+                stream,
+                attempt: self.attempt,
+                bytes: text.to_vec(),
+            });
+            // A follower gone (its client hung up) is dropped here.
+            self.followers.retain_mut(|f| f(&line));
+        }
+        self.bytes.extend(text);
+        self.meta.push_back(Meta {
+            len: text.len(),
+            time,
+            stream,
+            attempt: self.attempt,
+        });
+        while self.meta.len() > self.max_lines || (self.bytes.len() > self.max_bytes && self.meta.len() > 1) {
+            if let Some(old) = self.meta.pop_front() {
+                self.bytes.drain(..old.len);
             }
         }
     }
 
     /// The last `n` lines kept.
     pub fn last(&self, n: usize) -> Vec<Arc<Line>> {
-        let skip = self.lines.len().saturating_sub(n);
-        self.lines.iter().skip(skip).cloned().collect()
+        let skip = self.meta.len().saturating_sub(n);
+        let mut at: usize = self.meta.iter().take(skip).map(|m| m.len).sum();
+        let mut out = Vec::with_capacity(self.meta.len() - skip);
+        for m in self.meta.iter().skip(skip) {
+            out.push(Arc::new(Line {
+                service: self.service,
+                time: m.time,
+                stream: m.stream,
+                attempt: m.attempt,
+                bytes: self.bytes.range(at..at + m.len).copied().collect(),
+            }));
+            at += m.len;
+        }
+        out
     }
 
     pub fn follow(&mut self, follower: Follower) {
@@ -324,7 +361,6 @@ fn copy(pipe: OwnedFd, fd: i32, prefix: &[u8], mode: LogMode, watch: Option<&Wat
         let stamp = sink.timestamps.then(|| timestamp(now));
         {
             let mut ring = lock(&sink.ring);
-            let attempt = ring.attempt;
             // Lines the ring would drop at once are not kept at all, unless
             // a client follows them.
             let skip = if ring.followers.is_empty() {
@@ -333,13 +369,7 @@ fn copy(pipe: OwnedFd, fd: i32, prefix: &[u8], mode: LogMode, watch: Option<&Wat
                 0
             };
             for l in &lines[skip..] {
-                ring.push(Line {
-                    service: sink.service,
-                    time: now,
-                    stream: fd,
-                    attempt,
-                    bytes: l.strip_suffix(b"\n").unwrap_or(l).to_vec(),
-                });
+                ring.push(now, fd, l.strip_suffix(b"\n").unwrap_or(l));
             }
         }
         if let Some(file) = &sink.file {
@@ -457,14 +487,8 @@ mod tests {
 
     #[test]
     fn the_ring_keeps_log_lines_and_log_bytes_and_always_the_newest_line() {
-        let ring = Ring::new(3, 10);
-        let line = |t: &str| Line {
-            service: 0,
-            time: SystemTime::now(),
-            stream: 1,
-            attempt: 1,
-            bytes: t.as_bytes().to_vec(),
-        };
+        let ring = Ring::new(0, 3, 10);
+        let line = |t: &'static str| t;
         let texts = |r: &Shared| -> Vec<String> {
             lock(r)
                 .last(100)
@@ -473,14 +497,14 @@ mod tests {
                 .collect()
         };
         for t in ["a", "b", "c", "d"] {
-            lock(&ring).push(line(t));
+            lock(&ring).push(SystemTime::now(), 1, line(t).as_bytes());
         }
         assert_eq!(texts(&ring), ["b", "c", "d"]);
         assert_eq!(lock(&ring).last(2).len(), 2);
         // 10 bytes at most: "c" + "d" + "123456789" would be 11.
-        lock(&ring).push(line("123456789"));
+        lock(&ring).push(SystemTime::now(), 1, b"123456789");
         assert_eq!(texts(&ring), ["d", "123456789"]);
-        lock(&ring).push(line("a line longer than the limit"));
+        lock(&ring).push(SystemTime::now(), 1, b"a line longer than the limit");
         assert_eq!(texts(&ring), ["a line longer than the limit"]);
     }
 

@@ -172,7 +172,7 @@ pub fn run(plan: Plan, inherited: &Inherited, summary: Option<crate::report::Jso
             ready_how: None,
             shown: State::Idle,
             since: (Instant::now(), SystemTime::now()),
-            ring: logs::Ring::new(plan.stack.group.log_lines, plan.stack.group.log_bytes),
+            ring: logs::Ring::new(i, plan.stack.group.log_lines, plan.stack.group.log_bytes),
             log_file: None,
             dropped: Arc::new(AtomicU64::new(0)),
             ready_clock: Default::default(),
