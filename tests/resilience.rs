@@ -963,9 +963,12 @@ fn as_system_user(setup: &str, home: &str, args: &[&str]) -> Option<Output> {
         eprintln!("skipped: running as another user in a private /tmp needs root and unshare(1)");
         return None;
     }
+    // The binary goes to a tmpfs of the namespace first: a checkout under
+    // /tmp would vanish under the private /tmp (and the copy with it).
     let script = format!(
-        "mount -t tmpfs tmpfs /tmp && {setup} && home=$1 && shift && \
-         exec setpriv --reuid=65534 --regid=65534 --clear-groups env -i PATH=/usr/bin:/bin HOME=\"$home\" \"$0\" \"$@\""
+        "mount -t tmpfs tmpfs /mnt && cp \"$0\" /mnt/patience && chmod 755 /mnt/patience && \
+         mount -t tmpfs tmpfs /tmp && {setup} && home=$1 && shift && \
+         exec setpriv --reuid=65534 --regid=65534 --clear-groups env -i PATH=/usr/bin:/bin HOME=\"$home\" /mnt/patience \"$@\""
     );
     let mut c = std::process::Command::new("unshare");
     c.args(["--mount", "sh", "-c", &script, patience_bin(), home])
