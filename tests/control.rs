@@ -426,7 +426,6 @@ forever = true
     assert_eq!(l["stream"], "stdout");
     assert_eq!(l["attempt"], 1);
     assert!(l["time"].as_f64().unwrap() > 1.6e9);
-    // The supervisor's own stdout kept the byte too.
     // -f: a line written after the request arrives as a notification.
     let mut follow = patience(&s.dir);
     follow
@@ -565,20 +564,16 @@ fn another_uid_is_refused_by_peer_credentials() {
     assert_eq!(code(&output(c)), 0);
 }
 
-fn is_root() -> bool {
-    patience::sys::geteuid() == 0
-}
-
 #[test]
 fn a_runtime_directory_open_to_others_is_refused_and_the_stack_runs_without_control() {
     let dir = TempDir::new("ctl-opendir");
-    let run = dir.join("run");
+    let socket_dir = dir.join("run/patience");
     let _ = patience(&dir); // makes run/
-    std::fs::create_dir_all(run.join("patience")).unwrap();
-    std::fs::set_permissions(run.join("patience"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::create_dir_all(&socket_dir).unwrap();
+    std::fs::set_permissions(&socket_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let file = dir.join("services.toml");
     std::fs::write(&file, "[service.a]\ncommand = [\"sh\", \"-c\", \"echo hi\"]\n").unwrap();
-    let out = run_patience(&dir, &["--services", file.to_str().unwrap()]);
+    let out = run(&dir, &["--services", file.to_str().unwrap()]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stderr(&out).contains("is open to others"), "{}", stderr(&out));
     assert!(
@@ -587,10 +582,6 @@ fn a_runtime_directory_open_to_others_is_refused_and_the_stack_runs_without_cont
         stderr(&out)
     );
     assert_eq!(stdout(&out), "a | hi\n");
-}
-
-fn run_patience(dir: &TempDir, args: &[&str]) -> Output {
-    run(dir, args)
 }
 
 #[test]
@@ -619,7 +610,7 @@ fn no_supervisor_is_status_3_and_up_d_detaches_and_down_returns_when_it_is_gone(
     assert_eq!(code(&st), 0);
     let v: Value = serde_json::from_str(&stdout(&st)).unwrap();
     let pid = v["pid"].as_i64().unwrap() as i32;
-    let guard = Pidfile(pid);
+    let guard = KillOnDrop(pid);
     assert!(Path::new(&format!("/proc/{pid}")).exists());
     // up again with a supervisor running: starts nothing new, says 0.
     assert_eq!(code(&ctl(&["up"])), 0);
@@ -635,10 +626,10 @@ fn no_supervisor_is_status_3_and_up_d_detaches_and_down_returns_when_it_is_gone(
     assert_eq!(code(&ctl(&["status"])), 3);
 }
 
-/// Kills a pid on drop (a detached supervisor a test started).
-struct Pidfile(i32);
+/// Kills a pid on drop (the detached supervisor a test started).
+struct KillOnDrop(i32);
 
-impl Drop for Pidfile {
+impl Drop for KillOnDrop {
     fn drop(&mut self) {
         if patience::sys::alive_not_zombie(self.0) {
             let _ = patience::sys::kill(self.0, libc::SIGKILL);

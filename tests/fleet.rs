@@ -114,14 +114,7 @@ impl Host {
     }
 
     fn spawn(&self, args: &[&str]) -> Guard {
-        let child = self
-            .cmd(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn patience");
-        Guard::new(child)
+        spawn_command(self.cmd(args))
     }
 
     fn state(&self, key: &str) -> serde_json::Value {

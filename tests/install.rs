@@ -524,25 +524,7 @@ fn systemd_units_pass_systemd_analyze_verify() {
 #[test]
 fn patiencectl_completions_know_every_verb_and_the_services_of_the_file() {
     let dir = TempDir::new("ctl-completions");
-    let mut c = patience(&dir);
-    c.args(["--ctl", "--help"]);
-    let help = stdout(&output(c));
-    let verbs: Vec<String> = help
-        .split("Verbs:")
-        .nth(1)
-        .and_then(|t| t.split("Options:").next())
-        .unwrap()
-        .lines()
-        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
-        .flat_map(|l| {
-            l.split_whitespace()
-                .take_while(|w| w.ends_with(',') || !w.starts_with(['[', '-']))
-                .take(2)
-                .map(|w| w.trim_end_matches(',').to_string())
-                .collect::<Vec<_>>()
-        })
-        .filter(|w| w.chars().all(|c| c.is_ascii_lowercase()))
-        .collect();
+    let verbs: Vec<String> = ctl_verbs(&dir).into_iter().flatten().collect();
     assert!(verbs.len() >= 12, "{verbs:?}");
     for file in ["patiencectl.bash", "_patiencectl", "patiencectl.fish"] {
         let text = completion(file);

@@ -18,37 +18,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn is_root() -> bool {
-    patience::sys::getuid() == 0
-}
-
-/// Whether `unshare --fork --pid` works here (with `--mount-proc` if
-/// asked); says why not and returns false otherwise.
-fn namespaces(test: &str) -> bool {
-    if !is_root() {
-        skip_test(test, "needs root for unshare --pid");
-        return false;
-    }
-    match Command::new("unshare")
-        .args(["--fork", "--pid", "--mount-proc", "true"])
-        .stdin(Stdio::null())
-        .output()
-    {
-        Ok(out) if out.status.success() => true,
-        Ok(out) => {
-            skip_test(
-                test,
-                &format!("unshare --pid fails here: {}", stderr(&out).trim()),
-            );
-            false
-        }
-        Err(e) => {
-            skip_test(test, &format!("no unshare(1): {e}"));
-            false
-        }
-    }
-}
-
 /// The one child of `parent` (patience, PID 1 inside, under unshare).
 fn only_child(parent: i32) -> i32 {
     let mut found = None;
@@ -201,37 +170,6 @@ fn docker_stop_of_three_with_a_term_ignoring_middle_leaves_nothing() {
 
 // ---- the static binary, PID 1 of an empty chroot ----
 
-/// The `make static` binary, if it was built and is newer than the sources.
-fn static_binary() -> Result<PathBuf, String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target = Path::new(patience_bin()).parent().and_then(Path::parent).unwrap();
-    let bin = target
-        .join(format!("{}-unknown-linux-gnu", std::env::consts::ARCH))
-        .join("release/patience");
-    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).map_err(|e| {
-        format!(
-            "no static build at {} ({e}); run `make static` first",
-            bin.display()
-        )
-    })?;
-    let mut newest = std::time::SystemTime::UNIX_EPOCH;
-    let mut stack = vec![root.join("src"), root.join("Cargo.toml"), root.join("Cargo.lock")];
-    while let Some(p) = stack.pop() {
-        if let Ok(entries) = std::fs::read_dir(&p) {
-            stack.extend(entries.flatten().map(|e| e.path()));
-        } else if let Ok(t) = std::fs::metadata(&p).and_then(|m| m.modified()) {
-            newest = newest.max(t);
-        }
-    }
-    if built < newest {
-        return Err(format!(
-            "{} is older than the sources; run `make static` again",
-            bin.display()
-        ));
-    }
-    Ok(bin)
-}
-
 /// busybox, if it is a static binary that runs in an empty chroot.
 fn static_busybox() -> Result<PathBuf, String> {
     let bin = PathBuf::from("/bin/busybox");
@@ -278,17 +216,12 @@ fn static_binary_runs_a_stack_as_pid1_of_an_empty_chroot() {
     let run_in = |text: &str| {
         std::fs::write(root.join("stack.toml"), text).unwrap();
         let _ = std::fs::remove_file(root.join("log"));
-        let child = Command::new("unshare")
-            .args(["--fork", "--pid", "--kill-child", "--", chroot])
+        let mut c = Command::new("unshare");
+        c.args(["--fork", "--pid", "--kill-child", "--", chroot])
             .arg(root.path())
             .args(["/patience", "--services", "/stack.toml"])
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn unshare");
-        Guard::new(child)
+            .env_clear();
+        spawn_command(c)
     };
     let log = || std::fs::read_to_string(root.join("log")).unwrap_or_default();
 

@@ -20,10 +20,6 @@ fn skip(test: &str, why: &str) {
     skip_test(test, why);
 }
 
-fn is_root() -> bool {
-    patience::sys::getuid() == 0
-}
-
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -474,32 +470,6 @@ fn init_leaves_alone_a_child_it_did_not_start() {
 
 // ---- PID 1 in a new PID namespace ----
 
-/// Whether `unshare --fork --pid --mount-proc` works here; the reason if not.
-fn namespaces(test: &str) -> bool {
-    if !is_root() {
-        skip(test, "needs root for unshare --pid --mount-proc");
-        return false;
-    }
-    match Command::new("unshare")
-        .args(["--fork", "--pid", "--mount-proc", "true"])
-        .stdin(Stdio::null())
-        .output()
-    {
-        Ok(out) if out.status.success() => true,
-        Ok(out) => {
-            skip(
-                test,
-                &format!("unshare --pid fails here: {}", stderr(&out).trim()),
-            );
-            false
-        }
-        Err(e) => {
-            skip(test, &format!("no unshare(1): {e}"));
-            false
-        }
-    }
-}
-
 /// `unshare … patience ARGS`, patience being PID 1 of a new PID namespace,
 /// with the clean environment of `common::patience`. --kill-child: if the
 /// test kills unshare, patience (and with it the namespace) dies too.
@@ -627,39 +597,6 @@ fn pid1_gives_remaining_processes_term_and_a_grace_before_exiting() {
 }
 
 // ---- the static binary in an empty chroot ----
-
-/// The `make static` binary, if it was built and is newer than the sources.
-fn static_binary() -> Result<PathBuf, String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // The target directory (CARGO_TARGET_DIR or target/) holds the binary
-    // under test in debug/; `make static` writes to TRIPLE/release/ there.
-    let target = Path::new(patience_bin()).parent().and_then(Path::parent).unwrap();
-    let bin = target
-        .join(format!("{}-unknown-linux-gnu", std::env::consts::ARCH))
-        .join("release/patience");
-    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).map_err(|e| {
-        format!(
-            "no static build at {} ({e}); run `make static` first",
-            bin.display()
-        )
-    })?;
-    let mut newest = std::time::SystemTime::UNIX_EPOCH;
-    let mut stack = vec![root.join("src"), root.join("Cargo.toml"), root.join("Cargo.lock")];
-    while let Some(p) = stack.pop() {
-        if let Ok(entries) = std::fs::read_dir(&p) {
-            stack.extend(entries.flatten().map(|e| e.path()));
-        } else if let Ok(t) = std::fs::metadata(&p).and_then(|m| m.modified()) {
-            newest = newest.max(t);
-        }
-    }
-    if built < newest {
-        return Err(format!(
-            "{} is older than the sources; run `make static` again",
-            bin.display()
-        ));
-    }
-    Ok(bin)
-}
 
 #[test]
 fn static_binary_runs_in_an_empty_chroot() {

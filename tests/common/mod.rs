@@ -120,13 +120,20 @@ pub fn output(mut c: Command) -> Output {
 
 /// Starts `patience ARGS` in the background, stdin closed, output captured.
 pub fn spawn(dir: &TempDir, args: &[&str]) -> Guard {
-    let child = patience(dir)
-        .args(args)
+    let mut c = patience(dir);
+    c.args(args);
+    spawn_command(c)
+}
+
+/// Starts a prepared command in the background, stdin closed, output
+/// captured, killed and reaped on drop.
+pub fn spawn_command(mut c: Command) -> Guard {
+    let child = c
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn patience");
+        .expect("spawn");
     Guard::new(child)
 }
 
@@ -409,4 +416,91 @@ pub fn skips_file() -> PathBuf {
         .and_then(Path::parent)
         .unwrap_or(Path::new("."))
         .join("test-skips")
+}
+
+/// Whether the tests run as root (namespaces, chroot, other uids).
+pub fn is_root() -> bool {
+    patience::sys::getuid() == 0
+}
+
+/// Whether `unshare --fork --pid --mount-proc` works here; the reason if not.
+pub fn namespaces(test: &str) -> bool {
+    if !is_root() {
+        skip_test(test, "needs root for unshare --pid --mount-proc");
+        return false;
+    }
+    match Command::new("unshare")
+        .args(["--fork", "--pid", "--mount-proc", "true"])
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(out) if out.status.success() => true,
+        Ok(out) => {
+            skip_test(
+                test,
+                &format!("unshare --pid fails here: {}", stderr(&out).trim()),
+            );
+            false
+        }
+        Err(e) => {
+            skip_test(test, &format!("no unshare(1): {e}"));
+            false
+        }
+    }
+}
+
+/// The `make static` binary, if it was built and is newer than the sources.
+pub fn static_binary() -> Result<PathBuf, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The target directory (CARGO_TARGET_DIR or target/) holds the binary
+    // under test in debug/; `make static` writes to TRIPLE/release/ there.
+    let target = Path::new(patience_bin()).parent().and_then(Path::parent).unwrap();
+    let bin = target
+        .join(format!("{}-unknown-linux-gnu", std::env::consts::ARCH))
+        .join("release/patience");
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).map_err(|e| {
+        format!(
+            "no static build at {} ({e}); run `make static` first",
+            bin.display()
+        )
+    })?;
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    let mut stack = vec![root.join("src"), root.join("Cargo.toml"), root.join("Cargo.lock")];
+    while let Some(p) = stack.pop() {
+        if let Ok(entries) = std::fs::read_dir(&p) {
+            stack.extend(entries.flatten().map(|e| e.path()));
+        } else if let Ok(t) = std::fs::metadata(&p).and_then(|m| m.modified()) {
+            newest = newest.max(t);
+        }
+    }
+    if built < newest {
+        return Err(format!(
+            "{} is older than the sources; run `make static` again",
+            bin.display()
+        ));
+    }
+    Ok(bin)
+}
+
+/// The verbs `patiencectl --help` lists, a line each: the verb and its
+/// aliases (`status, ps`).
+pub fn ctl_verbs(dir: &TempDir) -> Vec<Vec<String>> {
+    let mut c = patience(dir);
+    c.args(["--ctl", "--help"]);
+    let help = stdout(&output(c));
+    help.split("Verbs:")
+        .nth(1)
+        .and_then(|t| t.split("Options:").next())
+        .expect("a Verbs: section before Options:")
+        .lines()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .map(|l| {
+            l.split_whitespace()
+                .take_while(|w| w.ends_with(',') || !w.starts_with(['[', '-']))
+                .take(2)
+                .map(|w| w.trim_end_matches(',').to_string())
+                .filter(|w| w.chars().all(|c| c.is_ascii_lowercase()))
+                .collect()
+        })
+        .collect()
 }
