@@ -725,29 +725,18 @@ fn supervisor(
                     }
                 }
             }
-            "log-lines" | "log-bytes" => {
-                let n = match v.get_ref() {
-                    DeValue::Integer(i) => u64::from_str_radix(i.as_str(), i.radix()).ok(),
-                    DeValue::String(t) if name == "log-bytes" => size(t),
-                    _ => None,
-                };
-                let max = if name == "log-lines" { 1_000_000 } else { 1 << 30 };
-                match n {
-                    Some(n) if n >= 1 && n <= max => {
-                        if name == "log-lines" {
-                            g.log_lines = n as usize;
-                        } else {
-                            g.log_bytes = n as usize;
-                        }
-                    }
-                    _ => {
-                        return Err(bad(if name == "log-lines" {
-                            format!("expected a number of lines from 1 to {max}")
-                        } else {
-                            "expected a size from 1 byte to 1 GiB, such as 1048576 or \"1MiB\"".into()
-                        }))
-                    }
-                }
+            "log-lines" => {
+                g.log_lines = integer(v)
+                    .filter(|n| (1..=1_000_000).contains(n))
+                    .ok_or_else(|| bad("expected a number of lines from 1 to 1000000".into()))?
+                    as usize;
+            }
+            "log-bytes" => {
+                g.log_bytes = byte_size(v)
+                    .filter(|n| (1..=1 << 30).contains(n))
+                    .ok_or_else(|| {
+                        bad("expected a size from 1 byte to 1 GiB, such as 1048576 or \"1MiB\"".into())
+                    })? as usize;
             }
             _ if SUPERVISOR_KEYS.contains(&name) => g.layer.add(doc, k, v, tn)?,
             _ => {
@@ -851,13 +840,7 @@ fn service(doc: &Doc<'_>, key: &Key<'_>, value: &Value<'_>) -> Result<Service, E
                 s.log_file = Some(relative_to_file(doc.path, Path::new(&p)));
             }
             "log-max-size" => {
-                s.log_max_size = match v.get_ref() {
-                    DeValue::Integer(i) => u64::from_str_radix(i.as_str(), i.radix()).ok(),
-                    DeValue::String(t) => size(t),
-                    _ => None,
-                }
-                .filter(|&n| n >= 1)
-                .ok_or_else(|| {
+                s.log_max_size = byte_size(v).filter(|&n| n >= 1).ok_or_else(|| {
                     bad(
                         v.span(),
                         "expected a size such as 10485760 or \"10MiB\" (at least 1 byte)".into(),
@@ -865,17 +848,15 @@ fn service(doc: &Doc<'_>, key: &Key<'_>, value: &Value<'_>) -> Result<Service, E
                 })?;
             }
             "log-keep" => {
-                s.log_keep = match v.get_ref() {
-                    DeValue::Integer(i) => u32::from_str_radix(i.as_str(), i.radix()).ok(),
-                    _ => None,
-                }
-                .filter(|&n| n <= 1000)
-                .ok_or_else(|| {
-                    bad(
-                        v.span(),
-                        "expected a number of rotated files from 0 to 1000".into(),
-                    )
-                })?;
+                s.log_keep = integer(v)
+                    .filter(|n| (0..=1000).contains(n))
+                    .map(|n| n as u32)
+                    .ok_or_else(|| {
+                        bad(
+                            v.span(),
+                            "expected a number of rotated files from 0 to 1000".into(),
+                        )
+                    })?;
             }
             "cwd" => {
                 let p = string(doc, name, tn, v)?;
@@ -1086,6 +1067,14 @@ fn service(doc: &Doc<'_>, key: &Key<'_>, value: &Value<'_>) -> Result<Service, E
     }
     s.env.extend(env_table);
     Ok(s)
+}
+
+/// A size in bytes: an integer, or a string such as `"10MiB"`.
+fn byte_size(v: &Value<'_>) -> Option<u64> {
+    match v.get_ref() {
+        DeValue::String(t) => size(t),
+        _ => integer(v).and_then(|n| u64::try_from(n).ok()),
+    }
 }
 
 /// A TOML integer's value, None for anything else.
