@@ -186,15 +186,10 @@ impl Sup {
         for d in deps {
             let dep = &self.svcs[d];
             // A dependency that already did what it must stays as it is.
-            let met = self.plan.edges[i].iter().any(|&(dd, c)| {
-                dd == d
-                    && match c {
-                        Cond::Started => dep.started,
-                        Cond::Ready => dep.ever_ready && dep.pid.is_some(),
-                        Cond::Succeeded => dep.state == State::Succeeded,
-                        Cond::Ended => Self::ended_state(&dep.state),
-                    }
-            });
+            // Readiness counts only while the dependency still runs.
+            let met = self.plan.edges[i]
+                .iter()
+                .any(|&(dd, c)| dd == d && self.holds(i, d, c) && (c != Cond::Ready || dep.pid.is_some()));
             if !met && dep.pid.is_none() {
                 self.want(d, started);
             }
@@ -443,15 +438,7 @@ impl Sup {
             State::Waiting => {
                 let waiting: Vec<String> = self.plan.edges[i]
                     .iter()
-                    .filter(|&&(d, c)| {
-                        let dep = &self.svcs[d];
-                        !match c {
-                            Cond::Started => dep.started,
-                            Cond::Ready => dep.ever_ready,
-                            Cond::Succeeded => dep.state == State::Succeeded,
-                            Cond::Ended => Self::ended_state(&dep.state),
-                        }
-                    })
+                    .filter(|&&(d, c)| !self.holds(i, d, c))
                     .map(|&(d, c)| format!("{} {}", self.name(d), c.word()))
                     .collect();
                 if waiting.is_empty() {
@@ -462,8 +449,8 @@ impl Sup {
             }
             State::Ready => {
                 let mut parts = Vec::new();
-                if let Some(how) = s.ready_how.filter(|h| *h != "started") {
-                    parts.push(format!("ready: {how}"));
+                if let Some(ready) = &self.plan.stack.services[i].ready {
+                    parts.push(format!("ready: {}", ready.kind()));
                 }
                 if let Some(h) = &s.health.summary {
                     parts.push(h.clone());

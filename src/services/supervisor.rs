@@ -89,7 +89,6 @@ pub(super) struct Svc {
     pub(super) last_exit: Option<String>,
     pub(super) restarts: u64,
     pub(super) next_at: Option<Instant>,
-    pub(super) ready_how: Option<&'static str>,
     /// The state last published (subscribe, waiters) and since when.
     pub(super) shown: State,
     pub(super) since: (Instant, SystemTime),
@@ -169,7 +168,6 @@ pub fn run(plan: Plan, inherited: &Inherited, summary: Option<crate::report::Jso
             last_exit: None,
             restarts: 0,
             next_at: None,
-            ready_how: None,
             shown: State::Idle,
             since: (Instant::now(), SystemTime::now()),
             ring: logs::Ring::new(i, plan.stack.group.log_lines, plan.stack.group.log_bytes),
@@ -502,7 +500,6 @@ impl Sup {
                     s.armed.store(false, Ordering::Release);
                     s.ready_deadline = None;
                     s.attempt_pid = None;
-                    s.ready_how = None;
                     if !exit.is_empty() {
                         s.last_exit = Some(exit);
                     }
@@ -519,18 +516,14 @@ impl Sup {
             Msg::Control(call) => self.control(call),
             Msg::PatternReady(i) => {
                 if self.svcs[i].state == State::Starting {
-                    self.became_ready(i, "pattern");
+                    self.became_ready(i);
                 }
             }
             Msg::ProbeReady(i, generation) => {
                 if self.svcs[i].state == State::Starting
                     && self.svcs[i].generation.load(Ordering::Acquire) == generation
                 {
-                    let kind = self.plan.stack.services[i]
-                        .ready
-                        .as_ref()
-                        .map_or("", |r| r.kind());
-                    self.became_ready(i, kind);
+                    self.became_ready(i);
                 }
             }
             Msg::Health(i, generation, result) => self.health_result(i, generation, result),
@@ -557,7 +550,6 @@ impl Sup {
             None => {
                 s.state = State::Ready;
                 s.ever_ready = true;
-                s.ready_how = Some("started");
                 self.start_health(i);
             }
             Some(kind) => {
@@ -589,28 +581,19 @@ impl Sup {
         }
         self.verbose(i, &format!("attempt {attempt} started"));
         if std::mem::take(&mut self.svcs[i].early_ready) && self.svcs[i].state == State::Starting {
-            let kind = self.plan.stack.services[i]
-                .ready
-                .as_ref()
-                .map_or("", |r| r.kind());
-            self.became_ready(i, kind);
+            self.became_ready(i);
         }
     }
 
-    fn became_ready(&mut self, i: usize, how: &str) {
+    fn became_ready(&mut self, i: usize) {
         let s = &mut self.svcs[i];
         s.state = State::Ready;
         s.ever_ready = true;
         s.ready_deadline = None;
-        s.ready_how = Some(match how {
-            "pattern" => "pattern",
-            "command" => "command",
-            "tcp" => "tcp",
-            "http" => "http",
-            "fd" => "fd",
-            "notify" => "notify",
-            _ => "check",
-        });
+        let how = self.plan.stack.services[i]
+            .ready
+            .as_ref()
+            .map_or("started", |r| r.kind());
         self.verbose(i, &format!("ready ({how})"));
         self.start_health(i);
     }
@@ -628,7 +611,6 @@ impl Sup {
         s.status = Some(status);
         s.attempt_pid = None;
         s.next_at = None;
-        s.ready_how = None;
         if std::mem::take(&mut s.restart_pending) && !self.shutting_down {
             // `restart` or `propagate = "restart"`: a new run as soon as its
             // conditions hold, with no backoff; nothing of it has started.
@@ -671,6 +653,21 @@ impl Sup {
         )
     }
 
+    /// Whether service `i`'s condition `cond` on dependency `d` holds.
+    pub(super) fn holds(&self, i: usize, d: usize, cond: Cond) -> bool {
+        let dep = &self.svcs[d];
+        let again = self.propagates(i, d);
+        match cond {
+            // Held now, not once: it comes back after a loss.
+            Cond::Started if again => matches!(dep.state, State::Starting | State::Ready),
+            Cond::Ready if again => dep.state == State::Ready,
+            Cond::Started => dep.started,
+            Cond::Ready => dep.ever_ready,
+            Cond::Succeeded => dep.state == State::Succeeded,
+            Cond::Ended => matches!(dep.state, State::Stopped | State::Succeeded | State::Failed),
+        }
+    }
+
     /// Starts every waiting service whose conditions hold; blocks those
     /// whose conditions never can.
     fn start_what_can(&mut self) {
@@ -684,17 +681,7 @@ impl Sup {
                 let mut blocked = None;
                 for &(d, cond) in &self.plan.edges[i] {
                     let dep = &self.svcs[d];
-                    let again = self.propagates(i, d);
-                    let holds = match cond {
-                        // Held now, not once: it comes back after a loss.
-                        Cond::Started if again => matches!(dep.state, State::Starting | State::Ready),
-                        Cond::Ready if again => dep.state == State::Ready,
-                        Cond::Started => dep.started,
-                        Cond::Ready => dep.ever_ready,
-                        Cond::Succeeded => dep.state == State::Succeeded,
-                        Cond::Ended => matches!(dep.state, State::Stopped | State::Succeeded | State::Failed),
-                    };
-                    if !holds {
+                    if !self.holds(i, d, cond) {
                         all = false;
                         if Self::ended_state(&dep.state) {
                             let why = match &dep.state {
@@ -1138,11 +1125,7 @@ impl Sup {
                 let s = &mut self.svcs[i];
                 match s.state {
                     State::Starting if s.started => {
-                        let kind = self.plan.stack.services[i]
-                            .ready
-                            .as_ref()
-                            .map_or("", |r| r.kind());
-                        self.became_ready(i, kind);
+                        self.became_ready(i);
                     }
                     // The service spoke before its shim's report that the
                     // attempt started reached this loop (two threads): it
