@@ -508,15 +508,7 @@ pub fn show(
     password_file: Option<&Path>,
     key: &str,
 ) -> Result<serde_json::Value, RemoteError> {
-    let mut con = connect(url, password_file)?;
-    let keys = Keys::new(key);
-    let reply: Vec<Value> = Script::new(SHOW)
-        .key(&keys.breaker)
-        .key(&keys.bucket)
-        .key(&keys.slots)
-        .key(&keys.slots_max)
-        .invoke(&mut con)
-        .map_err(|e| RemoteError::Unavailable(cannot(e)))?;
+    let reply: Vec<Value> = on_every_key(url, password_file, key, SHOW)?;
     let now: f64 = reply
         .first()
         .map(text)
@@ -586,16 +578,27 @@ pub fn show(
 
 /// `--reset-state KEY` against the server.
 pub fn reset(url: &StateUrl, password_file: Option<&Path>, key: &str) -> Result<(), RemoteError> {
+    let _: i64 = on_every_key(url, password_file, key, RESET)?;
+    Ok(())
+}
+
+/// Runs `script` once over every server key of `key` (`--state`,
+/// `--reset-state`), on a connection of its own.
+fn on_every_key<T: redis::FromRedisValue>(
+    url: &StateUrl,
+    password_file: Option<&Path>,
+    key: &str,
+    script: &str,
+) -> Result<T, RemoteError> {
     let mut con = connect(url, password_file)?;
     let keys = Keys::new(key);
-    let _: i64 = Script::new(RESET)
+    Script::new(script)
         .key(&keys.breaker)
         .key(&keys.bucket)
         .key(&keys.slots)
         .key(&keys.slots_max)
         .invoke(&mut con)
-        .map_err(|e| RemoteError::Unavailable(cannot(e)))?;
-    Ok(())
+        .map_err(|e| RemoteError::Unavailable(cannot(e)))
 }
 
 #[cfg(test)]
