@@ -446,18 +446,7 @@ fn a_real_prometheus_scrapes_and_answers_a_query() {
             .expect("spawn prometheus"),
     );
     let query = r#"patience_attempts_total{command="nightly \"backup\""}"#;
-    let encoded: String = query
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b == b'_' {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
-    let request =
-        format!("GET /api/v1/query?query={encoded} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let request = prometheus_query(query);
     let mut last = String::new();
     let found = eventually(Duration::from_secs(90), || {
         if let Ok(Some(st)) = prom.child().try_wait() {
@@ -486,18 +475,7 @@ fn a_real_prometheus_scrapes_and_answers_a_query() {
     d.expect(r#"patience_service_ready_seconds_count{command="shop.app"}"#, 1.0);
     // 1 (le="2.5") + 1 (up) + 3 (health failures); the other two have no le.
     let query = r#"sum by (command) ({__name__=~"patience_service_(up|health_failures_total|ready_seconds_bucket)",command="shop.app",le=~"|2.5"})"#;
-    let encoded: String = query
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b == b'_' {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
-    let request =
-        format!("GET /api/v1/query?query={encoded} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let request = prometheus_query(query);
     let found = eventually(Duration::from_secs(90), || {
         let (_, _, body) = http(&format!("127.0.0.1:{port}"), &request);
         last = body;
@@ -2568,4 +2546,19 @@ fn textfile_dir_writes_counters_that_keep_counting_for_node_exporter() {
         "{}",
         stderr(&out)
     );
+}
+
+/// The HTTP request of Prometheus's instant query API for `query`.
+fn prometheus_query(query: &str) -> String {
+    let encoded: String = query
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("GET /api/v1/query?query={encoded} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
 }
