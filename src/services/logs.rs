@@ -203,7 +203,6 @@ pub struct Watch {
 
 /// Where a reader's lines go besides patience's own stream.
 pub struct Sink {
-    pub service: usize,
     pub ring: Shared,
     /// The service's `log-file`, shared by its two streams.
     pub file: Option<Arc<Mutex<LogFile>>>,

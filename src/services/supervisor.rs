@@ -857,7 +857,6 @@ impl Sup {
         }
         let hold = self.plan.group.output == crate::settings::OutputMode::Failure;
         let sink = || logs::Sink {
-            service: i,
             ring: Arc::clone(&s.ring),
             file: s.log_file.clone(),
             timestamps: g.log_timestamps,
