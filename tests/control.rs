@@ -734,3 +734,40 @@ ready-notify = true
         "{table}"
     );
 }
+
+#[test]
+fn while_the_stack_shuts_down_start_is_refused_with_32003_and_down_t_kills_what_is_left() {
+    let s = Stack::start(
+        "ctl-stopping",
+        r#"
+[service.stubborn]
+command = ["sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"]
+restart = "always"
+forever = true
+kill-after = "30s"
+"#,
+    );
+    s.wait_state("stubborn", "ready");
+    let mut rpc = Rpc::connect(&s.socket());
+    let v = rpc.call(1, "down", json!({ "timeout": 1.0 }));
+    assert_eq!(v["result"]["stopping"], true);
+    let mut other = Rpc::connect(&s.socket());
+    let v = other.call(2, "start", json!({ "services": ["stubborn"] }));
+    assert_eq!(error_code(&v), -32003, "{v}");
+    // The service ignores TERM and has 30 s of grace: the 1 s of down's
+    // timeout is what ends it.
+    let started = Instant::now();
+    let Stack { sup, .. } = s;
+    let out = sup.wait_output(Duration::from_secs(20));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
